@@ -1,0 +1,249 @@
+//! Command line → validated settings.
+//!
+//! Everything a user can get wrong is checked here, before a socket is bound
+//! or a worker started, so that a mistake costs one clear line and exit code 2.
+
+use std::ffi::OsString;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::time::Duration;
+
+use clap::Parser;
+use nix::sys::signal::Signal;
+
+use crate::error::ConfigError;
+
+/// `baton [OPTIONS] -- PROGRAM [ARGS...]`
+#[derive(Debug, Parser)]
+#[command(
+    name = "baton",
+    version,
+    about = "Zero-downtime restart supervisor: owns the listening sockets, runs the app \
+             as a pool of workers that inherit them, and replaces the pool on SIGHUP.",
+    after_help = "Signals: HUP reload · TERM/INT graceful stop · QUIT fast stop.\n\
+                  Exit codes: 0 clean stop · 1 runtime failure · 2 usage or configuration error."
+)]
+pub struct Cli {
+    /// Socket to bind and hand to every worker, in order from fd 3: `127.0.0.1:8080`,
+    /// `[::1]:8080` or `unix:/path/to.sock`, optionally named `NAME=ADDR` (for
+    /// LISTEN_FDNAMES). Repeatable.
+    #[arg(long = "listen", value_name = "[NAME=]ADDR", required = true)]
+    pub listen: Vec<String>,
+
+    /// Worker processes per generation.
+    #[arg(long, value_name = "N", default_value = "1")]
+    pub workers: usize,
+
+    /// How long a new worker may take to send READY=1.
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
+    pub ready_timeout: Duration,
+
+    /// For programs that cannot notify: a worker counts as ready once it has been
+    /// alive this long (READY=1 still counts if it comes first).
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub ready_after: Option<Duration>,
+
+    /// Signal that tells an old worker to stop accepting and finish its work.
+    #[arg(long, value_name = "SIGNAL", default_value = "TERM", value_parser = parse_signal)]
+    pub drain_signal: Signal,
+
+    /// How long a draining worker may take before it is SIGKILLed.
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
+    pub drain_timeout: Duration,
+
+    /// Directory the workers start in, resolved again at every generation's spawn
+    /// (so a `current` symlink flipped by a deploy is followed by the next reload).
+    #[arg(long, value_name = "DIR")]
+    pub chdir: Option<PathBuf>,
+
+    /// listen(2) backlog of every stream listener (the kernel caps it at net.core.somaxconn).
+    #[arg(long, value_name = "N", default_value = "4096")]
+    pub backlog: u32,
+
+    /// The worker program and its arguments; a name without `/` is looked up in PATH
+    /// at every spawn.
+    #[arg(last = true, required = true, value_name = "PROGRAM [ARGS...]")]
+    pub command: Vec<OsString>,
+}
+
+/// Where a listener is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ListenAddr {
+    Tcp(SocketAddr),
+    Unix(PathBuf),
+}
+
+impl std::fmt::Display for ListenAddr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ListenAddr::Tcp(a) => write!(f, "{a}"),
+            ListenAddr::Unix(p) => write!(f, "unix:{}", p.display()),
+        }
+    }
+}
+
+/// One `--listen` argument.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListenSpec {
+    /// Name passed in LISTEN_FDNAMES. Never contains `:` (the separator).
+    pub name: String,
+    pub addr: ListenAddr,
+}
+
+impl FromStr for ListenSpec {
+    type Err = ConfigError;
+
+    /// `[NAME=]ADDR`. The default name is the address with `:` replaced by `_`,
+    /// because LISTEN_FDNAMES separates names with `:`.
+    fn from_str(s: &str) -> Result<Self, ConfigError> {
+        let bad = |why: &str| ConfigError::Address {
+            arg: s.to_string(),
+            why: why.to_string(),
+        };
+        let (name, addr) = match s.split_once('=') {
+            Some((name, addr)) => {
+                if name.is_empty()
+                    || !name
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+                {
+                    return Err(bad(
+                        "a name may only hold letters, digits, '-', '_' and '.'",
+                    ));
+                }
+                (Some(name.to_string()), addr)
+            }
+            None => (None, s),
+        };
+        let addr = if let Some(path) = addr.strip_prefix("unix:") {
+            if path.is_empty() {
+                return Err(bad("empty unix socket path"));
+            }
+            // sun_path holds 108 bytes including the terminating NUL.
+            if path.len() > 107 {
+                return Err(bad("unix socket path longer than 107 bytes"));
+            }
+            ListenAddr::Unix(PathBuf::from(path))
+        } else {
+            ListenAddr::Tcp(addr.parse().map_err(|_| {
+                bad("expected IP:PORT, [IPv6]:PORT or unix:/path (a host name is not resolved)")
+            })?)
+        };
+        let name = name.unwrap_or_else(|| addr.to_string().replace(':', "_"));
+        Ok(ListenSpec { name, addr })
+    }
+}
+
+/// Validated settings, the only thing the rest of baton reads.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listeners: Vec<ListenSpec>,
+    pub workers: usize,
+    pub ready_timeout: Duration,
+    pub ready_after: Option<Duration>,
+    pub drain_signal: Signal,
+    pub drain_timeout: Duration,
+    pub chdir: Option<PathBuf>,
+    pub backlog: u32,
+    pub program: OsString,
+    pub args: Vec<OsString>,
+}
+
+impl Config {
+    pub fn from_cli(cli: Cli) -> Result<Config, ConfigError> {
+        if cli.workers == 0 {
+            return Err(ConfigError::Workers);
+        }
+        let listeners = cli
+            .listen
+            .iter()
+            .map(|s| s.parse())
+            .collect::<Result<Vec<ListenSpec>, _>>()?;
+        let mut command = cli.command.into_iter();
+        let program = command.next().ok_or(ConfigError::NoProgram)?;
+        if program.is_empty() {
+            return Err(ConfigError::NoProgram);
+        }
+        if let Some(dir) = &cli.chdir {
+            if !dir.is_dir() {
+                return Err(ConfigError::Chdir(dir.clone()));
+            }
+        }
+        Ok(Config {
+            listeners,
+            workers: cli.workers,
+            ready_timeout: cli.ready_timeout,
+            ready_after: cli.ready_after,
+            drain_signal: cli.drain_signal,
+            drain_timeout: cli.drain_timeout,
+            chdir: cli.chdir,
+            backlog: cli.backlog,
+            program,
+            args: command.collect(),
+        })
+    }
+}
+
+/// `30s`, `500ms`, `1m 30s`.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s).map_err(|e| format!("{e} (expected e.g. 30s or 500ms)"))
+}
+
+/// `TERM`, `SIGTERM`, `term` or a number.
+pub fn parse_signal(s: &str) -> Result<Signal, String> {
+    if let Ok(n) = s.parse::<i32>() {
+        return Signal::try_from(n).map_err(|_| format!("no signal number {n}"));
+    }
+    let upper = s.to_ascii_uppercase();
+    let name = if upper.starts_with("SIG") {
+        upper
+    } else {
+        format!("SIG{upper}")
+    };
+    name.parse::<Signal>()
+        .map_err(|_| format!("unknown signal {s:?} (expected e.g. TERM, INT, QUIT, USR1)"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn listen_specs() {
+        let s: ListenSpec = "127.0.0.1:8080".parse().unwrap();
+        assert_eq!(s.name, "127.0.0.1_8080");
+        assert_eq!(s.addr, ListenAddr::Tcp("127.0.0.1:8080".parse().unwrap()));
+        let s: ListenSpec = "web=[::1]:80".parse().unwrap();
+        assert_eq!(s.name, "web");
+        assert_eq!(s.addr, ListenAddr::Tcp("[::1]:80".parse().unwrap()));
+        let s: ListenSpec = "unix:/run/a.sock".parse().unwrap();
+        assert_eq!(s.addr, ListenAddr::Unix("/run/a.sock".into()));
+        assert_eq!(s.name, "unix_/run/a.sock");
+        for bad in [
+            "localhost:80",
+            "127.0.0.1",
+            "unix:",
+            "a:b=1.2.3.4:5",
+            "=1.2.3.4:5",
+            "",
+        ] {
+            assert!(bad.parse::<ListenSpec>().is_err(), "{bad} accepted");
+        }
+    }
+
+    #[test]
+    fn signals() {
+        assert_eq!(parse_signal("TERM").unwrap(), Signal::SIGTERM);
+        assert_eq!(parse_signal("sigusr1").unwrap(), Signal::SIGUSR1);
+        assert_eq!(parse_signal("15").unwrap(), Signal::SIGTERM);
+        assert!(parse_signal("NOPE").is_err());
+        assert!(parse_signal("999").is_err());
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
+        assert!(parse_duration("5").is_err());
+    }
+}

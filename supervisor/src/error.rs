@@ -1,0 +1,74 @@
+//! Errors by operation. Each names what failed and with what (the address,
+//! the pid, the path), so the one line a user sees is enough to act on.
+
+use std::ffi::OsString;
+use std::io;
+use std::path::PathBuf;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("invalid --listen {arg:?}: {why}")]
+    Address { arg: String, why: String },
+    #[error("--workers must be at least 1")]
+    Workers,
+    #[error(
+        "no program to run: give it after `--`, e.g. baton --listen 127.0.0.1:8080 -- ./my-app"
+    )]
+    NoProgram,
+    #[error("--chdir {}: not a directory", .0.display())]
+    Chdir(PathBuf),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ListenError {
+    #[error("cannot bind {addr}: {source}")]
+    Bind { addr: String, source: io::Error },
+}
+
+/// Why a worker could not be started. `Program` errors found before the
+/// first generation starts are the user's mistake (exit 2).
+#[derive(Debug, thiserror::Error)]
+pub enum SpawnError {
+    #[error("cannot run {}: {source}", .program.to_string_lossy())]
+    Program {
+        program: OsString,
+        source: io::Error,
+    },
+    #[error("cannot run {}: not found in PATH", .program.to_string_lossy())]
+    NotInPath { program: OsString },
+    #[error("cannot spawn {}: {what}: {source}", .program.to_string_lossy())]
+    Os {
+        program: OsString,
+        what: &'static str,
+        source: io::Error,
+    },
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Listen(#[from] ListenError),
+    #[error(transparent)]
+    Spawn(#[from] SpawnError),
+    #[error("cannot create the notify socket {}: {source}", .path.display())]
+    Notify { path: PathBuf, source: io::Error },
+    #[error("cannot set up signal handling: {0}")]
+    Signals(io::Error),
+    #[error("generation {generation} failed to start: {cause}")]
+    FirstGeneration { generation: u64, cause: String },
+    #[error("{0}")]
+    Io(#[from] io::Error),
+}
+
+impl Error {
+    /// 2 for a user's mistake in the command line, 1 for everything else.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            Error::Config(_) => 2,
+            Error::Spawn(SpawnError::Program { .. } | SpawnError::NotInPath { .. }) => 2,
+            _ => 1,
+        }
+    }
+}

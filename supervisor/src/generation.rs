@@ -1,0 +1,199 @@
+//! A generation: one pool of workers started from the program on disk at one
+//! moment, and the life of each of its workers.
+//!
+//! ```text
+//! Generation:  Starting ──all ready──► Serving ──next one serves──► Draining ─┬──► (gone)
+//!                 │                                                            │
+//!                 └──a worker exits / misses its deadline──► Failed ───────────┤
+//!                                     (drain signal, like Draining)           deadline
+//!                                                                              ▼
+//!                                                                  Killed (SIGKILL) ──► (gone)
+//! Worker:      Starting ──READY=1 / ready-after──► Ready ──drain signal──► Draining
+//!              (serving generation only) exited ──► Backoff ──► Starting (respawn)
+//! ```
+//! This module only holds state and answers questions about it; the
+//! supervisor makes every transition (and logs it) in one place.
+
+use std::time::{Duration, Instant};
+
+use nix::unistd::Pid;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GenState {
+    /// Spawned, waiting for every worker to be ready.
+    Starting { since: Instant },
+    /// Accepting; the one generation that respawns its dead workers.
+    Serving { since: Instant },
+    /// Told to stop accepting; SIGKILLed at the deadline.
+    Draining { deadline: Instant },
+    /// Never became ready: its workers got the drain signal (one that was
+    /// not ready may still have accepted connections: they are finished, not
+    /// reset); SIGKILLed at the deadline.
+    Failed { deadline: Instant },
+    /// SIGKILLed (a drain deadline passed, or a fast stop): waiting to reap.
+    Killed,
+}
+
+impl GenState {
+    /// On its way out: no longer starting or serving.
+    pub fn is_leaving(&self) -> bool {
+        matches!(
+            self,
+            GenState::Draining { .. } | GenState::Failed { .. } | GenState::Killed
+        )
+    }
+
+    pub fn name(&self) -> &'static str {
+        match self {
+            GenState::Starting { .. } => "starting",
+            GenState::Serving { .. } => "serving",
+            GenState::Draining { .. } => "draining",
+            GenState::Failed { .. } => "failed",
+            GenState::Killed => "killed",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WorkerState {
+    /// Running, not ready yet; must be by `deadline`.
+    Starting {
+        since: Instant,
+        deadline: Instant,
+    },
+    Ready {
+        since: Instant,
+    },
+    /// Sent the drain signal (or SIGKILL); waiting to reap it.
+    Draining,
+    /// Dead (serving generation only): respawn at `until`.
+    Backoff {
+        until: Instant,
+    },
+}
+
+#[derive(Debug)]
+pub struct Worker {
+    pub slot: usize,
+    /// `None` only in `Backoff`. A pid stays valid until we reap it, so
+    /// signalling a pid held here never reaches an unrelated process.
+    pub pid: Option<Pid>,
+    pub state: WorkerState,
+    /// Consecutive deaths that came soon after a start (drives the backoff).
+    pub quick_deaths: u32,
+    pub restarts: u32,
+    pub started: Instant,
+}
+
+#[derive(Debug)]
+pub struct Generation {
+    pub id: u64,
+    pub state: GenState,
+    pub workers: Vec<Worker>,
+}
+
+/// A worker that lived this long after its start is "healthy": its death
+/// resets the backoff.
+pub const HEALTHY_AFTER: Duration = Duration::from_secs(10);
+pub const BACKOFF_BASE: Duration = Duration::from_millis(100);
+pub const BACKOFF_CAP: Duration = Duration::from_secs(10);
+
+/// Delay before respawning a worker that died after `quick_deaths`
+/// consecutive quick deaths: 100ms, 200ms, 400ms, … capped at 10s.
+pub fn backoff(quick_deaths: u32) -> Duration {
+    let factor = 1u32 << quick_deaths.saturating_sub(1).min(16);
+    (BACKOFF_BASE * factor).min(BACKOFF_CAP)
+}
+
+impl Generation {
+    pub fn new(id: u64, now: Instant) -> Generation {
+        Generation {
+            id,
+            state: GenState::Starting { since: now },
+            workers: Vec::new(),
+        }
+    }
+
+    pub fn live_pids(&self) -> impl Iterator<Item = Pid> + '_ {
+        self.workers.iter().filter_map(|w| w.pid)
+    }
+
+    pub fn live_count(&self) -> usize {
+        self.live_pids().count()
+    }
+
+    pub fn all_ready(&self) -> bool {
+        !self.workers.is_empty()
+            && self
+                .workers
+                .iter()
+                .all(|w| matches!(w.state, WorkerState::Ready { .. }))
+    }
+
+    pub fn ready_count(&self) -> usize {
+        self.workers
+            .iter()
+            .filter(|w| matches!(w.state, WorkerState::Ready { .. }))
+            .count()
+    }
+
+    pub fn worker_by_pid(&mut self, pid: Pid) -> Option<&mut Worker> {
+        self.workers.iter_mut().find(|w| w.pid == Some(pid))
+    }
+
+    /// The earliest instant at which something about this generation is due.
+    pub fn next_deadline(&self, ready_after: Option<Duration>) -> Option<Instant> {
+        let own = match self.state {
+            GenState::Draining { deadline } | GenState::Failed { deadline } => Some(deadline),
+            _ => None,
+        };
+        let workers = self.workers.iter().filter_map(|w| match w.state {
+            WorkerState::Starting { since, deadline } => {
+                Some(ready_after.map_or(deadline, |after| deadline.min(since + after)))
+            }
+            WorkerState::Backoff { until } => Some(until),
+            _ => None,
+        });
+        own.into_iter().chain(workers).min()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_and_caps() {
+        assert_eq!(backoff(0), Duration::from_millis(100));
+        assert_eq!(backoff(1), Duration::from_millis(100));
+        assert_eq!(backoff(2), Duration::from_millis(200));
+        assert_eq!(backoff(4), Duration::from_millis(800));
+        assert_eq!(backoff(40), BACKOFF_CAP);
+    }
+
+    #[test]
+    fn deadlines() {
+        let now = Instant::now();
+        let mut g = Generation::new(1, now);
+        g.workers.push(Worker {
+            slot: 0,
+            pid: Some(Pid::from_raw(10)),
+            state: WorkerState::Starting {
+                since: now,
+                deadline: now + Duration::from_secs(30),
+            },
+            quick_deaths: 0,
+            restarts: 0,
+            started: now,
+        });
+        assert_eq!(g.next_deadline(None), Some(now + Duration::from_secs(30)));
+        assert_eq!(
+            g.next_deadline(Some(Duration::from_secs(1))),
+            Some(now + Duration::from_secs(1))
+        );
+        assert!(!g.all_ready());
+        g.workers[0].state = WorkerState::Ready { since: now };
+        assert!(g.all_ready());
+        assert_eq!(g.next_deadline(None), None);
+    }
+}

@@ -1,0 +1,83 @@
+//! `baton [OPTIONS] -- PROGRAM [ARGS...]`: parse, run, map errors to exit codes
+//! (0 clean stop, 1 runtime failure, 2 usage or configuration error).
+
+use std::io::IsTerminal;
+use std::process::ExitCode;
+
+use clap::Parser;
+
+fn main() -> ExitCode {
+    let cli = match baton::Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            use clap::error::ErrorKind;
+            if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) {
+                let _ = e.print();
+                return ExitCode::SUCCESS;
+            }
+            // One line naming the culprit, not clap's multi-line usage block.
+            // clap's first paragraph (a message, sometimes followed by the
+            // missing arguments on their own lines), joined into one line.
+            let text = e.to_string();
+            let first: Vec<&str> = text
+                .lines()
+                .take_while(|l| !l.trim().is_empty())
+                .map(str::trim)
+                .collect();
+            let first = first.join(" ");
+            let first = first.strip_prefix("error: ").unwrap_or(&first);
+            eprintln!("baton: {first} (see baton --help)");
+            return ExitCode::from(2);
+        }
+    };
+    init_logging();
+    ensure_std_fds();
+    let result = baton::Config::from_cli(cli)
+        .map_err(baton::Error::from)
+        .and_then(|config| {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(baton::Error::from)?
+                .block_on(baton::run(config))
+        });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("baton: {e:#}");
+            ExitCode::from(e.exit_code())
+        }
+    }
+}
+
+/// Human-readable lines on stderr; `BATON_LOG` (e.g. `debug`) sets the level.
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("BATON_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
+}
+
+/// If baton was started with fd 0, 1 or 2 closed, the first socket it opens
+/// would land there and be mistaken for stdio by every worker: fill the gaps
+/// with /dev/null first.
+fn ensure_std_fds() {
+    for fd in 0..3 {
+        // SAFETY: F_GETFD only queries the descriptor table.
+        if unsafe { libc::fcntl(fd, libc::F_GETFD) } == -1 {
+            if let Ok(f) = std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open("/dev/null")
+            {
+                use std::os::fd::IntoRawFd;
+                // open() returned the lowest free fd, which is this one (or a
+                // lower gap filled earlier in this loop): keep it open.
+                let _ = f.into_raw_fd();
+            }
+        }
+    }
+}

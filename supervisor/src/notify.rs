@@ -1,0 +1,210 @@
+//! The socket workers report readiness on (`NOTIFY_SOCKET`, sd_notify's
+//! protocol): an AF_UNIX datagram socket with SO_PASSCRED, so the kernel
+//! tells us which pid sent each message. Messages from pids that are not our
+//! workers are ignored by the caller.
+
+use std::io::{self, IoSliceMut};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+
+use nix::sys::socket::{
+    self, sockopt, AddressFamily, ControlMessageOwned, MsgFlags, SockFlag, SockType, UnixAddr,
+};
+use tokio::io::unix::AsyncFd;
+
+/// A parsed notify datagram: newline-separated `KEY=VALUE` assignments.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Message {
+    pub ready: bool,
+    pub stopping: bool,
+    pub status: Option<String>,
+    /// Assignments we do not act on (kept for logging).
+    pub other: Vec<String>,
+}
+
+impl Message {
+    /// Lenient like systemd: unknown or malformed lines are kept in `other`.
+    pub fn parse(data: &[u8]) -> Message {
+        let mut msg = Message::default();
+        for line in data.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
+            let line = String::from_utf8_lossy(line);
+            match line.split_once('=') {
+                Some(("READY", "1")) => msg.ready = true,
+                Some(("STOPPING", "1")) => msg.stopping = true,
+                Some(("STATUS", s)) => msg.status = Some(s.chars().take(256).collect()),
+                _ => msg.other.push(line.chars().take(64).collect()),
+            }
+        }
+        msg
+    }
+}
+
+/// One received datagram.
+#[derive(Debug)]
+pub struct Datagram {
+    /// Sender pid from SCM_CREDENTIALS (None if the kernel sent none).
+    pub pid: Option<i32>,
+    pub truncated: bool,
+    pub message: Message,
+}
+
+/// Largest datagram we read; systemd uses the same bound (NOTIFY_BUFFER_MAX).
+const MAX_DATAGRAM: usize = 4096;
+
+pub struct NotifySocket {
+    fd: AsyncFd<OwnedFd>,
+    dir: PathBuf,
+    path: PathBuf,
+}
+
+impl NotifySocket {
+    /// Bind `notify.sock` in a fresh private (0700) directory under
+    /// `$RUNTIME_DIRECTORY`, `$XDG_RUNTIME_DIR` or the temp dir.
+    pub fn bind() -> io::Result<NotifySocket> {
+        let base = ["RUNTIME_DIRECTORY", "XDG_RUNTIME_DIR"]
+            .iter()
+            .filter_map(std::env::var_os)
+            .map(PathBuf::from)
+            // RUNTIME_DIRECTORY may list several, colon-separated.
+            .map(|p| {
+                PathBuf::from(
+                    p.to_string_lossy()
+                        .split(':')
+                        .next()
+                        .unwrap_or("")
+                        .to_string(),
+                )
+            })
+            .find(|p| p.is_dir())
+            .unwrap_or_else(std::env::temp_dir);
+        let dir = create_private_dir(&base)?;
+        let path = dir.join("notify.sock");
+        let sock = (|| {
+            let fd = socket::socket(
+                AddressFamily::Unix,
+                SockType::Datagram,
+                SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK,
+                None,
+            )?;
+            socket::bind(fd.as_raw_fd(), &UnixAddr::new(&path)?)?;
+            socket::setsockopt(&fd, sockopt::PassCred, &true)?;
+            // Room for a burst of READY=1 from a large generation.
+            let _ = socket::setsockopt(&fd, sockopt::RcvBuf, &(256 * 1024));
+            Ok::<_, nix::Error>(fd)
+        })();
+        let fd = match sock {
+            Ok(fd) => fd,
+            Err(e) => {
+                let _ = std::fs::remove_dir_all(&dir);
+                return Err(e.into());
+            }
+        };
+        // SAFETY: the OwnedFd moves into the AsyncFd, so the descriptor stays
+        // open exactly as long as the registration (register's requirement).
+        let fd = unsafe { AsyncFd::register(fd) }.map_err(io::Error::from)?;
+        Ok(NotifySocket { fd, dir, path })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Wait for the next datagram. Cancel-safe.
+    pub async fn recv(&self) -> io::Result<Datagram> {
+        loop {
+            let mut guard = self.fd.readable().await?;
+            match guard.try_io(|fd| recv_one(fd.get_ref().as_raw_fd())) {
+                Ok(result) => return result,
+                Err(_would_block) => continue,
+            }
+        }
+    }
+}
+
+fn recv_one(fd: i32) -> io::Result<Datagram> {
+    let mut buf = [0u8; MAX_DATAGRAM];
+    let mut cmsg = nix::cmsg_space!(nix::sys::socket::UnixCredentials);
+    let mut iov = [IoSliceMut::new(&mut buf)];
+    let msg = socket::recvmsg::<()>(
+        fd,
+        &mut iov,
+        Some(&mut cmsg),
+        MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_CMSG_CLOEXEC | MsgFlags::MSG_TRUNC,
+    )
+    .map_err(io::Error::from)?;
+    let mut pid = None;
+    if let Ok(cmsgs) = msg.cmsgs() {
+        for c in cmsgs {
+            match c {
+                ControlMessageOwned::ScmCredentials(cred) => pid = Some(cred.pid()),
+                // A sender could attach fds (SCM_RIGHTS): they arrived CLOEXEC;
+                // close them so a hostile worker cannot leak fds into baton.
+                ControlMessageOwned::ScmRights(fds) => {
+                    for fd in fds {
+                        let _ = nix::unistd::close(fd);
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+    let len = msg.bytes;
+    let truncated = len > MAX_DATAGRAM || msg.flags.contains(MsgFlags::MSG_TRUNC);
+    let message = if truncated {
+        Message::default()
+    } else {
+        Message::parse(&buf[..len])
+    };
+    Ok(Datagram {
+        pid,
+        truncated,
+        message,
+    })
+}
+
+fn create_private_dir(base: &Path) -> io::Result<PathBuf> {
+    use std::os::unix::fs::DirBuilderExt;
+    let pid = std::process::id();
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    let mut last = None;
+    for attempt in 0..16u32 {
+        let dir = base.join(format!("baton-{pid}-{:08x}", nanos.wrapping_add(attempt)));
+        match std::fs::DirBuilder::new().mode(0o700).create(&dir) {
+            Ok(()) => return Ok(dir),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => last = Some(e),
+            Err(e) => return Err(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| io::Error::other("cannot create a runtime directory")))
+}
+
+impl Drop for NotifySocket {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+        let _ = std::fs::remove_dir(&self.dir);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_assignments() {
+        let m = Message::parse(b"READY=1\nSTATUS=serving 4 conns\nMAINPID=1\n");
+        assert!(m.ready);
+        assert_eq!(m.status.as_deref(), Some("serving 4 conns"));
+        assert_eq!(m.other, vec!["MAINPID=1".to_string()]);
+        assert_eq!(
+            Message::parse(b"READY=0"),
+            Message {
+                other: vec!["READY=0".into()],
+                ..Default::default()
+            }
+        );
+        assert!(!Message::parse(b"\xff\x00garbage").ready);
+    }
+}

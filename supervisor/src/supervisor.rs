@@ -1,0 +1,591 @@
+//! The event loop: one `select!` over signals, child exits, notify messages
+//! and the nearest deadline. Signal handlers only turn signals into events;
+//! every state transition happens in a method of `Supervisor`, which logs it.
+//!
+//! The loop runs on a current-thread runtime on the main thread, so baton is
+//! single-threaded: `fork` is safe (see spawn.rs), PR_SET_PDEATHSIG is tied to
+//! a thread that lives as long as baton, and reaping with `waitpid(-1)` does
+//! not race anything (baton uses no `tokio::process`).
+
+use std::os::fd::{AsFd, OwnedFd};
+use std::time::{Duration, Instant};
+
+use nix::errno::Errno;
+use nix::sys::signal::{kill, Signal};
+use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use nix::unistd::Pid;
+use tokio::signal::unix::{signal, SignalKind};
+use tracing::{debug, error, info, warn};
+
+use crate::config::Config;
+use crate::error::{Error, SpawnError};
+use crate::generation::{backoff, GenState, Generation, Worker, WorkerState, HEALTHY_AFTER};
+use crate::listeners::{self, Listener};
+use crate::notify::{Datagram, NotifySocket};
+use crate::spawn::{self, WorkerSpec};
+
+/// Bind, start the first generation, and supervise until stopped.
+pub async fn run(config: Config) -> Result<(), Error> {
+    // The user's mistakes first, before anything is bound or started.
+    spawn::resolve_program(&config.program, config.chdir.as_deref())?;
+    let listeners = listeners::bind_all(&config.listeners, config.backlog)?;
+    for l in &listeners {
+        info!(name = %l.name, addr = %l.local, "listening");
+    }
+    let notify = NotifySocket::bind().map_err(|source| Error::Notify {
+        path: std::env::temp_dir(),
+        source,
+    })?;
+    // Handlers before the first worker: a HUP or TERM that arrives while it
+    // starts must become an event, not kill baton.
+    let sig = |kind: SignalKind| signal(kind).map_err(Error::Signals);
+    let mut hup = sig(SignalKind::hangup())?;
+    let mut term = sig(SignalKind::terminate())?;
+    let mut int = sig(SignalKind::interrupt())?;
+    let mut quit = sig(SignalKind::quit())?;
+    let mut chld = sig(SignalKind::child())?;
+
+    let devnull: OwnedFd = std::fs::File::open("/dev/null")?.into();
+    let mut sup = Supervisor {
+        notify_path: notify.path().to_string_lossy().into_owned(),
+        config,
+        listeners,
+        devnull,
+        generations: Vec::new(),
+        next_id: 1,
+        reload_queued: false,
+        stop: None,
+        fatal: None,
+    };
+    sup.start_generation()?;
+
+    while !sup.finished() {
+        let deadline = sup.next_deadline();
+        let timer = async {
+            match deadline {
+                Some(at) => tokio::time::sleep_until(at.into()).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            _ = hup.recv() => sup.on_reload_request(),
+            _ = term.recv() => sup.on_stop(false, "SIGTERM"),
+            _ = int.recv() => sup.on_stop(false, "SIGINT"),
+            _ = quit.recv() => sup.on_stop(true, "SIGQUIT"),
+            _ = chld.recv() => sup.reap(),
+            dg = notify.recv() => match dg {
+                Ok(dg) => sup.on_notify(dg),
+                Err(e) => warn!(error = %e, "reading the notify socket failed"),
+            },
+            _ = timer => {}
+        }
+        // A SIGCHLD may coalesce with another or be slow: reaping here too
+        // keeps every exit handled promptly.
+        sup.reap();
+        sup.on_deadlines(Instant::now());
+    }
+    match sup.fatal.take() {
+        Some((generation, cause)) => Err(Error::FirstGeneration { generation, cause }),
+        None => {
+            info!("stopped");
+            Ok(())
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Stop {
+    deadline: Instant,
+}
+
+struct Supervisor {
+    config: Config,
+    listeners: Vec<Listener>,
+    notify_path: String,
+    devnull: OwnedFd,
+    /// Oldest first. At most one is Starting and at most one Serving.
+    generations: Vec<Generation>,
+    next_id: u64,
+    /// A HUP arrived while a generation was starting: one more reload after it.
+    reload_queued: bool,
+    stop: Option<Stop>,
+    /// The first generation failed: baton exits 1 once its workers are reaped.
+    fatal: Option<(u64, String)>,
+}
+
+impl Supervisor {
+    fn finished(&self) -> bool {
+        (self.stop.is_some() || self.fatal.is_some())
+            && self.generations.iter().all(|g| g.live_count() == 0)
+    }
+
+    fn serving(&self) -> Option<usize> {
+        self.generations
+            .iter()
+            .position(|g| matches!(g.state, GenState::Serving { .. }))
+    }
+
+    fn starting(&self) -> Option<usize> {
+        self.generations
+            .iter()
+            .position(|g| matches!(g.state, GenState::Starting { .. }))
+    }
+
+    fn next_deadline(&self) -> Option<Instant> {
+        let gens = self
+            .generations
+            .iter()
+            .filter_map(|g| g.next_deadline(self.config.ready_after));
+        gens.chain(self.stop.map(|s| s.deadline)).min()
+    }
+
+    // ---- spawning -------------------------------------------------------
+
+    /// Start a new generation with every worker slot filled. A spawn error
+    /// fails it at once (and is returned for the first generation, whose
+    /// failure ends baton).
+    fn start_generation(&mut self) -> Result<(), Error> {
+        let id = self.next_id;
+        self.next_id += 1;
+        let now = Instant::now();
+        self.generations.push(Generation::new(id, now));
+        let idx = self.generations.len() - 1;
+        for slot in 0..self.config.workers {
+            let state = self.starting_state(now);
+            match self.spawn_worker(id, slot) {
+                Ok(pid) => self.generations[idx].workers.push(Worker {
+                    slot,
+                    pid: Some(pid),
+                    state,
+                    quick_deaths: 0,
+                    restarts: 0,
+                    started: now,
+                }),
+                Err(e) => {
+                    let first = self.serving().is_none() && id == 1;
+                    self.fail_generation(idx, format!("worker slot {slot}: {e}"));
+                    if first {
+                        return Err(e.into());
+                    }
+                    return Ok(());
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn starting_state(&self, now: Instant) -> WorkerState {
+        WorkerState::Starting {
+            since: now,
+            deadline: now + self.config.ready_timeout,
+        }
+    }
+
+    fn spawn_worker(&self, generation: u64, slot: usize) -> Result<Pid, SpawnError> {
+        let fds: Vec<_> = self.listeners.iter().map(|l| l.fd()).collect();
+        let names: Vec<&str> = self.listeners.iter().map(|l| l.name.as_str()).collect();
+        let env = [
+            ("LISTEN_FDS", fds.len().to_string()),
+            ("LISTEN_FDNAMES", names.join(":")),
+            ("NOTIFY_SOCKET", self.notify_path.clone()),
+            ("BATON_GENERATION", generation.to_string()),
+            ("BATON_WORKER", slot.to_string()),
+        ];
+        let pid = spawn::spawn(&WorkerSpec {
+            program: &self.config.program,
+            args: &self.config.args,
+            chdir: self.config.chdir.as_deref(),
+            fds: &fds,
+            stdin: self.devnull.as_fd(),
+            env: &env,
+        })
+        .inspect_err(|e| error!(generation, slot, error = %e, "spawn failed"))?;
+        info!(generation, slot, pid = pid.as_raw(), "worker spawned");
+        Ok(pid)
+    }
+
+    /// Respawn a dead worker of the serving generation in its slot.
+    fn respawn(&mut self, gi: usize, wi: usize, now: Instant) {
+        let (id, slot) = (
+            self.generations[gi].id,
+            self.generations[gi].workers[wi].slot,
+        );
+        let result = self.spawn_worker(id, slot);
+        let starting = self.starting_state(now);
+        let w = &mut self.generations[gi].workers[wi];
+        w.restarts += 1;
+        match result {
+            Ok(pid) => {
+                w.pid = Some(pid);
+                w.state = starting;
+                w.started = now;
+            }
+            Err(_) => {
+                w.quick_deaths += 1;
+                let delay = backoff(w.quick_deaths);
+                w.state = WorkerState::Backoff { until: now + delay };
+                warn!(generation = id, slot, retry_in = ?delay, "respawn failed, retrying");
+            }
+        }
+    }
+
+    // ---- events ---------------------------------------------------------
+
+    fn on_reload_request(&mut self) {
+        if self.stop.is_some() || self.fatal.is_some() {
+            info!("SIGHUP ignored: stopping");
+            return;
+        }
+        if let Some(gi) = self.starting() {
+            if !self.reload_queued {
+                info!(
+                    generation = self.generations[gi].id,
+                    "reload queued: a generation is still starting"
+                );
+            }
+            self.reload_queued = true;
+            return;
+        }
+        self.start_reload();
+    }
+
+    fn start_reload(&mut self) {
+        info!(generation = self.next_id, "reload started");
+        // Errors are logged and fail only the new generation.
+        let _ = self.start_generation();
+    }
+
+    fn on_stop(&mut self, fast: bool, why: &str) {
+        let now = Instant::now();
+        let signal = if fast {
+            Signal::SIGKILL
+        } else {
+            self.config.drain_signal
+        };
+        if self.stop.is_some() && !fast {
+            info!(signal = %why, "already stopping");
+            return;
+        }
+        let live: usize = self.generations.iter().map(|g| g.live_count()).sum();
+        info!(signal = %why, workers = live, "stopping");
+        self.reload_queued = false;
+        self.stop = Some(Stop {
+            deadline: now + self.config.drain_timeout,
+        });
+        for gen in &mut self.generations {
+            // A slot waiting for its respawn is simply not respawned.
+            gen.workers.retain(|w| w.pid.is_some());
+            if fast {
+                gen.state = GenState::Killed;
+                signal_workers(gen, Signal::SIGKILL);
+            } else if !gen.state.is_leaving() {
+                gen.state = GenState::Draining {
+                    deadline: now + self.config.drain_timeout,
+                };
+                signal_workers(gen, signal);
+            }
+            // Draining and failed generations already got the drain signal
+            // and keep their own deadline.
+        }
+    }
+
+    fn on_notify(&mut self, dg: Datagram) {
+        let Some(pid) = dg.pid else {
+            warn!("notify message without sender credentials ignored");
+            return;
+        };
+        let found = self.generations.iter().enumerate().find_map(|(gi, g)| {
+            g.workers
+                .iter()
+                .position(|w| w.pid == Some(Pid::from_raw(pid)))
+                .map(|wi| (gi, wi))
+        });
+        let Some((gi, wi)) = found else {
+            warn!(
+                pid,
+                "notify message from a pid that is not a worker ignored"
+            );
+            return;
+        };
+        if dg.truncated {
+            warn!(pid, "oversized notify message ignored");
+            return;
+        }
+        let gen = &self.generations[gi];
+        let worker = &gen.workers[wi];
+        if let Some(status) = &dg.message.status {
+            debug!(generation = gen.id, slot = worker.slot, pid, status = %status, "worker status");
+        }
+        if dg.message.ready {
+            if matches!(worker.state, WorkerState::Starting { .. }) {
+                self.mark_ready(gi, wi, Instant::now());
+            } else {
+                debug!(
+                    generation = gen.id,
+                    slot = worker.slot,
+                    pid,
+                    "repeated READY=1 ignored"
+                );
+            }
+        }
+    }
+
+    /// Reap every exited child (never blocks).
+    fn reap(&mut self) {
+        loop {
+            match waitpid(None::<Pid>, Some(WaitPidFlag::WNOHANG)) {
+                Ok(WaitStatus::Exited(pid, code)) => self.on_exit(pid, format!("exited {code}")),
+                Ok(WaitStatus::Signaled(pid, sig, _)) => {
+                    self.on_exit(pid, format!("killed by {}", sig.as_str()))
+                }
+                Ok(WaitStatus::StillAlive) | Err(Errno::ECHILD) => return,
+                Ok(_) => continue,
+                Err(Errno::EINTR) => continue,
+                Err(e) => {
+                    warn!(error = %e, "waitpid failed");
+                    return;
+                }
+            }
+        }
+    }
+
+    fn on_exit(&mut self, pid: Pid, status: String) {
+        let now = Instant::now();
+        let found = self.generations.iter().enumerate().find_map(|(gi, g)| {
+            g.workers
+                .iter()
+                .position(|w| w.pid == Some(pid))
+                .map(|wi| (gi, wi))
+        });
+        let Some((gi, wi)) = found else {
+            debug!(pid = pid.as_raw(), status = %status, "reaped a child that is not a worker");
+            return;
+        };
+        let gen = &mut self.generations[gi];
+        let (id, state) = (gen.id, gen.state);
+        let w = &mut gen.workers[wi];
+        let slot = w.slot;
+        info!(generation = id, slot, pid = pid.as_raw(), status = %status, "worker exited");
+        w.pid = None;
+        match state {
+            GenState::Starting { .. } => {
+                let was_ready = matches!(w.state, WorkerState::Ready { .. });
+                gen.workers.remove(wi);
+                let when = if was_ready {
+                    "after it was ready, before the generation was"
+                } else {
+                    "before it was ready"
+                };
+                self.fail_generation(
+                    gi,
+                    format!("worker slot {slot} (pid {pid}) {status} {when}"),
+                );
+            }
+            GenState::Serving { .. } => {
+                let quick = now.duration_since(w.started) < HEALTHY_AFTER;
+                w.quick_deaths = if quick { w.quick_deaths + 1 } else { 0 };
+                let delay = if quick {
+                    backoff(w.quick_deaths)
+                } else {
+                    Duration::ZERO
+                };
+                w.state = WorkerState::Backoff { until: now + delay };
+                warn!(generation = id, slot, pid = pid.as_raw(), status = %status, respawn_in = ?delay, "serving worker died, respawning");
+            }
+            GenState::Draining { .. } | GenState::Failed { .. } | GenState::Killed => {
+                gen.workers.remove(wi);
+            }
+        }
+        self.drop_finished_generations();
+    }
+
+    /// Act on everything due at `now`: readiness (by policy or timeout),
+    /// respawns, drain and stop deadlines.
+    fn on_deadlines(&mut self, now: Instant) {
+        let ready_after = self.config.ready_after;
+        for gi in 0..self.generations.len() {
+            let gen_state = self.generations[gi].state;
+            if let GenState::Draining { deadline } | GenState::Failed { deadline } = gen_state {
+                if now >= deadline {
+                    let gen = &mut self.generations[gi];
+                    warn!(
+                        generation = gen.id,
+                        workers = gen.live_count(),
+                        "drain timeout: killing the workers left"
+                    );
+                    signal_workers(gen, Signal::SIGKILL);
+                    gen.state = GenState::Killed;
+                }
+                continue;
+            }
+            if gen_state == GenState::Killed {
+                continue;
+            }
+            for wi in 0..self.generations[gi].workers.len() {
+                let Some(gen) = self.generations.get(gi) else {
+                    break;
+                };
+                let Some(w) = gen.workers.get(wi) else {
+                    break;
+                };
+                match w.state {
+                    WorkerState::Starting { since, .. }
+                        if ready_after.is_some_and(|after| now >= since + after) =>
+                    {
+                        self.mark_ready(gi, wi, now);
+                    }
+                    WorkerState::Starting { deadline, since } if now >= deadline => {
+                        let (id, slot, pid) = (gen.id, w.slot, w.pid);
+                        let waited = now.duration_since(since);
+                        let cause = format!(
+                            "worker slot {slot} (pid {}) not ready after {}",
+                            pid.map_or(0, |p| p.as_raw()),
+                            humantime::format_duration(round_ms(waited))
+                        );
+                        if matches!(gen_state, GenState::Starting { .. }) {
+                            self.fail_generation(gi, cause);
+                            break;
+                        }
+                        // A respawned worker of the serving generation: kill it;
+                        // its exit schedules the next try with backoff.
+                        warn!(generation = id, slot, cause = %cause, "killing a respawned worker");
+                        if let Some(pid) = pid {
+                            send(pid, Signal::SIGKILL);
+                        }
+                        self.generations[gi].workers[wi].state = WorkerState::Draining;
+                    }
+                    WorkerState::Backoff { until } if now >= until && self.stop.is_none() => {
+                        self.respawn(gi, wi, now);
+                    }
+                    _ => {}
+                }
+            }
+        }
+        if let Some(stop) = self.stop {
+            if now >= stop.deadline {
+                for gen in &mut self.generations {
+                    if gen.live_count() > 0 {
+                        warn!(
+                            generation = gen.id,
+                            workers = gen.live_count(),
+                            "stop timeout: killing the workers left"
+                        );
+                        signal_workers(gen, Signal::SIGKILL);
+                    }
+                }
+                self.stop = Some(Stop {
+                    deadline: now + Duration::from_secs(3600),
+                });
+            }
+        }
+        self.drop_finished_generations();
+    }
+
+    // ---- transitions ----------------------------------------------------
+
+    fn mark_ready(&mut self, gi: usize, wi: usize, now: Instant) {
+        let gen = &mut self.generations[gi];
+        let w = &mut gen.workers[wi];
+        w.state = WorkerState::Ready { since: now };
+        info!(
+            generation = gen.id,
+            slot = w.slot,
+            pid = w.pid.map_or(0, |p| p.as_raw()),
+            "worker ready"
+        );
+        if matches!(gen.state, GenState::Starting { .. }) && gen.all_ready() && self.stop.is_none()
+        {
+            self.promote(gi, now);
+        }
+    }
+
+    /// Generation `gi` is ready: it serves, and the one it replaces drains.
+    fn promote(&mut self, gi: usize, now: Instant) {
+        let old = self.serving();
+        let GenState::Starting { since } = self.generations[gi].state else {
+            return;
+        };
+        self.generations[gi].state = GenState::Serving { since: now };
+        let id = self.generations[gi].id;
+        let took = humantime::format_duration(round_ms(now.duration_since(since)));
+        info!(generation = id, workers = self.generations[gi].workers.len(), took = %took, "generation serving");
+        if let Some(oi) = old {
+            let drain_signal = self.config.drain_signal;
+            let deadline = now + self.config.drain_timeout;
+            let old_gen = &mut self.generations[oi];
+            old_gen.workers.retain(|w| w.pid.is_some());
+            old_gen.state = GenState::Draining { deadline };
+            info!(generation = old_gen.id, workers = old_gen.live_count(), signal = %drain_signal.as_str(), "draining");
+            signal_workers(old_gen, drain_signal);
+            info!(generation = id, previous = old_gen.id, took = %took, "reload complete");
+        }
+        self.after_reload();
+    }
+
+    /// A starting generation will never be ready: it drains (a worker that
+    /// was not ready may have accepted connections already) and is SIGKILLed
+    /// at the drain deadline; the serving generation keeps serving.
+    fn fail_generation(&mut self, gi: usize, cause: String) {
+        let deadline = Instant::now() + self.config.drain_timeout;
+        let gen = &mut self.generations[gi];
+        gen.state = GenState::Failed { deadline };
+        signal_workers(gen, self.config.drain_signal);
+        let id = gen.id;
+        if self.serving().is_none() && self.stop.is_none() {
+            // The first generation: nothing serves, baton exits 1 once its
+            // workers are gone.
+            error!(generation = id, cause = %cause, "generation failed to start");
+            self.fatal = Some((id, cause));
+            return;
+        }
+        match self.serving() {
+            Some(si) => warn!(
+                generation = id,
+                serving = self.generations[si].id,
+                cause = %cause,
+                "reload failed, previous generation keeps serving"
+            ),
+            None => warn!(generation = id, cause = %cause, "generation failed"),
+        }
+        self.after_reload();
+    }
+
+    fn after_reload(&mut self) {
+        if self.reload_queued && self.stop.is_none() && self.fatal.is_none() {
+            self.reload_queued = false;
+            self.start_reload();
+        }
+    }
+
+    fn drop_finished_generations(&mut self) {
+        self.generations.retain(|g| {
+            let done = g.state.is_leaving() && g.workers.iter().all(|w| w.pid.is_none());
+            if done {
+                info!(generation = g.id, "generation exited");
+            }
+            !done
+        });
+    }
+}
+
+/// Signal every live worker of `gen`. Safe against pid reuse: a pid held in a
+/// `Worker` has not been reaped yet, so it still names our child (possibly a
+/// zombie), never an unrelated process.
+fn signal_workers(gen: &mut Generation, signal: Signal) {
+    for w in &mut gen.workers {
+        if let Some(pid) = w.pid {
+            send(pid, signal);
+            w.state = WorkerState::Draining;
+        }
+    }
+}
+
+fn send(pid: Pid, signal: Signal) {
+    if let Err(e) = kill(pid, signal) {
+        debug!(pid = pid.as_raw(), signal = signal.as_str(), error = %e, "kill failed");
+    }
+}
+
+fn round_ms(d: Duration) -> Duration {
+    Duration::from_millis(d.as_millis() as u64)
+}

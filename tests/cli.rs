@@ -1,0 +1,246 @@
+//! The worker contract as a worker sees it (fds, environment, signal mask,
+//! stdin), the program and directory re-read at every reload, and every
+//! bad input refused with one line and the right exit code.
+
+use std::os::unix::fs::PermissionsExt;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use baton_e2e::{baton_bin, demo_app_bin, fd_targets, get, Baton, TempDir};
+
+const LONG: Duration = Duration::from_secs(60);
+
+fn read_proc(pid: i32, what: &str) -> String {
+    std::fs::read_to_string(format!("/proc/{pid}/{what}"))
+        .unwrap_or_else(|e| panic!("/proc/{pid}/{what}: {e}"))
+}
+
+#[test]
+fn a_worker_gets_exactly_the_listeners_stdio_and_the_contract_environment() {
+    let dir = TempDir::new();
+    let sock = dir.join("app.sock");
+    let unix = format!("unix:{}", sock.display());
+    // `sleep` opens nothing of its own: every fd it has came from baton.
+    let baton = Baton::start(&[
+        "--listen",
+        "127.0.0.1:0",
+        "--listen",
+        &format!("api={unix}"),
+        "--workers",
+        "2",
+        "--ready-after",
+        "100ms",
+        "--",
+        "sleep",
+        "1000",
+    ]);
+    baton.wait_log("generation serving generation=1", LONG);
+    let listeners = baton.listeners(2);
+    assert_eq!(listeners[1], ("api".to_string(), unix.clone()));
+
+    // The sockets baton holds (by inode) are the ones workers get at 3 and 4.
+    let baton_fds = fd_targets(baton.pid());
+    for w in baton.generation_workers(1) {
+        let fds = fd_targets(w.pid);
+        let numbers: Vec<i32> = fds.iter().map(|(fd, _)| *fd).collect();
+        assert_eq!(
+            numbers,
+            vec![0, 1, 2, 3, 4],
+            "worker {} fds: {fds:?}",
+            w.pid
+        );
+        assert_eq!(fds[0].1, "/dev/null", "stdin");
+        for (fd, target) in &fds[3..] {
+            assert!(target.starts_with("socket:["), "fd {fd} is {target}");
+            assert!(
+                baton_fds.iter().any(|(_, t)| t == target),
+                "fd {fd} ({target}) is not one of baton's listeners: {baton_fds:?}"
+            );
+        }
+        assert_ne!(fds[3].1, fds[4].1);
+
+        let env = read_proc(w.pid, "environ");
+        let env: Vec<&str> = env.split('\0').collect();
+        let has = |kv: &str| env.contains(&kv);
+        assert!(has(&format!("LISTEN_PID={}", w.pid)), "{env:?}");
+        assert!(has("LISTEN_FDS=2"), "{env:?}");
+        assert!(has("LISTEN_FDNAMES=127.0.0.1_0:api"), "{env:?}");
+        assert!(has("BATON_GENERATION=1"), "{env:?}");
+        assert!(has(&format!("BATON_WORKER={}", w.slot)), "{env:?}");
+        assert!(
+            env.iter().any(|kv| kv.starts_with("NOTIFY_SOCKET=/")),
+            "{env:?}"
+        );
+
+        let status = read_proc(w.pid, "status");
+        for mask in ["SigBlk", "SigIgn"] {
+            let line = status.lines().find(|l| l.starts_with(mask)).unwrap();
+            assert!(line.ends_with("0000000000000000"), "{line}");
+        }
+    }
+    // The unix socket file is baton's, and goes away on a clean stop.
+    assert!(sock.exists());
+    baton.signal(nix::sys::signal::Signal::SIGTERM);
+    baton.wait_log("stopped", LONG);
+    drop(baton);
+    assert!(!sock.exists(), "{} left behind", sock.display());
+}
+
+/// A deploy flips a `current` symlink: the next reload starts in the new
+/// directory and runs the program found there.
+#[test]
+fn chdir_and_a_relative_program_are_resolved_again_at_every_reload() {
+    let dir = TempDir::new();
+    for release in ["v1", "v2"] {
+        std::fs::create_dir(dir.join(release)).unwrap();
+        let app = dir.join(release).join("app");
+        std::fs::write(
+            &app,
+            format!("#!/bin/sh\nexec {} \"$@\"\n", demo_app_bin().display()),
+        )
+        .unwrap();
+        std::fs::set_permissions(&app, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let current = dir.join("current");
+    std::os::unix::fs::symlink(dir.join("v1"), &current).unwrap();
+    let baton = Baton::start(&[
+        "--listen",
+        "127.0.0.1:0",
+        "--chdir",
+        current.to_str().unwrap(),
+        "--",
+        "./app",
+    ]);
+    baton.wait_log("generation serving generation=1", LONG);
+    let w1 = baton.generation_workers(1)[0];
+    assert_eq!(
+        std::fs::read_link(format!("/proc/{}/cwd", w1.pid)).unwrap(),
+        dir.join("v1")
+    );
+
+    let tmp = dir.join("current.new");
+    std::os::unix::fs::symlink(dir.join("v2"), &tmp).unwrap();
+    std::fs::rename(&tmp, &current).unwrap();
+    baton.hup();
+    baton.wait_log("generation serving generation=2", LONG);
+    let w2 = baton.generation_workers(2)[0];
+    assert_eq!(
+        std::fs::read_link(format!("/proc/{}/cwd", w2.pid)).unwrap(),
+        dir.join("v2")
+    );
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let (status, body) = rt.block_on(get(baton.addr(), "/")).unwrap();
+    assert_eq!(status, 200);
+    assert!(body.starts_with("generation=2 "), "{body}");
+}
+
+/// Bad input: one line naming the culprit, exit 2 (usage) or 1 (runtime),
+/// no worker started, no panic.
+#[test]
+fn bad_input_gets_one_line_and_an_exit_code() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let taken = taken.local_addr().unwrap().to_string();
+    let dir = TempDir::new();
+    let not_exec = dir.join("not-executable");
+    std::fs::write(&not_exec, "#!/bin/sh\n").unwrap();
+    std::fs::set_permissions(&not_exec, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let not_exec = not_exec.to_str().unwrap().to_string();
+    let listen = ["--listen", "127.0.0.1:0"];
+
+    let cases: Vec<(Vec<&str>, i32, &str)> = vec![
+        (vec!["--bogus", "--", "sleep", "1"], 2, "--bogus"),
+        (listen.to_vec(), 2, "PROGRAM"),
+        (vec!["--", "sleep", "1"], 2, "--listen"),
+        (
+            vec!["--listen", "localhost:80", "--", "sleep", "1"],
+            2,
+            "localhost:80",
+        ),
+        (
+            vec!["--listen", "127.0.0.1:99999", "--", "sleep", "1"],
+            2,
+            "127.0.0.1:99999",
+        ),
+        (vec!["--listen", "unix:", "--", "sleep", "1"], 2, "unix:"),
+        (
+            [&listen[..], &["--workers", "0", "--", "sleep", "1"]].concat(),
+            2,
+            "--workers",
+        ),
+        (
+            [&listen[..], &["--workers", "many", "--", "sleep"]].concat(),
+            2,
+            "many",
+        ),
+        (
+            [&listen[..], &["--drain-timeout", "5", "--", "sleep"]].concat(),
+            2,
+            "--drain-timeout",
+        ),
+        (
+            [&listen[..], &["--drain-signal", "NOPE", "--", "sleep"]].concat(),
+            2,
+            "NOPE",
+        ),
+        (
+            [&listen[..], &["--", "./no-such-program"]].concat(),
+            2,
+            "./no-such-program",
+        ),
+        (
+            [&listen[..], &["--", "no-such-program-in-path"]].concat(),
+            2,
+            "no-such-program-in-path",
+        ),
+        (
+            [&listen[..], &["--", not_exec.as_str()]].concat(),
+            2,
+            "not-executable",
+        ),
+        (
+            [&listen[..], &["--chdir", "/no/such/dir", "--", "sleep"]].concat(),
+            2,
+            "/no/such/dir",
+        ),
+        (
+            vec!["--listen", taken.as_str(), "--", "sleep", "1"],
+            1,
+            taken.as_str(),
+        ),
+    ];
+    for (args, code, culprit) in cases {
+        let out = Command::new(baton_bin())
+            .args(&args)
+            .stdin(Stdio::null())
+            .env("NO_COLOR", "1")
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let what = format!(
+            "baton {args:?} → {:?}, stderr:\n{stderr}",
+            out.status.code()
+        );
+        assert_eq!(out.status.code(), Some(code), "{what}");
+        assert_eq!(
+            stderr.lines().filter(|l| l.starts_with("baton: ")).count(),
+            1,
+            "{what}"
+        );
+        let line = stderr.lines().find(|l| l.starts_with("baton: ")).unwrap();
+        assert!(
+            line.contains(culprit),
+            "the error line names {culprit:?}: {what}"
+        );
+        assert!(
+            !stderr.contains("panicked") && !stderr.contains("backtrace"),
+            "{what}"
+        );
+        assert!(
+            !stderr.contains("worker spawned"),
+            "a worker started: {what}"
+        );
+    }
+}

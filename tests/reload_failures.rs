@@ -1,0 +1,316 @@
+//! What happens when a reload cannot succeed, or a worker misbehaves:
+//! the generation that works keeps serving, and baton says why.
+//!
+//! Each test deploys "the program on disk" as a small shell script that
+//! `exec`s the real program (so the worker's pid is the one baton forked and
+//! READY=1 comes from it), and rewrites that script between reloads the way
+//! a deploy would.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use baton_e2e::load::parse_body;
+use baton_e2e::{demo_app_bin, get, pid_alive, wait_until, Baton, Load, LoadConfig, TempDir};
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+
+const LONG: Duration = Duration::from_secs(60);
+
+/// The program baton runs, rewritten atomically between reloads.
+struct Deploy {
+    dir: TempDir,
+    app: PathBuf,
+}
+
+impl Deploy {
+    fn new() -> Deploy {
+        let dir = TempDir::new();
+        let app = dir.join("app");
+        Deploy { dir, app }
+    }
+
+    fn app(&self) -> &str {
+        self.app.to_str().unwrap()
+    }
+
+    /// The demo app with extra flags.
+    fn good(&self, flags: &str) {
+        let demo = demo_app_bin();
+        self.write(&format!("exec {} {flags} \"$@\"", demo.display()));
+    }
+
+    /// Any shell body (a broken build).
+    fn write(&self, body: &str) {
+        write_script(&self.dir.join("app.new"), &self.app, body);
+    }
+}
+
+fn write_script(tmp: &Path, path: &Path, body: &str) {
+    std::fs::write(tmp, format!("#!/bin/sh\n{body}\n")).unwrap();
+    std::fs::set_permissions(tmp, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::rename(tmp, path).unwrap();
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// The generation that answers a fresh `GET /`.
+fn generation(rt: &tokio::runtime::Runtime, addr: std::net::SocketAddr) -> u64 {
+    let (status, body) = rt.block_on(get(addr, "/")).expect("GET / failed");
+    assert_eq!(status, 200, "GET / answered {status}: {body}");
+    parse_body(&body).expect("GET / body").0
+}
+
+fn light_load() -> LoadConfig {
+    LoadConfig {
+        keepalive_clients: 4,
+        newconn_clients: 4,
+        inflight_clients: 2,
+        inflight_path: "/sleep?ms=300".to_string(),
+        hard_limit: Duration::from_secs(120),
+        ..LoadConfig::default()
+    }
+}
+
+#[test]
+fn a_generation_that_exits_at_start_never_replaces_the_serving_one() {
+    let deploy = Deploy::new();
+    deploy.good("");
+    let baton = Baton::start(&[
+        "--listen",
+        "127.0.0.1:0",
+        "--workers",
+        "2",
+        "--",
+        deploy.app(),
+    ]);
+    baton.wait_log("generation serving generation=1", LONG);
+    let addr = baton.addr();
+    let rt = runtime();
+    let load = Load::start(rt.handle(), addr, light_load());
+    let serving: Vec<i32> = baton.generation_workers(1).iter().map(|w| w.pid).collect();
+
+    deploy.write("echo 'broken build: missing config' >&2\nexit 3");
+    baton.hup();
+    let line = baton.wait_log("reload failed", LONG);
+    assert!(line.contains("generation=2"), "{line}");
+    assert!(
+        line.contains("exited 3"),
+        "the cause names the exit status: {line}"
+    );
+    assert_eq!(generation(&rt, addr), 1);
+    for pid in &serving {
+        assert!(
+            pid_alive(*pid),
+            "serving worker {pid} died with the failed reload"
+        );
+    }
+
+    // The next deploy is good again: a later HUP works.
+    deploy.good("");
+    baton.hup();
+    baton.wait_log("generation serving generation=3", LONG);
+    wait_until(LONG, "generation 3 answers", || generation(&rt, addr) == 3);
+
+    let report = rt.block_on(load.finish());
+    println!("{report}");
+    assert_eq!(
+        report.errors(),
+        0,
+        "failed requests: {:?}",
+        report.first_errors
+    );
+    assert!(report.ok > 50, "too little load to mean anything: {report}");
+}
+
+#[test]
+fn a_generation_that_never_says_ready_is_killed_at_the_timeout() {
+    let deploy = Deploy::new();
+    deploy.good("");
+    let baton = Baton::start(&[
+        "--listen",
+        "127.0.0.1:0",
+        "--ready-timeout",
+        "2s",
+        "--",
+        deploy.app(),
+    ]);
+    baton.wait_log("generation serving generation=1", LONG);
+    let addr = baton.addr();
+    let rt = runtime();
+    let load = Load::start(rt.handle(), addr, light_load());
+
+    // Accepts on the inherited sockets but never sends READY=1. At the
+    // timeout it gets the drain signal, not SIGKILL: the connections it
+    // accepted meanwhile are finished, not reset (the load checks that).
+    deploy.good("--no-ready");
+    baton.hup();
+    let line = baton.wait_log("reload failed", LONG);
+    assert!(line.contains("generation=2"), "{line}");
+    assert!(
+        line.contains("not ready after 2s"),
+        "the cause names the timeout: {line}"
+    );
+    let stuck = baton.generation_workers(2);
+    assert_eq!(stuck.len(), 1);
+    let exited = baton.wait_log(
+        &format!("worker exited generation=2 slot=0 pid={}", stuck[0].pid),
+        LONG,
+    );
+    assert!(exited.contains("exited 0"), "it drained: {exited}");
+    baton.wait_log("generation exited generation=2", LONG);
+    assert_eq!(generation(&rt, addr), 1);
+
+    let report = rt.block_on(load.finish());
+    println!("{report}");
+    assert_eq!(
+        report.errors(),
+        0,
+        "failed requests: {:?}",
+        report.first_errors
+    );
+}
+
+#[test]
+fn a_worker_that_ignores_the_drain_signal_is_killed_at_the_drain_timeout() {
+    let deploy = Deploy::new();
+    deploy.good("--ignore-drain");
+    let baton = Baton::start(&[
+        "--listen",
+        "127.0.0.1:0",
+        "--drain-timeout",
+        "2s",
+        "--",
+        deploy.app(),
+    ]);
+    baton.wait_log("generation serving generation=1", LONG);
+    let old = baton.generation_workers(1)[0];
+
+    deploy.good("");
+    baton.hup();
+    baton.wait_log("generation serving generation=2", LONG);
+    let line = baton.wait_log("drain timeout", LONG);
+    assert!(line.contains("generation=1"), "{line}");
+    let exited = baton.wait_log(
+        &format!("worker exited generation=1 slot=0 pid={}", old.pid),
+        LONG,
+    );
+    assert!(exited.contains("SIGKILL"), "{exited}");
+    baton.wait_log("generation exited generation=1", LONG);
+}
+
+#[test]
+fn a_serving_worker_killed_from_outside_is_respawned_in_its_slot() {
+    let baton = Baton::start(&[
+        "--listen",
+        "127.0.0.1:0",
+        "--workers",
+        "2",
+        "--",
+        demo_app_bin().to_str().unwrap(),
+    ]);
+    baton.wait_log("generation serving generation=1", LONG);
+    let addr = baton.addr();
+    let victim = baton.generation_workers(1)[1];
+    kill(Pid::from_raw(victim.pid), Signal::SIGKILL).unwrap();
+
+    let died = baton.wait_log("serving worker died", LONG);
+    assert!(died.contains(&format!("pid={}", victim.pid)), "{died}");
+    assert!(died.contains("SIGKILL"), "{died}");
+    let respawn = format!("worker spawned generation=1 slot={}", victim.slot);
+    baton.wait_log_count(&respawn, 2, LONG);
+    let new = baton
+        .generation_workers(1)
+        .into_iter()
+        .rfind(|w| w.slot == victim.slot)
+        .unwrap();
+    assert_ne!(new.pid, victim.pid);
+    baton.wait_log(
+        &format!(
+            "worker ready generation=1 slot={} pid={}",
+            new.slot, new.pid
+        ),
+        LONG,
+    );
+    let rt = runtime();
+    assert_eq!(generation(&rt, addr), 1);
+}
+
+/// A storm of HUPs costs at most one extra reload: those that arrive while a
+/// generation starts coalesce into one more reload after it. The demo app
+/// delays READY=1 by 500ms so that the whole storm (100 ms) falls inside the
+/// first reload, as it would with any app that takes time to start.
+#[test]
+fn fifty_hups_in_100ms_cause_at_most_two_reloads_and_no_failed_request() {
+    let deploy = Deploy::new();
+    deploy.good("--ready-delay 500ms");
+    let baton = Baton::start(&[
+        "--listen",
+        "127.0.0.1:0",
+        "--workers",
+        "2",
+        "--",
+        deploy.app(),
+    ]);
+    baton.wait_log("generation serving generation=1", LONG);
+    let addr = baton.addr();
+    let rt = runtime();
+    let load = Load::start(rt.handle(), addr, light_load());
+
+    let start = std::time::Instant::now();
+    for _ in 0..50 {
+        baton.hup();
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    assert!(
+        start.elapsed() < Duration::from_millis(400),
+        "the storm took {:?}",
+        start.elapsed()
+    );
+    baton.wait_log("generation serving generation=2", LONG);
+    if baton.count_log("reload queued") > 0 {
+        baton.wait_log("generation serving generation=3", LONG);
+    }
+    // Settled: nothing is starting any more (the last reload has served).
+    let reloads = baton.count_log("reload started");
+    println!("50 HUPs → {reloads} reload(s)");
+    assert!((1..=2).contains(&reloads), "{reloads} reloads");
+    assert_eq!(baton.count_log("generation serving generation=4"), 0);
+
+    let report = rt.block_on(load.finish());
+    println!("{report}");
+    assert_eq!(
+        report.errors(),
+        0,
+        "failed requests: {:?}",
+        report.first_errors
+    );
+}
+
+#[test]
+fn baton_sigkilled_takes_its_workers_with_it() {
+    let mut baton = Baton::start(&[
+        "--listen",
+        "127.0.0.1:0",
+        "--workers",
+        "3",
+        "--",
+        demo_app_bin().to_str().unwrap(),
+    ]);
+    baton.wait_log("generation serving generation=1", LONG);
+    let workers = baton.generation_workers(1);
+    assert_eq!(workers.len(), 3);
+    baton.signal(Signal::SIGKILL);
+    baton.wait_exit(LONG);
+    for w in workers {
+        wait_until(LONG, &format!("worker {} gone with baton", w.pid), || {
+            !pid_alive(w.pid)
+        });
+    }
+}

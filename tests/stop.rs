@@ -1,0 +1,86 @@
+//! Stopping: SIGTERM drains every worker (in-flight requests complete) and
+//! baton exits 0; SIGQUIT kills at once.
+
+use std::time::Duration;
+
+use baton_e2e::{child_zombies, demo_app_bin, get, pid_alive, request, wait_until, Baton};
+use nix::sys::signal::Signal;
+
+const LONG: Duration = Duration::from_secs(60);
+
+#[test]
+fn sigterm_drains_every_worker_and_exits_0() {
+    let mut baton = Baton::start(&[
+        "--listen",
+        "127.0.0.1:0",
+        "--workers",
+        "2",
+        "--",
+        demo_app_bin().to_str().unwrap(),
+    ]);
+    baton.wait_log("generation serving generation=1", LONG);
+    let addr = baton.addr();
+    let workers = baton.generation_workers(1);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let inflight: Vec<_> = (0..6)
+        .map(|_| rt.spawn(request(addr, "/sleep?ms=1500", true)))
+        .collect();
+    // The accept queue is FIFO: once a later connection has been answered,
+    // every earlier one (the six sleeps) has been accepted by a worker.
+    let (status, _) = rt.block_on(get(addr, "/healthz")).unwrap();
+    assert_eq!(status, 200);
+
+    baton.signal(Signal::SIGTERM);
+    let status = baton.wait_exit(LONG);
+    assert_eq!(status.code(), Some(0), "baton exit status {status:?}");
+    for handle in inflight {
+        let resp = rt
+            .block_on(handle)
+            .unwrap()
+            .expect("in-flight request failed");
+        assert_eq!(resp.status, 200);
+    }
+    for w in &workers {
+        assert!(!pid_alive(w.pid), "worker {} outlived baton", w.pid);
+        let exited = baton.wait_log(
+            &format!("worker exited generation=1 slot={} pid={}", w.slot, w.pid),
+            LONG,
+        );
+        assert!(
+            exited.contains("exited 0"),
+            "demo-app drains and exits 0: {exited}"
+        );
+    }
+    baton.wait_log("stopped", LONG);
+}
+
+#[test]
+fn sigquit_kills_every_worker_at_once() {
+    let mut baton = Baton::start(&[
+        "--listen",
+        "127.0.0.1:0",
+        "--workers",
+        "2",
+        "--",
+        demo_app_bin().to_str().unwrap(),
+    ]);
+    baton.wait_log("generation serving generation=1", LONG);
+    let workers = baton.generation_workers(1);
+    let pid = baton.pid();
+    baton.signal(Signal::SIGQUIT);
+    let status = baton.wait_exit(LONG);
+    assert_eq!(status.code(), Some(0), "baton exit status {status:?}");
+    for w in &workers {
+        wait_until(LONG, "workers gone", || !pid_alive(w.pid));
+        let exited = baton.wait_log(
+            &format!("worker exited generation=1 slot={} pid={}", w.slot, w.pid),
+            LONG,
+        );
+        assert!(exited.contains("SIGKILL"), "{exited}");
+    }
+    assert!(child_zombies(pid).is_empty());
+}

@@ -1,0 +1,37 @@
+//! The end-to-end test harness: real `baton` and `demo-app` processes, real
+//! sockets, real load.
+//!
+//! - [`bins`]: builds the workspace binaries once per test process and finds
+//!   them in the target directory (`CARGO_BIN_EXE_*` is only set for tests of
+//!   the package that owns a binary, and these tests live in the root package).
+//! - [`process`]: [`Baton`] and [`DemoApp`], guards around a running child whose
+//!   stderr is captured line by line, so a test waits on log events
+//!   ([`Baton::wait_log`]) instead of sleeping, and whose `Drop` ends what was
+//!   spawned (by pid, never by name).
+//! - [`procfs`]: what `/proc` says about a pid: open fds, zombie children,
+//!   liveness.
+//! - [`http`]: a minimal hyper 1 client: one request on a fresh connection
+//!   ([`get`]), or a keep-alive [`Conn`]; errors are classified by kind.
+//! - [`load`]: a tokio load generator (keep-alive, connection-per-request and
+//!   long in-flight clients) with per-request accounting in a [`Report`].
+//! - [`tempdir`], [`wait`]: a self-removing temp dir, and a bounded wait for
+//!   conditions that have no log line.
+//!
+//! Every wait in here is bounded and panics with what it was waiting for and
+//! the captured log, so a failing test explains itself.
+
+pub mod bins;
+pub mod http;
+pub mod load;
+pub mod process;
+pub mod procfs;
+pub mod tempdir;
+pub mod wait;
+
+pub use bins::{baton_bin, demo_app_bin, workspace_root};
+pub use http::{get, request, Conn, ErrorKind, RequestError, Response};
+pub use load::{Load, LoadConfig, Mode, ModeStats, Report};
+pub use process::{field, Baton, DemoApp, Proc, WorkerInfo};
+pub use procfs::{child_zombies, cmdline, fd_count, fd_targets, pid_alive, proc_state};
+pub use tempdir::TempDir;
+pub use wait::wait_until;

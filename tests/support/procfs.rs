@@ -1,0 +1,70 @@
+//! What `/proc` says about a process.
+
+use std::fs;
+
+/// The state letter of `/proc/PID/stat` (`R`, `S`, `Z`, …) and the parent
+/// pid, or `None` if there is no such process.
+pub fn proc_state(pid: i32) -> Option<(char, i32)> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name is in parentheses and may itself contain spaces or
+    // parentheses: the fields we want follow the last ')'.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let mut fields = rest.split_whitespace();
+    let state = fields.next()?.chars().next()?;
+    let ppid = fields.next()?.parse().ok()?;
+    Some((state, ppid))
+}
+
+/// True if `pid` exists and is neither a zombie nor dead.
+pub fn pid_alive(pid: i32) -> bool {
+    matches!(proc_state(pid), Some((state, _)) if state != 'Z' && state != 'X')
+}
+
+/// The command line of `pid`, arguments separated by spaces; empty for a
+/// zombie, a kernel thread or a vanished process.
+pub fn cmdline(pid: i32) -> String {
+    fs::read(format!("/proc/{pid}/cmdline"))
+        .map(|raw| {
+            raw.split(|b| *b == 0)
+                .filter(|a| !a.is_empty())
+                .map(|a| String::from_utf8_lossy(a).into_owned())
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+        .unwrap_or_default()
+}
+
+/// The number of open file descriptors of `pid`.
+pub fn fd_count(pid: i32) -> usize {
+    fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap_or_else(|e| panic!("cannot read /proc/{pid}/fd: {e}"))
+        .count()
+}
+
+/// Every open fd of `pid` with what it points to (`socket:[123]`,
+/// `pipe:[456]`, `/dev/null`, …), sorted by fd.
+pub fn fd_targets(pid: i32) -> Vec<(i32, String)> {
+    let mut fds: Vec<(i32, String)> = fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap_or_else(|e| panic!("cannot read /proc/{pid}/fd: {e}"))
+        .filter_map(|entry| {
+            let entry = entry.ok()?;
+            let fd = entry.file_name().to_str()?.parse().ok()?;
+            // The fd may close between readdir and readlink.
+            let target = fs::read_link(entry.path()).ok()?;
+            Some((fd, target.to_string_lossy().into_owned()))
+        })
+        .collect();
+    fds.sort();
+    fds
+}
+
+/// Pids of the zombie children of `pid`.
+pub fn child_zombies(pid: i32) -> Vec<i32> {
+    let mut zombies: Vec<i32> = fs::read_dir("/proc")
+        .expect("cannot read /proc")
+        .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|&child| matches!(proc_state(child), Some(('Z', ppid)) if ppid == pid))
+        .collect();
+    zombies.sort();
+    zombies
+}
