@@ -11,7 +11,10 @@ use std::fmt;
 macro_rules! log {
     ($($arg:tt)*) => {{
         use ::std::io::Write as _;
-        let _ = writeln!(::std::io::stderr().lock(), "demo-app: {}", format_args!($($arg)*));
+        // One write(2) per line: stderr is unbuffered, and several workers
+        // share it, so a line written piecemeal would interleave with theirs.
+        let line = format!("demo-app: {}\n", format_args!($($arg)*));
+        let _ = ::std::io::stderr().lock().write_all(line.as_bytes());
     }};
 }
 pub(crate) use log;

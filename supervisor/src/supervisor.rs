@@ -26,6 +26,11 @@ use crate::spawn::{self, WorkerSpec};
 
 /// Bind, start the first generation, and supervise until stopped.
 pub async fn run(config: Config) -> Result<(), Error> {
+    info!(
+        pid = std::process::id(),
+        version = env!("CARGO_PKG_VERSION"),
+        "baton starting"
+    );
     // The user's mistakes first, before anything is bound or started.
     spawn::resolve_program(&config.program, config.chdir.as_deref())?;
     let listeners = listeners::bind_all(&config.listeners, config.backlog)?;

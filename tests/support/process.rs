@@ -471,8 +471,8 @@ impl DemoApp {
 
 #[cfg(test)]
 mod tests {
-    // The lib is `test = false`; these run only via `cargo test --lib` with
-    // that flag lifted, and document the matching rules.
+    // The lib is `test = false` (not run by a plain `cargo test`); run these
+    // with `cargo test -p baton-e2e --lib`.
     use super::*;
 
     #[test]
