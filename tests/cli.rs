@@ -78,6 +78,20 @@ fn a_worker_gets_exactly_the_listeners_stdio_and_the_contract_environment() {
             assert!(line.ends_with("0000000000000000"), "{line}");
         }
     }
+    // Every fd baton holds is close-on-exec (fdinfo flags, octal 02000000):
+    // nothing of baton's can leak into a worker even by accident.
+    for (fd, target) in fd_targets(baton.pid()).iter().filter(|(fd, _)| *fd > 2) {
+        let info = read_proc(baton.pid(), &format!("fdinfo/{fd}"));
+        let flags = info
+            .lines()
+            .find_map(|l| l.strip_prefix("flags:"))
+            .map(|f| u32::from_str_radix(f.trim(), 8).unwrap())
+            .unwrap();
+        assert!(
+            flags & 0o2000000 != 0,
+            "baton's fd {fd} ({target}) is not CLOEXEC"
+        );
+    }
     // The unix socket file is baton's, and goes away on a clean stop.
     assert!(sock.exists());
     baton.signal(nix::sys::signal::Signal::SIGTERM);

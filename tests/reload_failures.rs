@@ -242,6 +242,40 @@ fn a_serving_worker_killed_from_outside_is_respawned_in_its_slot() {
     assert_eq!(generation(&rt, addr), 1);
 }
 
+/// A serving worker that keeps dying is respawned with a growing delay, never
+/// in a fork loop: the deploy breaks after the first generation is up (the
+/// script now fails at once), and a worker is killed from outside.
+#[test]
+fn a_crash_looping_slot_backs_off_exponentially() {
+    let deploy = Deploy::new();
+    deploy.good("");
+    let baton = Baton::start(&["--listen", "127.0.0.1:0", "--", deploy.app()]);
+    baton.wait_log("generation serving generation=1", LONG);
+    deploy.write("echo 'crashing at start' >&2\nexit 7");
+    let victim = baton.generation_workers(1)[0];
+    kill(Pid::from_raw(victim.pid), Signal::SIGKILL).unwrap();
+
+    let deaths = baton.wait_log_count("serving worker died", 6, LONG);
+    let delays: Vec<String> = deaths
+        .iter()
+        .map(|l| baton_e2e::field(l, "respawn_in").unwrap_or("?").to_string())
+        .collect();
+    println!("respawn delays: {delays:?}");
+    assert!(
+        deaths[1..].iter().all(|l| l.contains("exited 7")),
+        "{deaths:?}"
+    );
+    // Every death here came within 10s of a start, so every one counts as
+    // quick and the delay doubles from 100ms (up to a 10s cap).
+    assert_eq!(
+        delays,
+        ["100ms", "200ms", "400ms", "800ms", "1.6s", "3.2s"],
+        "{deaths:?}"
+    );
+    // Each death is logged once, with its status.
+    assert_eq!(baton.count_log("worker exited"), 0);
+}
+
 /// A storm of HUPs costs at most one extra reload: those that arrive while a
 /// generation starts coalesce into one more reload after it. The demo app
 /// delays READY=1 by 500ms so that the whole storm (100 ms) falls inside the

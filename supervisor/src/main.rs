@@ -61,9 +61,14 @@ fn init_logging() {
         .init();
 }
 
-/// If baton was started with fd 0, 1 or 2 closed, the first socket it opens
-/// would land there and be mistaken for stdio by every worker: fill the gaps
-/// with /dev/null first.
+/// Put baton's descriptor table in order before it opens anything:
+/// - if fd 0, 1 or 2 is closed, the first socket baton opens would land
+///   there and be mistaken for stdio by every worker: fill the gaps with
+///   /dev/null;
+/// - every fd inherited from baton's parent (above 2) becomes close-on-exec,
+///   so that every fd baton holds is CLOEXEC and nothing reaches a worker
+///   except what the spawner places at fd 3, 4, … (sockets passed by systemd
+///   stay open: CLOEXEC only matters at exec).
 fn ensure_std_fds() {
     for fd in 0..3 {
         // SAFETY: F_GETFD only queries the descriptor table.
@@ -79,5 +84,15 @@ fn ensure_std_fds() {
                 let _ = f.into_raw_fd();
             }
         }
+    }
+    // SAFETY: close_range with CLOSE_RANGE_CLOEXEC only sets a flag on
+    // existing descriptors; it closes nothing. ENOSYS on old kernels is fine.
+    unsafe {
+        libc::syscall(
+            libc::SYS_close_range,
+            3 as libc::c_uint,
+            libc::c_uint::MAX,
+            libc::CLOSE_RANGE_CLOEXEC as libc::c_uint,
+        );
     }
 }

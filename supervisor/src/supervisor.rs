@@ -370,8 +370,12 @@ impl Supervisor {
         let (id, state) = (gen.id, gen.state);
         let w = &mut gen.workers[wi];
         let slot = w.slot;
-        info!(generation = id, slot, pid = pid.as_raw(), status = %status, "worker exited");
         w.pid = None;
+        // Each exit is logged once: as a death to respawn from the serving
+        // generation, as a plain exit otherwise.
+        if !matches!(state, GenState::Serving { .. }) || self.stop.is_some() {
+            info!(generation = id, slot, pid = pid.as_raw(), status = %status, "worker exited");
+        }
         match state {
             GenState::Starting { .. } => {
                 let was_ready = matches!(w.state, WorkerState::Ready { .. });
