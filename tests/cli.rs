@@ -146,6 +146,8 @@ fn chdir_and_a_relative_program_are_resolved_again_at_every_reload() {
         .enable_all()
         .build()
         .unwrap();
+    // Until the old worker has handled its drain signal it may still accept.
+    baton.wait_log("generation exited generation=1", LONG);
     let (status, body) = rt.block_on(get(baton.addr(), "/")).unwrap();
     assert_eq!(status, 200);
     assert!(body.starts_with("generation=2 "), "{body}");

@@ -28,8 +28,25 @@ pub struct Cli {
     /// Socket to bind and hand to every worker, in order from fd 3: `127.0.0.1:8080`,
     /// `[::1]:8080` or `unix:/path/to.sock`, optionally named `NAME=ADDR` (for
     /// LISTEN_FDNAMES). Repeatable.
-    #[arg(long = "listen", value_name = "[NAME=]ADDR", required = true)]
+    #[arg(long = "listen", value_name = "[NAME=]ADDR")]
     pub listen: Vec<String>,
+
+    /// One SO_REUSEPORT socket per worker slot for every TCP/UDP listener:
+    /// the kernel spreads connections across workers, no thundering herd.
+    #[arg(long)]
+    pub reuseport: bool,
+
+    /// Mode of the unix socket files baton creates (octal, e.g. 0660).
+    #[arg(long, value_name = "MODE", value_parser = parse_mode)]
+    pub socket_mode: Option<u32>,
+
+    /// Owner of the unix socket files baton creates: USER, USER:GROUP or :GROUP.
+    #[arg(long, value_name = "USER[:GROUP]")]
+    pub socket_owner: Option<String>,
+
+    /// Do not set the Server::Starter and einhorn variables for workers.
+    #[arg(long)]
+    pub no_compat_env: bool,
 
     /// Worker processes per generation.
     #[arg(long, value_name = "N", default_value = "1")]
@@ -71,6 +88,7 @@ pub struct Cli {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ListenAddr {
     Tcp(SocketAddr),
+    Udp(SocketAddr),
     Unix(PathBuf),
 }
 
@@ -78,6 +96,7 @@ impl std::fmt::Display for ListenAddr {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             ListenAddr::Tcp(a) => write!(f, "{a}"),
+            ListenAddr::Udp(a) => write!(f, "udp://{a}"),
             ListenAddr::Unix(p) => write!(f, "unix:{}", p.display()),
         }
     }
@@ -94,7 +113,7 @@ pub struct ListenSpec {
 impl FromStr for ListenSpec {
     type Err = ConfigError;
 
-    /// `[NAME=]ADDR`. The default name is the address with `:` replaced by `_`,
+    /// `[NAME=]ADDR`. The default name is the address with `:` (and `://`) replaced by `_`,
     /// because LISTEN_FDNAMES separates names with `:`.
     fn from_str(s: &str) -> Result<Self, ConfigError> {
         let bad = |why: &str| ConfigError::Address {
@@ -116,7 +135,14 @@ impl FromStr for ListenSpec {
             }
             None => (None, s),
         };
-        let addr = if let Some(path) = addr.strip_prefix("unix:") {
+        let inet = |a: &str| {
+            a.parse().map_err(|_| {
+                bad("expected IP:PORT, [IPv6]:PORT, udp://IP:PORT or unix:/path (a host name is not resolved)")
+            })
+        };
+        let addr = if let Some(a) = addr.strip_prefix("udp://") {
+            ListenAddr::Udp(inet(a)?)
+        } else if let Some(path) = addr.strip_prefix("unix:") {
             if path.is_empty() {
                 return Err(bad("empty unix socket path"));
             }
@@ -126,11 +152,9 @@ impl FromStr for ListenSpec {
             }
             ListenAddr::Unix(PathBuf::from(path))
         } else {
-            ListenAddr::Tcp(addr.parse().map_err(|_| {
-                bad("expected IP:PORT, [IPv6]:PORT or unix:/path (a host name is not resolved)")
-            })?)
+            ListenAddr::Tcp(inet(addr.strip_prefix("tcp://").unwrap_or(addr))?)
         };
-        let name = name.unwrap_or_else(|| addr.to_string().replace(':', "_"));
+        let name = name.unwrap_or_else(|| addr.to_string().replace("://", "_").replace(':', "_"));
         Ok(ListenSpec { name, addr })
     }
 }
@@ -146,6 +170,11 @@ pub struct Config {
     pub drain_timeout: Duration,
     pub chdir: Option<PathBuf>,
     pub backlog: u32,
+    pub reuseport: bool,
+    pub socket_mode: Option<u32>,
+    /// (uid, gid) resolved from `--socket-owner`.
+    pub socket_owner: Option<(Option<u32>, Option<u32>)>,
+    pub compat_env: bool,
     pub program: OsString,
     pub args: Vec<OsString>,
 }
@@ -179,10 +208,55 @@ impl Config {
             drain_timeout: cli.drain_timeout,
             chdir: cli.chdir,
             backlog: cli.backlog,
+            reuseport: cli.reuseport,
+            socket_mode: cli.socket_mode,
+            socket_owner: cli.socket_owner.as_deref().map(parse_owner).transpose()?,
+            compat_env: !cli.no_compat_env,
             program,
             args: command.collect(),
         })
     }
+}
+
+/// `USER`, `USER:GROUP` or `:GROUP`, by name or number.
+fn parse_owner(s: &str) -> Result<(Option<u32>, Option<u32>), ConfigError> {
+    use nix::unistd::{Group, User};
+    let err = |why: &str| ConfigError::Owner(s.to_string(), why.to_string());
+    let (user, group) = s.split_once(':').unwrap_or((s, ""));
+    let uid = match user {
+        "" => None,
+        u => Some(match u.parse::<u32>() {
+            Ok(n) => n,
+            Err(_) => User::from_name(u)
+                .map_err(|e| err(&e.to_string()))?
+                .ok_or_else(|| err("no such user"))?
+                .uid
+                .as_raw(),
+        }),
+    };
+    let gid = match group {
+        "" => None,
+        g => Some(match g.parse::<u32>() {
+            Ok(n) => n,
+            Err(_) => Group::from_name(g)
+                .map_err(|e| err(&e.to_string()))?
+                .ok_or_else(|| err("no such group"))?
+                .gid
+                .as_raw(),
+        }),
+    };
+    if uid.is_none() && gid.is_none() {
+        return Err(err("expected USER, USER:GROUP or :GROUP"));
+    }
+    Ok((uid, gid))
+}
+
+/// An octal file mode: `0660`, `660`.
+fn parse_mode(s: &str) -> Result<u32, String> {
+    u32::from_str_radix(s, 8)
+        .ok()
+        .filter(|m| *m <= 0o7777)
+        .ok_or_else(|| format!("{s:?} is not an octal file mode (e.g. 0660)"))
 }
 
 /// `30s`, `500ms`, `1m 30s`.
@@ -217,6 +291,10 @@ mod tests {
         let s: ListenSpec = "web=[::1]:80".parse().unwrap();
         assert_eq!(s.name, "web");
         assert_eq!(s.addr, ListenAddr::Tcp("[::1]:80".parse().unwrap()));
+        let s: ListenSpec = "dns=udp://127.0.0.1:53".parse().unwrap();
+        assert_eq!(s.addr, ListenAddr::Udp("127.0.0.1:53".parse().unwrap()));
+        let s: ListenSpec = "tcp://127.0.0.1:80".parse().unwrap();
+        assert_eq!(s.addr, ListenAddr::Tcp("127.0.0.1:80".parse().unwrap()));
         let s: ListenSpec = "unix:/run/a.sock".parse().unwrap();
         assert_eq!(s.addr, ListenAddr::Unix("/run/a.sock".into()));
         assert_eq!(s.name, "unix_/run/a.sock");
@@ -239,6 +317,17 @@ mod tests {
         assert_eq!(parse_signal("15").unwrap(), Signal::SIGTERM);
         assert!(parse_signal("NOPE").is_err());
         assert!(parse_signal("999").is_err());
+    }
+
+    #[test]
+    fn modes_and_owners() {
+        assert_eq!(parse_mode("0660").unwrap(), 0o660);
+        assert!(parse_mode("999").is_err());
+        assert_eq!(parse_owner("root").unwrap(), (Some(0), None));
+        assert_eq!(parse_owner("0:0").unwrap(), (Some(0), Some(0)));
+        assert_eq!(parse_owner(":root").unwrap(), (None, Some(0)));
+        assert!(parse_owner("no-such-user-here").is_err());
+        assert!(parse_owner(":").is_err());
     }
 
     #[test]

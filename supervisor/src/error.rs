@@ -17,12 +17,18 @@ pub enum ConfigError {
     NoProgram,
     #[error("--chdir {}: not a directory", .0.display())]
     Chdir(PathBuf),
+    #[error("no socket to serve: give --listen ADDR, or start baton with sockets from systemd (LISTEN_FDS)")]
+    NoListeners,
+    #[error("--socket-owner {0:?}: {1}")]
+    Owner(String, String),
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum ListenError {
     #[error("cannot bind {addr}: {source}")]
     Bind { addr: String, source: io::Error },
+    #[error("cannot use the sockets passed by systemd (LISTEN_FDS): {why}")]
+    Inherit { why: String },
 }
 
 /// Why a worker could not be started. `Program` errors found before the

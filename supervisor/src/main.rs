@@ -31,16 +31,19 @@ fn main() -> ExitCode {
         }
     };
     init_logging();
+    // Sockets from systemd first, while fds 3… can only be what our parent
+    // passed: once the runtime exists, a LISTEN_FDS that claims more fds than
+    // were passed would make baton adopt its own epoll fd.
+    let inherited = baton::listeners::inherit_from_env();
     ensure_std_fds();
-    let result = baton::Config::from_cli(cli)
-        .map_err(baton::Error::from)
-        .and_then(|config| {
-            tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .map_err(baton::Error::from)?
-                .block_on(baton::run(config))
-        });
+    let result = inherited.map_err(baton::Error::from).and_then(|inherited| {
+        let config = baton::Config::from_cli(cli)?;
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(baton::Error::from)?
+            .block_on(baton::run(config, inherited))
+    });
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -29,6 +29,9 @@ const SCRUBBED: &[&str] = &[
     "NOTIFY_SOCKET",
     "WATCHDOG_USEC",
     "WATCHDOG_PID",
+    "SERVER_STARTER_PORT",
+    "EINHORN_FDS",
+    "EINHORN_FD_COUNT",
 ];
 
 /// Everything needed to start one worker.
@@ -43,7 +46,7 @@ pub struct WorkerSpec<'a> {
     /// Becomes fd 0.
     pub stdin: BorrowedFd<'a>,
     /// Added to baton's environment (after scrubbing SCRUBBED and `BATON_*`).
-    pub env: &'a [(&'a str, String)],
+    pub env: &'a [(String, String)],
 }
 
 /// Find the file that `execve` will run, now: a path with `/` is taken
@@ -156,7 +159,10 @@ pub fn spawn(spec: &WorkerSpec<'_>) -> Result<Pid, SpawnError> {
     let mut env_store = Vec::new();
     for (k, v) in std::env::vars_os() {
         let key = k.as_bytes();
-        if SCRUBBED.iter().any(|s| s.as_bytes() == key) || key.starts_with(b"BATON_") {
+        if SCRUBBED.iter().any(|s| s.as_bytes() == key)
+            || key.starts_with(b"BATON_")
+            || key.starts_with(b"EINHORN_FD_")
+        {
             continue;
         }
         let mut kv = k.clone();

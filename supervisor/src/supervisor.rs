@@ -18,14 +18,16 @@ use tokio::signal::unix::{signal, SignalKind};
 use tracing::{debug, error, info, warn};
 
 use crate::config::Config;
-use crate::error::{Error, SpawnError};
+use crate::error::{ConfigError, Error, SpawnError};
 use crate::generation::{backoff, GenState, Generation, Worker, WorkerState, HEALTHY_AFTER};
-use crate::listeners::{self, Listener};
+use crate::listeners::{self, BindOptions, Kind, Listener};
 use crate::notify::{Datagram, NotifySocket};
 use crate::spawn::{self, WorkerSpec};
 
 /// Bind, start the first generation, and supervise until stopped.
-pub async fn run(config: Config) -> Result<(), Error> {
+/// `inherited` are the sockets systemd passed ([`listeners::inherit_from_env`],
+/// which must run before anything, the runtime included, opens an fd).
+pub async fn run(config: Config, inherited: Vec<Listener>) -> Result<(), Error> {
     info!(
         pid = std::process::id(),
         version = env!("CARGO_PKG_VERSION"),
@@ -33,9 +35,28 @@ pub async fn run(config: Config) -> Result<(), Error> {
     );
     // The user's mistakes first, before anything is bound or started.
     spawn::resolve_program(&config.program, config.chdir.as_deref())?;
-    let listeners = listeners::bind_all(&config.listeners, config.backlog)?;
-    for l in &listeners {
-        info!(name = %l.name, addr = %l.local, "listening");
+    // systemd's sockets first (fd 3… in its order), then --listen ones.
+    let mut listeners = inherited;
+    let opts = BindOptions {
+        backlog: i32::try_from(config.backlog).unwrap_or(i32::MAX),
+        reuseport_slots: config.reuseport.then_some(config.workers),
+        socket_mode: config.socket_mode,
+        socket_owner: config.socket_owner,
+    };
+    listeners.extend(listeners::bind_all(&config.listeners, &opts)?);
+    if listeners.is_empty() {
+        return Err(ConfigError::NoListeners.into());
+    }
+    for (i, l) in listeners.iter().enumerate() {
+        info!(
+            name = %l.name,
+            addr = %l.local,
+            kind = %l.kind.as_str(),
+            fd = 3 + i,
+            sockets = l.socket_count(),
+            inherited = l.inherited,
+            "listening"
+        );
     }
     let notify = NotifySocket::bind().map_err(|source| Error::Notify {
         path: std::env::temp_dir(),
@@ -52,7 +73,7 @@ pub async fn run(config: Config) -> Result<(), Error> {
 
     let devnull: OwnedFd = std::fs::File::open("/dev/null")?.into();
     let mut sup = Supervisor {
-        notify_path: notify.path().to_string_lossy().into_owned(),
+        worker_env: worker_env(&listeners, notify.path(), config.compat_env),
         config,
         listeners,
         devnull,
@@ -106,7 +127,9 @@ struct Stop {
 struct Supervisor {
     config: Config,
     listeners: Vec<Listener>,
-    notify_path: String,
+    /// What every worker gets in its environment besides its generation and
+    /// slot (the same for all: fd numbers do not depend on the slot).
+    worker_env: Vec<(String, String)>,
     devnull: OwnedFd,
     /// Oldest first. At most one is Starting and at most one Serving.
     generations: Vec<Generation>,
@@ -187,15 +210,10 @@ impl Supervisor {
     }
 
     fn spawn_worker(&self, generation: u64, slot: usize) -> Result<Pid, SpawnError> {
-        let fds: Vec<_> = self.listeners.iter().map(|l| l.fd()).collect();
-        let names: Vec<&str> = self.listeners.iter().map(|l| l.name.as_str()).collect();
-        let env = [
-            ("LISTEN_FDS", fds.len().to_string()),
-            ("LISTEN_FDNAMES", names.join(":")),
-            ("NOTIFY_SOCKET", self.notify_path.clone()),
-            ("BATON_GENERATION", generation.to_string()),
-            ("BATON_WORKER", slot.to_string()),
-        ];
+        let fds: Vec<_> = self.listeners.iter().map(|l| l.fd_for_slot(slot)).collect();
+        let mut env = self.worker_env.clone();
+        env.push(("BATON_GENERATION".into(), generation.to_string()));
+        env.push(("BATON_WORKER".into(), slot.to_string()));
         let pid = spawn::spawn(&WorkerSpec {
             program: &self.config.program,
             args: &self.config.args,
@@ -575,6 +593,45 @@ impl Supervisor {
             !done
         });
     }
+}
+
+/// The socket-passing variables, in systemd's protocol and, unless
+/// `--no-compat-env`, in Server::Starter's and einhorn's too, so that apps
+/// written for those supervisors run unchanged.
+fn worker_env(
+    listeners: &[Listener],
+    notify: &std::path::Path,
+    compat: bool,
+) -> Vec<(String, String)> {
+    let fds: Vec<usize> = (3..3 + listeners.len()).collect();
+    let names: Vec<&str> = listeners.iter().map(|l| l.name.as_str()).collect();
+    let mut env: Vec<(String, String)> = vec![
+        ("LISTEN_FDS".into(), listeners.len().to_string()),
+        ("LISTEN_FDNAMES".into(), names.join(":")),
+        (
+            "NOTIFY_SOCKET".into(),
+            notify.to_string_lossy().into_owned(),
+        ),
+    ];
+    if compat {
+        // Server::Starter: `host:port=fd;path=fd` (stream sockets only).
+        let starter: Vec<String> = listeners
+            .iter()
+            .zip(&fds)
+            .filter(|(l, _)| l.kind != Kind::Udp)
+            .map(|(l, fd)| format!("{}={fd}", l.bare_addr()))
+            .collect();
+        if !starter.is_empty() {
+            env.push(("SERVER_STARTER_PORT".into(), starter.join(";")));
+        }
+        let list: Vec<String> = fds.iter().map(|fd| fd.to_string()).collect();
+        env.push(("EINHORN_FDS".into(), list.join(" ")));
+        env.push(("EINHORN_FD_COUNT".into(), fds.len().to_string()));
+        for (i, fd) in fds.iter().enumerate() {
+            env.push((format!("EINHORN_FD_{i}"), fd.to_string()));
+        }
+    }
+    env
 }
 
 /// Signal every live worker of `gen`. Safe against pid reuse: a pid held in a
