@@ -44,6 +44,16 @@ pub struct Cli {
     #[arg(long, value_name = "USER[:GROUP]")]
     pub socket_owner: Option<String>,
 
+    /// The control socket for `baton reload|status|stop` (default: NAME.sock in
+    /// $RUNTIME_DIRECTORY, $XDG_RUNTIME_DIR/baton or /run/baton).
+    #[arg(long, value_name = "PATH")]
+    pub control: Option<PathBuf>,
+
+    /// This baton's name: names the default control socket (default: the
+    /// first listener's address).
+    #[arg(long, value_name = "NAME")]
+    pub name: Option<String>,
+
     /// Do not set the Server::Starter and einhorn variables for workers.
     #[arg(long)]
     pub no_compat_env: bool,
@@ -175,6 +185,8 @@ pub struct Config {
     /// (uid, gid) resolved from `--socket-owner`.
     pub socket_owner: Option<(Option<u32>, Option<u32>)>,
     pub compat_env: bool,
+    pub control: Option<PathBuf>,
+    pub name: Option<String>,
     pub program: OsString,
     pub args: Vec<OsString>,
 }
@@ -212,6 +224,8 @@ impl Config {
             socket_mode: cli.socket_mode,
             socket_owner: cli.socket_owner.as_deref().map(parse_owner).transpose()?,
             compat_env: !cli.no_compat_env,
+            control: cli.control,
+            name: cli.name,
             program,
             args: command.collect(),
         })

@@ -60,6 +60,8 @@ pub enum Error {
     Spawn(#[from] SpawnError),
     #[error("cannot create the notify socket {}: {source}", .path.display())]
     Notify { path: PathBuf, source: io::Error },
+    #[error("cannot create the control socket {}: {source}", .path.display())]
+    Control { path: PathBuf, source: io::Error },
     #[error("cannot set up signal handling: {0}")]
     Signals(io::Error),
     #[error("generation {generation} failed to start: {cause}")]

@@ -88,7 +88,9 @@ pub struct Worker {
 #[derive(Debug)]
 pub struct Generation {
     pub id: u64,
-    pub state: GenState,
+    state: GenState,
+    /// When `state` last changed.
+    pub changed: Instant,
     pub workers: Vec<Worker>,
 }
 
@@ -110,8 +112,20 @@ impl Generation {
         Generation {
             id,
             state: GenState::Starting { since: now },
+            changed: now,
             workers: Vec::new(),
         }
+    }
+
+    pub fn state(&self) -> GenState {
+        self.state
+    }
+
+    /// Every generation state change goes through here (the supervisor logs
+    /// it; `changed` feeds `baton status`).
+    pub fn set_state(&mut self, state: GenState) {
+        self.state = state;
+        self.changed = Instant::now();
     }
 
     pub fn live_pids(&self) -> impl Iterator<Item = Pid> + '_ {

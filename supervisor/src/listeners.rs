@@ -178,7 +178,7 @@ fn inet_socket(kind: Kind, addr: std::net::SocketAddr, opts: &BindOptions) -> io
 /// A socket file left by a crashed run is replaced; one that a live server
 /// answers on is an error (two servers on one path would steal each other's
 /// connections); anything that is not a socket is left alone.
-fn remove_stale_socket(path: &std::path::Path) -> io::Result<()> {
+pub(crate) fn remove_stale_socket(path: &std::path::Path) -> io::Result<()> {
     let meta = match std::fs::symlink_metadata(path) {
         Ok(meta) => meta,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),

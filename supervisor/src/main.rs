@@ -7,28 +7,18 @@ use std::process::ExitCode;
 use clap::Parser;
 
 fn main() -> ExitCode {
-    let cli = match baton::Cli::try_parse() {
+    // `baton reload|status|stop …` talk to a running baton.
+    let args: Vec<_> = std::env::args_os().collect();
+    if args
+        .get(1)
+        .and_then(|a| a.to_str())
+        .is_some_and(|a| ["reload", "status", "stop"].contains(&a))
+    {
+        return baton::client::main(args);
+    }
+    let cli = match baton::Cli::try_parse_from(args) {
         Ok(cli) => cli,
-        Err(e) => {
-            use clap::error::ErrorKind;
-            if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) {
-                let _ = e.print();
-                return ExitCode::SUCCESS;
-            }
-            // One line naming the culprit, not clap's multi-line usage block.
-            // clap's first paragraph (a message, sometimes followed by the
-            // missing arguments on their own lines), joined into one line.
-            let text = e.to_string();
-            let first: Vec<&str> = text
-                .lines()
-                .take_while(|l| !l.trim().is_empty())
-                .map(str::trim)
-                .collect();
-            let first = first.join(" ");
-            let first = first.strip_prefix("error: ").unwrap_or(&first);
-            eprintln!("baton: {first} (see baton --help)");
-            return ExitCode::from(2);
-        }
+        Err(e) => return baton::usage_error(e),
     };
     init_logging();
     // Sockets from systemd first, while fds 3… can only be what our parent

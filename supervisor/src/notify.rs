@@ -188,6 +188,108 @@ impl Drop for NotifySocket {
     }
 }
 
+/// baton's own manager (systemd), when `NOTIFY_SOCKET` is set: readiness,
+/// reloads, stop and a human status line, sd_notify(3)'s protocol.
+pub struct Manager {
+    socket: std::os::unix::net::UnixDatagram,
+    addr: std::os::unix::net::SocketAddr,
+    /// Ping interval (half of WATCHDOG_USEC), if the manager wants pings.
+    pub watchdog: Option<std::time::Duration>,
+    last_status: String,
+}
+
+impl Manager {
+    /// From `NOTIFY_SOCKET` (a path, or `@name` for the abstract namespace)
+    /// and `WATCHDOG_USEC`/`WATCHDOG_PID`. None when baton has no manager.
+    pub fn from_env() -> Option<Manager> {
+        use std::os::linux::net::SocketAddrExt;
+        use std::os::unix::net::{SocketAddr, UnixDatagram};
+        let target = std::env::var_os("NOTIFY_SOCKET")?;
+        let bytes = std::os::unix::ffi::OsStrExt::as_bytes(target.as_os_str());
+        let addr = match bytes.strip_prefix(b"@") {
+            Some(name) => SocketAddr::from_abstract_name(name),
+            None => SocketAddr::from_pathname(std::path::Path::new(&target)),
+        };
+        let addr = match addr {
+            Ok(addr) => addr,
+            Err(e) => {
+                tracing::warn!(notify_socket = ?target, error = %e, "NOTIFY_SOCKET unusable");
+                return None;
+            }
+        };
+        let socket = match UnixDatagram::unbound() {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot create a socket to notify systemd");
+                return None;
+            }
+        };
+        let pid_ok = std::env::var("WATCHDOG_PID")
+            .map(|p| p == std::process::id().to_string())
+            .unwrap_or(true);
+        let watchdog = std::env::var("WATCHDOG_USEC")
+            .ok()
+            .and_then(|v| v.parse::<u64>().ok())
+            .filter(|&us| us > 0 && pid_ok)
+            .map(|us| std::time::Duration::from_micros(us / 2));
+        Some(Manager {
+            socket,
+            addr,
+            watchdog,
+            last_status: String::new(),
+        })
+    }
+
+    /// Send one datagram; a manager that went away is not baton's problem.
+    pub fn send(&self, msg: &str) {
+        if let Err(e) = self.socket.send_to_addr(msg.as_bytes(), &self.addr) {
+            tracing::debug!(error = %e, "sd_notify failed");
+        }
+    }
+
+    pub fn ready(&mut self, status: &str) {
+        self.last_status = status.to_string();
+        self.send(&format!("READY=1\nSTATUS={status}"));
+    }
+
+    /// `RELOADING=1` must come with `MONOTONIC_USEC` in the same datagram,
+    /// or systemd may wait minutes for a READY=1 it thinks it missed.
+    pub fn reloading(&mut self, status: &str) {
+        self.last_status = status.to_string();
+        self.send(&format!(
+            "RELOADING=1\nMONOTONIC_USEC={}\nSTATUS={status}",
+            monotonic_usec()
+        ));
+    }
+
+    pub fn stopping(&mut self, status: &str) {
+        self.last_status = status.to_string();
+        self.send(&format!("STOPPING=1\nSTATUS={status}"));
+    }
+
+    /// `STATUS=` only when it changed.
+    pub fn status(&mut self, status: &str) {
+        if self.last_status != status {
+            self.last_status = status.to_string();
+            self.send(&format!("STATUS={status}"));
+        }
+    }
+
+    pub fn watchdog_ping(&self) {
+        self.send("WATCHDOG=1");
+    }
+}
+
+fn monotonic_usec() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid timespec to write into; CLOCK_MONOTONIC always exists.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000 + ts.tv_nsec as u64 / 1_000
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -18,6 +18,7 @@ use libc::c_char;
 use nix::unistd::{AccessFlags, Pid};
 
 use crate::error::SpawnError;
+use crate::listeners::{Kind, Listener};
 
 /// Variables a worker must not inherit from baton's own environment: systemd
 /// set them for baton, and a worker that read them would talk to the wrong
@@ -417,6 +418,45 @@ unsafe fn child_fail(err_fd: RawFd, stage: Stage) -> ! {
     let msg = [stage as u8, e[0], e[1], e[2], e[3]];
     libc::write(err_fd, msg.as_ptr().cast(), msg.len());
     libc::_exit(127)
+}
+
+/// The socket-passing variables, in systemd's protocol and, unless
+/// `--no-compat-env`, in Server::Starter's and einhorn's too, so that apps
+/// written for those supervisors run unchanged.
+pub fn worker_env(
+    listeners: &[Listener],
+    notify: &std::path::Path,
+    compat: bool,
+) -> Vec<(String, String)> {
+    let fds: Vec<usize> = (3..3 + listeners.len()).collect();
+    let names: Vec<&str> = listeners.iter().map(|l| l.name.as_str()).collect();
+    let mut env: Vec<(String, String)> = vec![
+        ("LISTEN_FDS".into(), listeners.len().to_string()),
+        ("LISTEN_FDNAMES".into(), names.join(":")),
+        (
+            "NOTIFY_SOCKET".into(),
+            notify.to_string_lossy().into_owned(),
+        ),
+    ];
+    if compat {
+        // Server::Starter: `host:port=fd;path=fd` (stream sockets only).
+        let starter: Vec<String> = listeners
+            .iter()
+            .zip(&fds)
+            .filter(|(l, _)| l.kind != Kind::Udp)
+            .map(|(l, fd)| format!("{}={fd}", l.bare_addr()))
+            .collect();
+        if !starter.is_empty() {
+            env.push(("SERVER_STARTER_PORT".into(), starter.join(";")));
+        }
+        let list: Vec<String> = fds.iter().map(|fd| fd.to_string()).collect();
+        env.push(("EINHORN_FDS".into(), list.join(" ")));
+        env.push(("EINHORN_FD_COUNT".into(), fds.len().to_string()));
+        for (i, fd) in fds.iter().enumerate() {
+            env.push((format!("EINHORN_FD_{i}"), fd.to_string()));
+        }
+    }
+    env
 }
 
 #[cfg(test)]

@@ -15,14 +15,18 @@ use nix::sys::signal::{kill, Signal};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 use tokio::signal::unix::{signal, SignalKind};
+use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, error, info, warn};
 
 use crate::config::Config;
+use crate::control::{self, Command, ControlSocket, Reply, Request};
 use crate::error::{ConfigError, Error, SpawnError};
 use crate::generation::{backoff, GenState, Generation, Worker, WorkerState, HEALTHY_AFTER};
-use crate::listeners::{self, BindOptions, Kind, Listener};
-use crate::notify::{Datagram, NotifySocket};
+use crate::listeners::{self, BindOptions, Listener};
+use crate::notify::{Datagram, Manager, NotifySocket};
+use crate::reload::{Outcome, Reloads, Waiter};
 use crate::spawn::{self, WorkerSpec};
+use crate::status;
 
 /// Bind, start the first generation, and supervise until stopped.
 /// `inherited` are the sockets systemd passed ([`listeners::inherit_from_env`],
@@ -71,19 +75,38 @@ pub async fn run(config: Config, inherited: Vec<Listener>) -> Result<(), Error> 
     let mut quit = sig(SignalKind::quit())?;
     let mut chld = sig(SignalKind::child())?;
 
+    let control = bind_control(&config, &listeners)?;
+    let (commands_tx, mut commands) = mpsc::channel::<Command>(64);
+    let serve_control = async {
+        match &control {
+            Some(c) => c.serve(commands_tx).await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::pin!(serve_control);
+
     let devnull: OwnedFd = std::fs::File::open("/dev/null")?.into();
     let mut sup = Supervisor {
-        worker_env: worker_env(&listeners, notify.path(), config.compat_env),
+        worker_env: spawn::worker_env(&listeners, notify.path(), config.compat_env),
         config,
         listeners,
         devnull,
         generations: Vec::new(),
         next_id: 1,
-        reload_queued: false,
+        reloads: Reloads::default(),
+        started: Instant::now(),
+        manager: Manager::from_env(),
         stop: None,
         fatal: None,
     };
     sup.start_generation()?;
+    // Pings from the event loop itself: a stuck loop stops them.
+    let mut watchdog = tokio::time::interval(
+        sup.manager
+            .as_ref()
+            .and_then(|m| m.watchdog)
+            .unwrap_or(Duration::from_secs(3600)),
+    );
 
     while !sup.finished() {
         let deadline = sup.next_deadline();
@@ -94,11 +117,20 @@ pub async fn run(config: Config, inherited: Vec<Listener>) -> Result<(), Error> 
             }
         };
         tokio::select! {
-            _ = hup.recv() => sup.on_reload_request(),
+            _ = hup.recv() => sup.on_reload_request(None),
             _ = term.recv() => sup.on_stop(false, "SIGTERM"),
             _ = int.recv() => sup.on_stop(false, "SIGINT"),
             _ = quit.recv() => sup.on_stop(true, "SIGQUIT"),
             _ = chld.recv() => sup.reap(),
+            Some(cmd) = commands.recv() => sup.on_command(cmd),
+            _ = &mut serve_control => {}
+            _ = watchdog.tick() => {
+                if let Some(m) = &sup.manager {
+                    if m.watchdog.is_some() {
+                        m.watchdog_ping();
+                    }
+                }
+            }
             dg = notify.recv() => match dg {
                 Ok(dg) => sup.on_notify(dg),
                 Err(e) => warn!(error = %e, "reading the notify socket failed"),
@@ -109,6 +141,7 @@ pub async fn run(config: Config, inherited: Vec<Listener>) -> Result<(), Error> 
         // keeps every exit handled promptly.
         sup.reap();
         sup.on_deadlines(Instant::now());
+        sup.publish_status();
     }
     match sup.fatal.take() {
         Some((generation, cause)) => Err(Error::FirstGeneration { generation, cause }),
@@ -134,8 +167,11 @@ struct Supervisor {
     /// Oldest first. At most one is Starting and at most one Serving.
     generations: Vec<Generation>,
     next_id: u64,
-    /// A HUP arrived while a generation was starting: one more reload after it.
-    reload_queued: bool,
+    /// Queued reloads, who waits for which outcome, the last outcome.
+    reloads: Reloads,
+    started: Instant,
+    /// systemd, when baton runs under it (NOTIFY_SOCKET).
+    manager: Option<Manager>,
     stop: Option<Stop>,
     /// The first generation failed: baton exits 1 once its workers are reaped.
     fatal: Option<(u64, String)>,
@@ -150,13 +186,13 @@ impl Supervisor {
     fn serving(&self) -> Option<usize> {
         self.generations
             .iter()
-            .position(|g| matches!(g.state, GenState::Serving { .. }))
+            .position(|g| matches!(g.state(), GenState::Serving { .. }))
     }
 
     fn starting(&self) -> Option<usize> {
         self.generations
             .iter()
-            .position(|g| matches!(g.state, GenState::Starting { .. }))
+            .position(|g| matches!(g.state(), GenState::Starting { .. }))
     }
 
     fn next_deadline(&self) -> Option<Instant> {
@@ -254,28 +290,76 @@ impl Supervisor {
 
     // ---- events ---------------------------------------------------------
 
-    fn on_reload_request(&mut self) {
+    /// A HUP (`waiter` None) or `baton reload` (answered with the outcome
+    /// of the reload that covers it).
+    fn on_reload_request(&mut self, waiter: Option<Waiter>) {
         if self.stop.is_some() || self.fatal.is_some() {
-            info!("SIGHUP ignored: stopping");
-            return;
+            info!("reload request ignored: stopping");
+            return; // dropping the waiter answers "baton is stopping"
         }
         if let Some(gi) = self.starting() {
-            if !self.reload_queued {
+            if !self.reloads.is_queued() {
                 info!(
                     generation = self.generations[gi].id,
                     "reload queued: a generation is still starting"
                 );
             }
-            self.reload_queued = true;
+            self.reloads.queue(waiter);
             return;
+        }
+        if let Some(w) = waiter {
+            self.reloads.wait_for(self.next_id, w);
         }
         self.start_reload();
     }
 
     fn start_reload(&mut self) {
         info!(generation = self.next_id, "reload started");
+        let text = format!("reloading: starting generation {}", self.next_id);
+        if let Some(m) = &mut self.manager {
+            m.reloading(&text);
+        }
         // Errors are logged and fail only the new generation.
         let _ = self.start_generation();
+    }
+
+    fn on_command(&mut self, cmd: Command) {
+        match cmd.request {
+            Request::Status => {
+                let status = status::collect(
+                    &self.generations,
+                    &self.listeners,
+                    &self.reloads,
+                    self.stop.is_some(),
+                    self.started,
+                );
+                let _ = cmd.reply.send(Reply {
+                    ok: true,
+                    status: Some(status),
+                    ..Reply::default()
+                });
+            }
+            Request::Reload => {
+                info!("reload requested on the control socket");
+                let (tx, rx) = oneshot::channel();
+                tokio::spawn(async move {
+                    let reply = match rx.await {
+                        Ok(outcome) => reload_reply(outcome),
+                        Err(_) => Reply::error("baton is stopping"),
+                    };
+                    let _ = cmd.reply.send(reply);
+                });
+                self.on_reload_request(Some(tx));
+            }
+            Request::Stop => {
+                let _ = cmd.reply.send(Reply {
+                    ok: true,
+                    stopping: true,
+                    ..Reply::default()
+                });
+                self.on_stop(false, "baton stop");
+            }
+        }
     }
 
     fn on_stop(&mut self, fast: bool, why: &str) {
@@ -291,7 +375,10 @@ impl Supervisor {
         }
         let live: usize = self.generations.iter().map(|g| g.live_count()).sum();
         info!(signal = %why, workers = live, "stopping");
-        self.reload_queued = false;
+        self.reloads.cancel_all();
+        if let Some(m) = &mut self.manager {
+            m.stopping(&format!("stopping: draining {live} workers"));
+        }
         self.stop = Some(Stop {
             deadline: now + self.config.drain_timeout,
         });
@@ -299,12 +386,12 @@ impl Supervisor {
             // A slot waiting for its respawn is simply not respawned.
             gen.workers.retain(|w| w.pid.is_some());
             if fast {
-                gen.state = GenState::Killed;
+                gen.set_state(GenState::Killed);
                 signal_workers(gen, Signal::SIGKILL);
-            } else if !gen.state.is_leaving() {
-                gen.state = GenState::Draining {
+            } else if !gen.state().is_leaving() {
+                gen.set_state(GenState::Draining {
                     deadline: now + self.config.drain_timeout,
-                };
+                });
                 signal_workers(gen, signal);
             }
             // Draining and failed generations already got the drain signal
@@ -385,7 +472,7 @@ impl Supervisor {
             return;
         };
         let gen = &mut self.generations[gi];
-        let (id, state) = (gen.id, gen.state);
+        let (id, state) = (gen.id, gen.state());
         let w = &mut gen.workers[wi];
         let slot = w.slot;
         w.pid = None;
@@ -431,7 +518,7 @@ impl Supervisor {
     fn on_deadlines(&mut self, now: Instant) {
         let ready_after = self.config.ready_after;
         for gi in 0..self.generations.len() {
-            let gen_state = self.generations[gi].state;
+            let gen_state = self.generations[gi].state();
             if let GenState::Draining { deadline } | GenState::Failed { deadline } = gen_state {
                 if now >= deadline {
                     let gen = &mut self.generations[gi];
@@ -441,7 +528,7 @@ impl Supervisor {
                         "drain timeout: killing the workers left"
                     );
                     signal_workers(gen, Signal::SIGKILL);
-                    gen.state = GenState::Killed;
+                    gen.set_state(GenState::Killed);
                 }
                 continue;
             }
@@ -520,7 +607,9 @@ impl Supervisor {
             pid = w.pid.map_or(0, |p| p.as_raw()),
             "worker ready"
         );
-        if matches!(gen.state, GenState::Starting { .. }) && gen.all_ready() && self.stop.is_none()
+        if matches!(gen.state(), GenState::Starting { .. })
+            && gen.all_ready()
+            && self.stop.is_none()
         {
             self.promote(gi, now);
         }
@@ -529,10 +618,10 @@ impl Supervisor {
     /// Generation `gi` is ready: it serves, and the one it replaces drains.
     fn promote(&mut self, gi: usize, now: Instant) {
         let old = self.serving();
-        let GenState::Starting { since } = self.generations[gi].state else {
+        let GenState::Starting { since } = self.generations[gi].state() else {
             return;
         };
-        self.generations[gi].state = GenState::Serving { since: now };
+        self.generations[gi].set_state(GenState::Serving { since: now });
         let id = self.generations[gi].id;
         let took = humantime::format_duration(round_ms(now.duration_since(since)));
         info!(generation = id, workers = self.generations[gi].workers.len(), took = %took, "generation serving");
@@ -541,11 +630,26 @@ impl Supervisor {
             let deadline = now + self.config.drain_timeout;
             let old_gen = &mut self.generations[oi];
             old_gen.workers.retain(|w| w.pid.is_some());
-            old_gen.state = GenState::Draining { deadline };
+            old_gen.set_state(GenState::Draining { deadline });
             info!(generation = old_gen.id, workers = old_gen.live_count(), signal = %drain_signal.as_str(), "draining");
             signal_workers(old_gen, drain_signal);
             info!(generation = id, previous = old_gen.id, took = %took, "reload complete");
+            let pids = self.generations[gi]
+                .live_pids()
+                .map(|p| p.as_raw())
+                .collect();
+            self.reloads.finish(Outcome {
+                generation: id,
+                ok: true,
+                cause: None,
+                pids,
+                serving: Some(id),
+                took: now.duration_since(since),
+                at: now,
+            });
         }
+        // READY=1 for the first generation, and at the end of a reload.
+        self.notify_ready();
         self.after_reload();
     }
 
@@ -555,7 +659,8 @@ impl Supervisor {
     fn fail_generation(&mut self, gi: usize, cause: String) {
         let deadline = Instant::now() + self.config.drain_timeout;
         let gen = &mut self.generations[gi];
-        gen.state = GenState::Failed { deadline };
+        let started = gen.changed;
+        gen.set_state(GenState::Failed { deadline });
         signal_workers(gen, self.config.drain_signal);
         let id = gen.id;
         if self.serving().is_none() && self.stop.is_none() {
@@ -563,8 +668,21 @@ impl Supervisor {
             // workers are gone.
             error!(generation = id, cause = %cause, "generation failed to start");
             self.fatal = Some((id, cause));
+            self.reloads.cancel_all();
             return;
         }
+        let serving = self.serving().map(|si| self.generations[si].id);
+        self.reloads.finish(Outcome {
+            generation: id,
+            ok: false,
+            cause: Some(cause.clone()),
+            pids: Vec::new(),
+            serving,
+            took: started.elapsed(),
+            at: Instant::now(),
+        });
+        // The reload has ended (rolled back): READY=1, with the cause in STATUS=.
+        self.notify_ready();
         match self.serving() {
             Some(si) => warn!(
                 generation = id,
@@ -577,61 +695,79 @@ impl Supervisor {
         self.after_reload();
     }
 
+    /// The line systemd shows in `systemctl status`.
+    fn status_line(&self) -> String {
+        let mut parts = Vec::new();
+        if let Some(si) = self.serving() {
+            let g = &self.generations[si];
+            parts.push(format!(
+                "generation {} serving, {}/{} workers ready",
+                g.id,
+                g.ready_count(),
+                self.config.workers
+            ));
+        }
+        if let Some(gi) = self.starting() {
+            parts.push(format!("generation {} starting", self.generations[gi].id));
+        }
+        let leaving = self
+            .generations
+            .iter()
+            .filter(|g| g.state().is_leaving())
+            .count();
+        if leaving > 0 {
+            let s = if leaving == 1 { "" } else { "s" };
+            parts.push(format!("{leaving} generation{s} draining"));
+        }
+        if self.stop.is_some() {
+            parts.push("stopping".to_string());
+        }
+        let mut line = parts.join(", ");
+        if let Some(last) = self.reloads.last.as_ref().filter(|r| !r.ok) {
+            line.push_str(&format!(
+                "; last reload failed: generation {}: {}",
+                last.generation,
+                last.cause.as_deref().unwrap_or("unknown cause")
+            ));
+        }
+        line
+    }
+
+    fn publish_status(&mut self) {
+        if self.manager.is_some() {
+            let line = self.status_line();
+            if let Some(m) = &mut self.manager {
+                m.status(&line);
+            }
+        }
+    }
+
+    /// Tell systemd a (re)load has ended, whatever its outcome.
+    fn notify_ready(&mut self) {
+        if self.manager.is_some() {
+            let line = self.status_line();
+            if let Some(m) = &mut self.manager {
+                m.ready(&line);
+            }
+        }
+    }
+
     fn after_reload(&mut self) {
-        if self.reload_queued && self.stop.is_none() && self.fatal.is_none() {
-            self.reload_queued = false;
+        if self.reloads.is_queued() && self.stop.is_none() && self.fatal.is_none() {
+            self.reloads.take_queued(self.next_id);
             self.start_reload();
         }
     }
 
     fn drop_finished_generations(&mut self) {
         self.generations.retain(|g| {
-            let done = g.state.is_leaving() && g.workers.iter().all(|w| w.pid.is_none());
+            let done = g.state().is_leaving() && g.workers.iter().all(|w| w.pid.is_none());
             if done {
                 info!(generation = g.id, "generation exited");
             }
             !done
         });
     }
-}
-
-/// The socket-passing variables, in systemd's protocol and, unless
-/// `--no-compat-env`, in Server::Starter's and einhorn's too, so that apps
-/// written for those supervisors run unchanged.
-fn worker_env(
-    listeners: &[Listener],
-    notify: &std::path::Path,
-    compat: bool,
-) -> Vec<(String, String)> {
-    let fds: Vec<usize> = (3..3 + listeners.len()).collect();
-    let names: Vec<&str> = listeners.iter().map(|l| l.name.as_str()).collect();
-    let mut env: Vec<(String, String)> = vec![
-        ("LISTEN_FDS".into(), listeners.len().to_string()),
-        ("LISTEN_FDNAMES".into(), names.join(":")),
-        (
-            "NOTIFY_SOCKET".into(),
-            notify.to_string_lossy().into_owned(),
-        ),
-    ];
-    if compat {
-        // Server::Starter: `host:port=fd;path=fd` (stream sockets only).
-        let starter: Vec<String> = listeners
-            .iter()
-            .zip(&fds)
-            .filter(|(l, _)| l.kind != Kind::Udp)
-            .map(|(l, fd)| format!("{}={fd}", l.bare_addr()))
-            .collect();
-        if !starter.is_empty() {
-            env.push(("SERVER_STARTER_PORT".into(), starter.join(";")));
-        }
-        let list: Vec<String> = fds.iter().map(|fd| fd.to_string()).collect();
-        env.push(("EINHORN_FDS".into(), list.join(" ")));
-        env.push(("EINHORN_FD_COUNT".into(), fds.len().to_string()));
-        for (i, fd) in fds.iter().enumerate() {
-            env.push((format!("EINHORN_FD_{i}"), fd.to_string()));
-        }
-    }
-    env
 }
 
 /// Signal every live worker of `gen`. Safe against pid reuse: a pid held in a
@@ -649,6 +785,48 @@ fn signal_workers(gen: &mut Generation, signal: Signal) {
 fn send(pid: Pid, signal: Signal) {
     if let Err(e) = kill(pid, signal) {
         debug!(pid = pid.as_raw(), signal = signal.as_str(), error = %e, "kill failed");
+    }
+}
+
+/// The control socket at `--control PATH`, or at the default path (where
+/// failing to bind is only a warning: baton still works, without
+/// `baton reload`).
+fn bind_control(config: &Config, listeners: &[Listener]) -> Result<Option<ControlSocket>, Error> {
+    let (path, explicit) = match &config.control {
+        Some(path) => (path.clone(), true),
+        None => {
+            let name = config
+                .name
+                .clone()
+                .unwrap_or_else(|| listeners[0].local.replace("://", "_").replace(':', "_"));
+            (
+                control::default_dir().join(control::socket_name(&name)),
+                false,
+            )
+        }
+    };
+    match ControlSocket::bind(&path) {
+        Ok(c) => {
+            info!(path = %c.path().display(), "control socket");
+            Ok(Some(c))
+        }
+        Err(source) if explicit => Err(Error::Control { path, source }),
+        Err(e) => {
+            warn!(path = %path.display(), error = %e, "no control socket: `baton reload` will not reach this baton");
+            Ok(None)
+        }
+    }
+}
+
+fn reload_reply(o: Outcome) -> Reply {
+    Reply {
+        ok: o.ok,
+        error: o.cause,
+        generation: Some(o.generation),
+        serving: o.serving,
+        pids: o.pids,
+        took_ms: Some(o.took.as_millis() as u64),
+        ..Reply::default()
     }
 }
 

@@ -1,0 +1,276 @@
+//! `baton reload`, `baton status`, `baton stop`: clients of a running
+//! baton's control socket (see control.rs for the protocol).
+//!
+//! Exit codes: 0 done; 1 the reload was rolled back (or baton refused);
+//! 2 usage; 3 baton could not be reached; 4 no answer within `--timeout`.
+
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::UnixStream;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::config::parse_duration;
+use crate::control::{default_dir, socket_name, Reply, Request};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "baton",
+    about = "Talk to a running baton through its control socket."
+)]
+pub struct ClientCli {
+    #[command(subcommand)]
+    pub command: ClientCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ClientCommand {
+    /// Reload and wait for the outcome: exit 0 when the new generation serves,
+    /// 1 when it was rolled back, 3 when baton cannot be reached, 4 on timeout.
+    Reload {
+        #[command(flatten)]
+        target: Target,
+        /// How long to wait for the outcome.
+        #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = parse_duration)]
+        timeout: Duration,
+    },
+    /// Show generations, workers, listeners and the last reload.
+    Status {
+        #[command(flatten)]
+        target: Target,
+        /// Print the status as JSON (stable, documented in the README).
+        #[arg(long)]
+        json: bool,
+    },
+    /// Graceful stop; waits until baton has exited.
+    Stop {
+        #[command(flatten)]
+        target: Target,
+        /// How long to wait for baton to exit.
+        #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = parse_duration)]
+        timeout: Duration,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct Target {
+    /// The control socket (default: the only `*.sock` in $RUNTIME_DIRECTORY,
+    /// $XDG_RUNTIME_DIR/baton or /run/baton, or NAME.sock there with --name).
+    #[arg(long, value_name = "PATH")]
+    control: Option<PathBuf>,
+    /// The baton's --name (or first listener's name).
+    #[arg(long, value_name = "NAME", conflicts_with = "control")]
+    name: Option<String>,
+}
+
+const EXIT_FAILED: u8 = 1;
+const EXIT_USAGE: u8 = 2;
+const EXIT_UNREACHABLE: u8 = 3;
+const EXIT_TIMEOUT: u8 = 4;
+
+/// Run a client subcommand (`args` includes argv[0]).
+pub fn main(args: Vec<std::ffi::OsString>) -> ExitCode {
+    let cli = match ClientCli::try_parse_from(args) {
+        Ok(cli) => cli,
+        Err(e) => return crate::usage_error(e),
+    };
+    match run(cli.command) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err((code, msg)) => {
+            eprintln!("baton: {msg}");
+            ExitCode::from(code)
+        }
+    }
+}
+
+type Failure = (u8, String);
+
+fn run(command: ClientCommand) -> Result<(), Failure> {
+    match command {
+        ClientCommand::Reload { target, timeout } => {
+            let started = Instant::now();
+            let (reply, _) = request(&target, Request::Reload, timeout)?;
+            let took = humantime::format_duration(Duration::from_millis(
+                started.elapsed().as_millis() as u64,
+            ));
+            let generation = reply.generation.unwrap_or(0);
+            if reply.ok {
+                let pids: Vec<String> = reply.pids.iter().map(|p| p.to_string()).collect();
+                println!(
+                    "generation {generation} serving (pids {}) after {took}",
+                    pids.join(" ")
+                );
+                Ok(())
+            } else if reply.generation.is_some() {
+                let serving = reply.serving.map_or_else(
+                    || "no generation".to_string(),
+                    |g| format!("generation {g}"),
+                );
+                Err((
+                    EXIT_FAILED,
+                    format!(
+                        "reload failed after {took}: generation {generation} rolled back: {}; {serving} keeps serving",
+                        reply.error.as_deref().unwrap_or("unknown cause")
+                    ),
+                ))
+            } else {
+                Err(refused(reply))
+            }
+        }
+        ClientCommand::Status { target, json } => {
+            let (reply, _) = request(&target, Request::Status, Duration::from_secs(30))?;
+            let Some(status) = reply.status else {
+                return Err(refused(reply));
+            };
+            if json {
+                let text = serde_json::to_string_pretty(&status)
+                    .map_err(|e| (EXIT_FAILED, e.to_string()))?;
+                println!("{text}");
+            } else {
+                print!("{}", status.render());
+            }
+            Ok(())
+        }
+        ClientCommand::Stop { target, timeout } => {
+            let deadline = Instant::now() + timeout;
+            let (reply, mut reader) = request(&target, Request::Stop, timeout)?;
+            if !reply.ok {
+                return Err(refused(reply));
+            }
+            // baton holds the connection until it exits.
+            let left = deadline.saturating_duration_since(Instant::now());
+            reader
+                .get_ref()
+                .set_read_timeout(Some(left.max(Duration::from_millis(1))))
+                .map_err(|e| (EXIT_FAILED, e.to_string()))?;
+            let mut rest = String::new();
+            match reader.read_line(&mut rest) {
+                Ok(_) => {
+                    println!("baton stopped");
+                    Ok(())
+                }
+                Err(e) if is_timeout(&e) => Err((
+                    EXIT_TIMEOUT,
+                    format!(
+                        "baton still running after {}",
+                        humantime::format_duration(timeout)
+                    ),
+                )),
+                // A reset also means the process went away.
+                Err(_) => {
+                    println!("baton stopped");
+                    Ok(())
+                }
+            }
+        }
+    }
+}
+
+fn refused(reply: Reply) -> Failure {
+    let msg = reply.error.unwrap_or_else(|| "refused".to_string());
+    let code = if msg.starts_with("permission denied") {
+        EXIT_UNREACHABLE
+    } else {
+        EXIT_FAILED
+    };
+    (code, msg)
+}
+
+fn is_timeout(e: &std::io::Error) -> bool {
+    matches!(
+        e.kind(),
+        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+    )
+}
+
+/// Send one request, read one reply.
+fn request(
+    target: &Target,
+    req: Request,
+    timeout: Duration,
+) -> Result<(Reply, BufReader<UnixStream>), Failure> {
+    let path = resolve(target)?;
+    let unreachable = |e: std::io::Error| {
+        (
+            EXIT_UNREACHABLE,
+            format!("cannot reach baton at {}: {e}", path.display()),
+        )
+    };
+    let mut stream = UnixStream::connect(&path).map_err(unreachable)?;
+    stream
+        .set_read_timeout(Some(timeout.max(Duration::from_millis(1))))
+        .map_err(unreachable)?;
+    let mut line = serde_json::to_vec(&req).map_err(|e| (EXIT_FAILED, e.to_string()))?;
+    line.push(b'\n');
+    // baton may answer (a refusal) and close before reading: then the write
+    // fails, but its answer is still there to read.
+    let written = stream.write_all(&line);
+    let mut reader = BufReader::new(stream);
+    let mut answer = String::new();
+    match reader.read_line(&mut answer) {
+        Ok(0) => {
+            return Err(match written {
+                Err(e) => unreachable(e),
+                Ok(()) => (
+                    EXIT_UNREACHABLE,
+                    format!("baton at {} closed the connection", path.display()),
+                ),
+            })
+        }
+        Ok(_) => {}
+        Err(e) if is_timeout(&e) => {
+            return Err((
+                EXIT_TIMEOUT,
+                format!(
+                    "no answer from baton within {} (a reload may still be running)",
+                    humantime::format_duration(timeout)
+                ),
+            ))
+        }
+        Err(e) => return Err(unreachable(e)),
+    }
+    let reply: Reply = serde_json::from_str(&answer)
+        .map_err(|e| (EXIT_FAILED, format!("unexpected answer from baton: {e}")))?;
+    Ok((reply, reader))
+}
+
+fn resolve(target: &Target) -> Result<PathBuf, Failure> {
+    if let Some(path) = &target.control {
+        return Ok(path.clone());
+    }
+    let dir = default_dir();
+    if let Some(name) = &target.name {
+        return Ok(dir.join(socket_name(name)));
+    }
+    let found: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .map(|entries| {
+            entries
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.extension().is_some_and(|x| x == "sock"))
+                .collect()
+        })
+        .unwrap_or_default();
+    match found.as_slice() {
+        [one] => Ok(one.clone()),
+        [] => Err((
+            EXIT_UNREACHABLE,
+            format!(
+                "no baton control socket in {} (give --control PATH)",
+                dir.display()
+            ),
+        )),
+        many => {
+            let names: Vec<String> = many.iter().map(|p| p.display().to_string()).collect();
+            Err((
+                EXIT_USAGE,
+                format!(
+                    "several control sockets in {}: {}; choose one with --control or --name",
+                    dir.display(),
+                    names.join(", ")
+                ),
+            ))
+        }
+    }
+}

@@ -1,0 +1,135 @@
+//! Reload requests and their outcomes: who is waiting for which reload,
+//! how HUPs coalesce, and what the last reload did.
+//!
+//! A request (a HUP or `baton reload`) that arrives while no generation is
+//! starting starts one at once and is answered by its outcome. One that
+//! arrives while a generation is starting is covered by the *next* reload
+//! (the program on disk may have changed since the running one began): all
+//! such requests coalesce into exactly one more reload after it.
+
+use std::time::{Duration, Instant};
+
+use tokio::sync::oneshot;
+
+/// What a finished reload did.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    pub generation: u64,
+    pub ok: bool,
+    /// Why it was rolled back.
+    pub cause: Option<String>,
+    /// The pids of the new generation (success only).
+    pub pids: Vec<i32>,
+    /// The generation serving after it.
+    pub serving: Option<u64>,
+    pub took: Duration,
+    pub at: Instant,
+}
+
+pub type Waiter = oneshot::Sender<Outcome>;
+
+#[derive(Debug, Default)]
+pub struct Reloads {
+    /// One more reload is due after the one in progress.
+    queued: bool,
+    /// Waiting for the reload of a given generation.
+    waiting: Vec<(u64, Waiter)>,
+    /// Waiting for the queued reload (its generation is not known yet).
+    waiting_queued: Vec<Waiter>,
+    pub last: Option<Outcome>,
+}
+
+impl Reloads {
+    pub fn is_queued(&self) -> bool {
+        self.queued
+    }
+
+    /// A request arrived while a generation is starting.
+    pub fn queue(&mut self, waiter: Option<Waiter>) {
+        self.queued = true;
+        self.waiting_queued.extend(waiter);
+    }
+
+    /// The queued reload is starting now as `generation`: hand it its waiters.
+    pub fn take_queued(&mut self, generation: u64) -> bool {
+        let was = std::mem::take(&mut self.queued);
+        for w in self.waiting_queued.drain(..) {
+            self.waiting.push((generation, w));
+        }
+        was
+    }
+
+    /// A request will be answered by the reload of `generation`.
+    pub fn wait_for(&mut self, generation: u64, waiter: Waiter) {
+        self.waiting.push((generation, waiter));
+    }
+
+    /// A reload finished: record it and answer everyone waiting for it.
+    pub fn finish(&mut self, outcome: Outcome) {
+        let (mine, rest): (Vec<_>, Vec<_>) = std::mem::take(&mut self.waiting)
+            .into_iter()
+            .partition(|(g, _)| *g == outcome.generation);
+        self.waiting = rest;
+        for (_, w) in mine {
+            // The client may have gone away: nothing to do then.
+            let _ = w.send(outcome.clone());
+        }
+        self.last = Some(outcome);
+    }
+
+    /// baton is stopping: no queued reload will run. Dropping the senders
+    /// tells every waiter so.
+    pub fn cancel_all(&mut self) {
+        self.queued = false;
+        self.waiting.clear();
+        self.waiting_queued.clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn outcome(generation: u64, ok: bool) -> Outcome {
+        Outcome {
+            generation,
+            ok,
+            cause: None,
+            pids: vec![],
+            serving: Some(generation),
+            took: Duration::ZERO,
+            at: Instant::now(),
+        }
+    }
+
+    #[test]
+    fn waiters_get_the_reload_that_covers_them() {
+        let mut r = Reloads::default();
+        let (a, mut ra) = oneshot::channel();
+        let (b, mut rb) = oneshot::channel();
+        let (c, mut rc) = oneshot::channel();
+        r.wait_for(2, a);
+        r.queue(Some(b));
+        r.queue(Some(c));
+        assert!(r.is_queued());
+        r.finish(outcome(2, false));
+        assert_eq!(ra.try_recv().unwrap().generation, 2);
+        assert!(rb.try_recv().is_err());
+        assert!(r.take_queued(3));
+        assert!(!r.is_queued());
+        r.finish(outcome(3, true));
+        assert!(rb.try_recv().unwrap().ok);
+        assert!(rc.try_recv().unwrap().ok);
+        assert_eq!(r.last.as_ref().unwrap().generation, 3);
+    }
+
+    #[test]
+    fn stopping_drops_every_waiter() {
+        let mut r = Reloads::default();
+        let (a, mut ra) = oneshot::channel();
+        r.queue(Some(a));
+        r.cancel_all();
+        assert!(ra.try_recv().is_err());
+        assert!(!r.is_queued());
+    }
+}

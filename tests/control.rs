@@ -1,0 +1,267 @@
+//! The control socket: `baton reload` waits for the outcome and tells the
+//! truth in its exit code, `baton status` shows generations and workers,
+//! `baton stop` returns once baton has exited, and the socket refuses
+//! strangers and garbage without changing anything.
+
+use std::io::{Read, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::UnixStream;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+use baton_e2e::{baton_bin, demo_app_bin, request, Baton, TempDir};
+
+const LONG: Duration = Duration::from_secs(60);
+
+/// A baton running the demo app through a script the test can rewrite,
+/// with its control socket in a temp dir.
+struct Setup {
+    dir: TempDir,
+    baton: Baton,
+}
+
+impl Setup {
+    fn start(extra: &[&str], app_flags: &str) -> Setup {
+        let dir = TempDir::new();
+        let s = Setup::write_app(
+            &dir,
+            &format!("exec {} {app_flags}", demo_app_bin().display()),
+        );
+        let control = dir.join("control.sock");
+        let mut args = vec![
+            "--listen",
+            "127.0.0.1:0",
+            "--control",
+            control.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        args.extend_from_slice(&["--", s.to_str().unwrap()]);
+        let baton = Baton::start(&args);
+        baton.wait_log("generation serving generation=1", LONG);
+        Setup { dir, baton }
+    }
+
+    fn write_app(dir: &TempDir, body: &str) -> PathBuf {
+        let tmp = dir.join("app.new");
+        std::fs::write(&tmp, format!("#!/bin/sh\n{body}\n")).unwrap();
+        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let app = dir.join("app");
+        std::fs::rename(&tmp, &app).unwrap();
+        app
+    }
+
+    fn control(&self) -> PathBuf {
+        self.dir.join("control.sock")
+    }
+
+    fn client(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(baton_bin());
+        cmd.args(args)
+            .arg("--control")
+            .arg(self.control())
+            .stdin(Stdio::null());
+        cmd
+    }
+}
+
+fn run(mut cmd: Command) -> (Option<i32>, String, String) {
+    let Output {
+        status,
+        stdout,
+        stderr,
+    } = cmd.output().unwrap();
+    (
+        status.code(),
+        String::from_utf8_lossy(&stdout).into_owned(),
+        String::from_utf8_lossy(&stderr).into_owned(),
+    )
+}
+
+#[test]
+fn reload_reports_success_and_rollback_with_exit_codes() {
+    let s = Setup::start(&["--workers", "2"], "");
+    let (code, out, err) = run(s.client(&["reload"]));
+    assert_eq!(code, Some(0), "stdout {out} stderr {err}");
+    assert!(out.starts_with("generation 2 serving (pids "), "{out}");
+    let pids: Vec<i32> = s
+        .baton
+        .generation_workers(2)
+        .iter()
+        .map(|w| w.pid)
+        .collect();
+    for pid in &pids {
+        assert!(out.contains(&pid.to_string()), "{out} lacks pid {pid}");
+    }
+
+    Setup::write_app(&s.dir, "echo 'config error: no such table' >&2\nexit 3");
+    let (code, out, err) = run(s.client(&["reload"]));
+    assert_eq!(code, Some(1), "stdout {out} stderr {err}");
+    assert!(err.contains("generation 3 rolled back"), "{err}");
+    assert!(err.contains("exited 3 before it was ready"), "{err}");
+    assert!(err.contains("generation 2 keeps serving"), "{err}");
+
+    let (code, out, _) = run(s.client(&["status"]));
+    assert_eq!(code, Some(0));
+    assert!(out.contains("generation 2  serving"), "{out}");
+    assert!(
+        out.contains("last reload: generation 3 rolled back"),
+        "{out}"
+    );
+}
+
+#[test]
+fn two_concurrent_reloads_both_get_the_outcome_that_covers_them() {
+    // READY=1 comes 500ms after start, so the second request lands while the
+    // first reload is running: it is covered by one more reload after it.
+    let s = Setup::start(&[], "--ready-delay 500ms");
+    let first = s
+        .client(&["reload"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    s.baton.wait_log("reload started generation=2", LONG);
+    let second = s
+        .client(&["reload"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    s.baton.wait_log("reload queued", LONG);
+    let a = first.wait_with_output().unwrap();
+    let b = second.wait_with_output().unwrap();
+    let (a_out, b_out) = (
+        String::from_utf8_lossy(&a.stdout),
+        String::from_utf8_lossy(&b.stdout),
+    );
+    assert_eq!(a.status.code(), Some(0), "{a_out}");
+    assert_eq!(b.status.code(), Some(0), "{b_out}");
+    assert!(a_out.starts_with("generation 2 serving"), "{a_out}");
+    assert!(b_out.starts_with("generation 3 serving"), "{b_out}");
+    assert_eq!(s.baton.count_log("reload started"), 2);
+}
+
+#[test]
+fn status_json_shows_a_draining_generation() {
+    let s = Setup::start(&["--workers", "2", "--drain-timeout", "30s"], "");
+    let addr = s.baton.addr();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    // A long request keeps one worker of generation 1 draining.
+    let slow = rt.spawn(request(addr, "/sleep?ms=4000", true));
+    let probe = rt.block_on(request(addr, "/healthz", true)).unwrap();
+    assert_eq!(probe.status, 200);
+    let (code, _, err) = run(s.client(&["reload"]));
+    assert_eq!(code, Some(0), "{err}");
+
+    let (code, out, err) = run(s.client(&["status", "--json"]));
+    assert_eq!(code, Some(0), "{err}");
+    let status: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let gens = status["generations"].as_array().unwrap();
+    assert_eq!(gens[0]["generation"], 2);
+    assert_eq!(gens[0]["state"], "serving");
+    assert_eq!(gens[0]["workers"].as_array().unwrap().len(), 2);
+    for w in gens[0]["workers"].as_array().unwrap() {
+        assert_eq!(w["state"], "ready");
+        assert!(w["pid"].as_i64().unwrap() > 0);
+        assert_eq!(w["restarts"], 0);
+    }
+    assert_eq!(gens[1]["generation"], 1, "{out}");
+    assert_eq!(gens[1]["state"], "draining", "{out}");
+    assert!(gens[1]["deadline_in_ms"].as_u64().unwrap() <= 30_000);
+    assert_eq!(status["last_reload"]["generation"], 2);
+    assert_eq!(status["last_reload"]["ok"], true);
+    assert_eq!(status["listeners"][0]["fd"], 3);
+    assert_eq!(status["listeners"][0]["addr"], addr.to_string());
+    assert_eq!(status["pid"], s.baton.pid());
+
+    let resp = rt.block_on(slow).unwrap().unwrap();
+    assert_eq!(resp.status, 200);
+    s.baton.wait_log("generation exited generation=1", LONG);
+}
+
+#[test]
+fn a_uid_that_is_neither_root_nor_batons_is_refused() {
+    let s = Setup::start(&[], "");
+    let as_nobody = |args: &[&str]| {
+        let mut cmd = s.client(args);
+        cmd.uid(65534).gid(65534);
+        run(cmd)
+    };
+    // The socket is 0600 (and its directory is ours): connect() fails.
+    let mode = std::fs::metadata(s.control()).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600);
+    std::fs::set_permissions(s.dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let (code, _, err) = as_nobody(&["reload"]);
+    assert_eq!(code, Some(3), "{err}");
+    assert!(err.contains("Permission denied"), "{err}");
+    // Even if someone loosens the mode, baton checks the peer's uid.
+    std::fs::set_permissions(s.control(), std::fs::Permissions::from_mode(0o666)).unwrap();
+    let (code, _, err) = as_nobody(&["reload"]);
+    assert_eq!(code, Some(3), "{err}");
+    assert!(err.contains("permission denied for uid 65534"), "{err}");
+    s.baton.wait_log("control request refused", LONG);
+    assert_eq!(s.baton.count_log("reload started"), 0);
+}
+
+fn raw(path: &Path, bytes: &[u8]) -> String {
+    let mut stream = UnixStream::connect(path).unwrap();
+    stream.set_read_timeout(Some(LONG)).unwrap();
+    stream.write_all(bytes).unwrap();
+    // Done writing: a request without its newline is then incomplete.
+    stream.shutdown(std::net::Shutdown::Write).unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).unwrap();
+    answer
+}
+
+#[test]
+fn garbage_and_silent_clients_change_nothing_and_block_no_one() {
+    let s = Setup::start(&[], "");
+    // Says nothing, holds its connection.
+    let _silent = UnixStream::connect(s.control()).unwrap();
+    let answer = raw(&s.control(), b"\x00\xffnot json\n");
+    assert!(
+        answer.contains("\"ok\":false") && answer.contains("invalid request"),
+        "{answer}"
+    );
+    let answer = raw(&s.control(), b"{\"command\":\"reload\",\"force\":true}\n");
+    assert!(answer.contains("\"ok\":false"), "{answer}");
+    let answer = raw(&s.control(), &[b'x'; 10_000]);
+    assert!(answer.contains("longer than 4096 bytes"), "{answer}");
+    let answer = raw(&s.control(), b"{\"command\":\"status\"}");
+    assert!(answer.contains("incomplete request"), "{answer}");
+    // Others are served while the silent client waits.
+    let (code, out, err) = run(s.client(&["status"]));
+    assert_eq!(code, Some(0), "{err}");
+    assert!(out.contains("generation 1  serving"), "{out}");
+    assert_eq!(s.baton.count_log("reload started"), 0);
+    assert_eq!(s.baton.count_log("stopping"), 0);
+}
+
+#[test]
+fn stop_waits_until_baton_has_exited() {
+    let mut s = Setup::start(&["--workers", "2"], "");
+    let (code, out, err) = run(s.client(&["stop"]));
+    assert_eq!(code, Some(0), "{out} {err}");
+    assert!(out.contains("baton stopped"), "{out}");
+    // Already gone: the client returned on baton's exit, not before.
+    let status = s.baton.wait_exit(Duration::from_secs(5));
+    assert_eq!(status.code(), Some(0));
+    assert!(!s.control().exists(), "control socket left behind");
+}
+
+#[test]
+fn an_unreachable_baton_is_exit_code_3() {
+    let dir = TempDir::new();
+    let (code, _, err) = run({
+        let mut cmd = Command::new(baton_bin());
+        cmd.args(["reload", "--control"]).arg(dir.join("none.sock"));
+        cmd
+    });
+    assert_eq!(code, Some(3), "{err}");
+    assert!(err.contains("none.sock"), "{err}");
+}
