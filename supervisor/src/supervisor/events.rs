@@ -1,0 +1,316 @@
+//! What each event does: signals, control requests, notify messages, child
+//! exits and deadlines, each turned into transitions (see state.rs).
+
+use std::time::{Duration, Instant};
+
+use nix::errno::Errno;
+use nix::sys::signal::Signal;
+use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use nix::unistd::Pid;
+use tokio::sync::oneshot;
+use tracing::{debug, info, warn};
+
+use super::reload_reply;
+use super::state::{round_ms, send, signal_workers, Stop, Supervisor};
+use crate::control::{Command, Reply, Request};
+use crate::generation::{backoff, GenState, WorkerState, HEALTHY_AFTER};
+use crate::notify::Datagram;
+use crate::reload::Waiter;
+use crate::status;
+
+impl Supervisor {
+    /// A HUP (`waiter` None) or `baton reload` (answered with the outcome
+    /// of the reload that covers it).
+    pub(super) fn on_reload_request(&mut self, waiter: Option<Waiter>) {
+        if self.stop.is_some() || self.fatal.is_some() {
+            info!("reload request ignored: stopping");
+            return; // dropping the waiter answers "baton is stopping"
+        }
+        if let Some(gi) = self.starting() {
+            if !self.reloads.is_queued() {
+                info!(
+                    generation = self.generations[gi].id,
+                    "reload queued: a generation is still starting"
+                );
+            }
+            self.reloads.queue(waiter);
+            return;
+        }
+        if let Some(w) = waiter {
+            self.reloads.wait_for(self.next_id, w);
+        }
+        self.start_reload();
+    }
+
+    pub(super) fn on_command(&mut self, cmd: Command) {
+        match cmd.request {
+            Request::Status => {
+                let status = status::collect(
+                    &self.generations,
+                    &self.listeners,
+                    &self.reloads,
+                    self.stop.is_some(),
+                    self.started,
+                );
+                let _ = cmd.reply.send(Reply {
+                    ok: true,
+                    status: Some(status),
+                    ..Reply::default()
+                });
+            }
+            Request::Reload => {
+                info!("reload requested on the control socket");
+                let (tx, rx) = oneshot::channel();
+                tokio::spawn(async move {
+                    let reply = match rx.await {
+                        Ok(outcome) => reload_reply(outcome),
+                        Err(_) => Reply::error("baton is stopping"),
+                    };
+                    let _ = cmd.reply.send(reply);
+                });
+                self.on_reload_request(Some(tx));
+            }
+            Request::Stop => {
+                let _ = cmd.reply.send(Reply {
+                    ok: true,
+                    stopping: true,
+                    ..Reply::default()
+                });
+                self.on_stop(false, "baton stop");
+            }
+        }
+    }
+
+    pub(super) fn on_stop(&mut self, fast: bool, why: &str) {
+        let now = Instant::now();
+        let signal = if fast {
+            Signal::SIGKILL
+        } else {
+            self.config.drain_signal
+        };
+        if self.stop.is_some() && !fast {
+            info!(signal = %why, "already stopping");
+            return;
+        }
+        let live: usize = self.generations.iter().map(|g| g.live_count()).sum();
+        info!(signal = %why, workers = live, "stopping");
+        self.reloads.cancel_all();
+        if let Some(m) = &mut self.manager {
+            m.stopping(&format!("stopping: draining {live} workers"));
+        }
+        self.stop = Some(Stop {
+            deadline: now + self.config.drain_timeout,
+        });
+        for gen in &mut self.generations {
+            // A slot waiting for its respawn is simply not respawned.
+            gen.workers.retain(|w| w.pid.is_some());
+            if fast {
+                gen.set_state(GenState::Killed);
+                signal_workers(gen, Signal::SIGKILL);
+            } else if !gen.state().is_leaving() {
+                gen.set_state(GenState::Draining {
+                    deadline: now + self.config.drain_timeout,
+                });
+                signal_workers(gen, signal);
+            }
+            // Draining and failed generations already got the drain signal
+            // and keep their own deadline.
+        }
+    }
+
+    pub(super) fn on_notify(&mut self, dg: Datagram) {
+        let Some(pid) = dg.pid else {
+            warn!("notify message without sender credentials ignored");
+            return;
+        };
+        let found = self.generations.iter().enumerate().find_map(|(gi, g)| {
+            g.workers
+                .iter()
+                .position(|w| w.pid == Some(Pid::from_raw(pid)))
+                .map(|wi| (gi, wi))
+        });
+        let Some((gi, wi)) = found else {
+            warn!(
+                pid,
+                "notify message from a pid that is not a worker ignored"
+            );
+            return;
+        };
+        if dg.truncated {
+            warn!(pid, "oversized notify message ignored");
+            return;
+        }
+        let gen = &self.generations[gi];
+        let worker = &gen.workers[wi];
+        if let Some(status) = &dg.message.status {
+            debug!(generation = gen.id, slot = worker.slot, pid, status = %status, "worker status");
+        }
+        if dg.message.ready {
+            if matches!(worker.state, WorkerState::Starting { .. }) {
+                self.mark_ready(gi, wi, Instant::now());
+            } else {
+                debug!(
+                    generation = gen.id,
+                    slot = worker.slot,
+                    pid,
+                    "repeated READY=1 ignored"
+                );
+            }
+        }
+    }
+
+    /// Reap every exited child (never blocks).
+    pub(super) fn reap(&mut self) {
+        loop {
+            match waitpid(None::<Pid>, Some(WaitPidFlag::WNOHANG)) {
+                Ok(WaitStatus::Exited(pid, code)) => self.on_exit(pid, format!("exited {code}")),
+                Ok(WaitStatus::Signaled(pid, sig, _)) => {
+                    self.on_exit(pid, format!("killed by {}", sig.as_str()))
+                }
+                Ok(WaitStatus::StillAlive) | Err(Errno::ECHILD) => return,
+                Ok(_) => continue,
+                Err(Errno::EINTR) => continue,
+                Err(e) => {
+                    warn!(error = %e, "waitpid failed");
+                    return;
+                }
+            }
+        }
+    }
+
+    pub(super) fn on_exit(&mut self, pid: Pid, status: String) {
+        let now = Instant::now();
+        let found = self.generations.iter().enumerate().find_map(|(gi, g)| {
+            g.workers
+                .iter()
+                .position(|w| w.pid == Some(pid))
+                .map(|wi| (gi, wi))
+        });
+        let Some((gi, wi)) = found else {
+            debug!(pid = pid.as_raw(), status = %status, "reaped a child that is not a worker");
+            return;
+        };
+        let gen = &mut self.generations[gi];
+        let (id, state) = (gen.id, gen.state());
+        let w = &mut gen.workers[wi];
+        let slot = w.slot;
+        w.pid = None;
+        // Each exit is logged once: as a death to respawn from the serving
+        // generation, as a plain exit otherwise.
+        if !matches!(state, GenState::Serving { .. }) || self.stop.is_some() {
+            info!(generation = id, slot, pid = pid.as_raw(), status = %status, "worker exited");
+        }
+        match state {
+            GenState::Starting { .. } => {
+                let was_ready = matches!(w.state, WorkerState::Ready { .. });
+                gen.workers.remove(wi);
+                let when = if was_ready {
+                    "after it was ready, before the generation was"
+                } else {
+                    "before it was ready"
+                };
+                self.fail_generation(
+                    gi,
+                    format!("worker slot {slot} (pid {pid}) {status} {when}"),
+                );
+            }
+            GenState::Serving { .. } => {
+                let quick = now.duration_since(w.started) < HEALTHY_AFTER;
+                w.quick_deaths = if quick { w.quick_deaths + 1 } else { 0 };
+                let delay = if quick {
+                    backoff(w.quick_deaths)
+                } else {
+                    Duration::ZERO
+                };
+                w.state = WorkerState::Backoff { until: now + delay };
+                warn!(generation = id, slot, pid = pid.as_raw(), status = %status, respawn_in = ?delay, "serving worker died, respawning");
+            }
+            GenState::Draining { .. } | GenState::Failed { .. } | GenState::Killed => {
+                gen.workers.remove(wi);
+            }
+        }
+        self.drop_finished_generations();
+    }
+
+    /// Act on everything due at `now`: readiness (by policy or timeout),
+    /// respawns, drain and stop deadlines.
+    pub(super) fn on_deadlines(&mut self, now: Instant) {
+        let ready_after = self.config.ready_after;
+        for gi in 0..self.generations.len() {
+            let gen_state = self.generations[gi].state();
+            if let GenState::Draining { deadline } | GenState::Failed { deadline } = gen_state {
+                if now >= deadline {
+                    let gen = &mut self.generations[gi];
+                    warn!(
+                        generation = gen.id,
+                        workers = gen.live_count(),
+                        "drain timeout: killing the workers left"
+                    );
+                    signal_workers(gen, Signal::SIGKILL);
+                    gen.set_state(GenState::Killed);
+                }
+                continue;
+            }
+            if gen_state == GenState::Killed {
+                continue;
+            }
+            for wi in 0..self.generations[gi].workers.len() {
+                let Some(gen) = self.generations.get(gi) else {
+                    break;
+                };
+                let Some(w) = gen.workers.get(wi) else {
+                    break;
+                };
+                match w.state {
+                    WorkerState::Starting { since, .. }
+                        if ready_after.is_some_and(|after| now >= since + after) =>
+                    {
+                        self.mark_ready(gi, wi, now);
+                    }
+                    WorkerState::Starting { deadline, since } if now >= deadline => {
+                        let (id, slot, pid) = (gen.id, w.slot, w.pid);
+                        let waited = now.duration_since(since);
+                        let cause = format!(
+                            "worker slot {slot} (pid {}) not ready after {}",
+                            pid.map_or(0, |p| p.as_raw()),
+                            humantime::format_duration(round_ms(waited))
+                        );
+                        if matches!(gen_state, GenState::Starting { .. }) {
+                            self.fail_generation(gi, cause);
+                            break;
+                        }
+                        // A respawned worker of the serving generation: kill it;
+                        // its exit schedules the next try with backoff.
+                        warn!(generation = id, slot, cause = %cause, "killing a respawned worker");
+                        if let Some(pid) = pid {
+                            send(pid, Signal::SIGKILL);
+                        }
+                        self.generations[gi].workers[wi].state = WorkerState::Draining;
+                    }
+                    WorkerState::Backoff { until } if now >= until && self.stop.is_none() => {
+                        self.respawn(gi, wi, now);
+                    }
+                    _ => {}
+                }
+            }
+        }
+        if let Some(stop) = self.stop {
+            if now >= stop.deadline {
+                for gen in &mut self.generations {
+                    if gen.live_count() > 0 {
+                        warn!(
+                            generation = gen.id,
+                            workers = gen.live_count(),
+                            "stop timeout: killing the workers left"
+                        );
+                        signal_workers(gen, Signal::SIGKILL);
+                    }
+                }
+                self.stop = Some(Stop {
+                    deadline: now + Duration::from_secs(3600),
+                });
+            }
+        }
+        self.drop_finished_generations();
+    }
+}

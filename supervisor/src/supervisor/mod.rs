@@ -1,0 +1,198 @@
+//! The event loop: one `select!` over signals, child exits, notify messages
+//! and the nearest deadline. Signal handlers only turn signals into events;
+//! every state transition happens in a method of `Supervisor`, which logs it.
+//!
+//! The loop runs on a current-thread runtime on the main thread, so baton is
+//! single-threaded: `fork` is safe (see spawn.rs), PR_SET_PDEATHSIG is tied to
+//! a thread that lives as long as baton, and reaping with `waitpid(-1)` does
+//! not race anything (baton uses no `tokio::process`).
+//!
+//! - this file: set-up and the loop;
+//! - [`state`]: the `Supervisor` struct, spawning and every transition;
+//! - [`events`]: what each event does.
+
+use std::os::fd::OwnedFd;
+use std::time::{Duration, Instant};
+
+use tokio::signal::unix::{signal, SignalKind};
+use tokio::sync::mpsc;
+use tracing::{info, warn};
+
+use crate::config::Config;
+use crate::control::{self, Command, ControlSocket, Reply};
+use crate::error::{ConfigError, Error};
+use crate::listeners::{self, BindOptions, Listener};
+use crate::notify::{Manager, NotifySocket};
+use crate::reload::{Outcome, Reloads};
+use crate::spawn::{self};
+
+mod events;
+mod state;
+
+use state::Supervisor;
+
+/// Bind, start the first generation, and supervise until stopped.
+/// `inherited` are the sockets systemd passed ([`listeners::inherit_from_env`],
+/// which must run before anything, the runtime included, opens an fd).
+pub async fn run(config: Config, inherited: Vec<Listener>) -> Result<(), Error> {
+    info!(
+        pid = std::process::id(),
+        version = env!("CARGO_PKG_VERSION"),
+        "baton starting"
+    );
+    // The user's mistakes first, before anything is bound or started.
+    spawn::resolve_program(&config.program, config.chdir.as_deref())?;
+    // systemd's sockets first (fd 3… in its order), then --listen ones.
+    let mut listeners = inherited;
+    let opts = BindOptions {
+        backlog: i32::try_from(config.backlog).unwrap_or(i32::MAX),
+        reuseport_slots: config.reuseport.then_some(config.workers),
+        socket_mode: config.socket_mode,
+        socket_owner: config.socket_owner,
+    };
+    listeners.extend(listeners::bind_all(&config.listeners, &opts)?);
+    if listeners.is_empty() {
+        return Err(ConfigError::NoListeners.into());
+    }
+    for (i, l) in listeners.iter().enumerate() {
+        info!(
+            name = %l.name,
+            addr = %l.local,
+            kind = %l.kind.as_str(),
+            fd = 3 + i,
+            sockets = l.socket_count(),
+            inherited = l.inherited,
+            "listening"
+        );
+    }
+    let notify = NotifySocket::bind().map_err(|source| Error::Notify {
+        path: std::env::temp_dir(),
+        source,
+    })?;
+    // Handlers before the first worker: a HUP or TERM that arrives while it
+    // starts must become an event, not kill baton.
+    let sig = |kind: SignalKind| signal(kind).map_err(Error::Signals);
+    let mut hup = sig(SignalKind::hangup())?;
+    let mut term = sig(SignalKind::terminate())?;
+    let mut int = sig(SignalKind::interrupt())?;
+    let mut quit = sig(SignalKind::quit())?;
+    let mut chld = sig(SignalKind::child())?;
+
+    let control = bind_control(&config, &listeners)?;
+    let (commands_tx, mut commands) = mpsc::channel::<Command>(64);
+    let serve_control = async {
+        match &control {
+            Some(c) => c.serve(commands_tx).await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::pin!(serve_control);
+
+    let devnull: OwnedFd = std::fs::File::open("/dev/null")?.into();
+    let mut sup = Supervisor {
+        worker_env: spawn::worker_env(&listeners, notify.path(), config.compat_env),
+        config,
+        listeners,
+        devnull,
+        generations: Vec::new(),
+        next_id: 1,
+        reloads: Reloads::default(),
+        started: Instant::now(),
+        manager: Manager::from_env(),
+        stop: None,
+        fatal: None,
+    };
+    sup.start_generation()?;
+    // Pings from the event loop itself: a stuck loop stops them.
+    let mut watchdog = tokio::time::interval(
+        sup.manager
+            .as_ref()
+            .and_then(|m| m.watchdog)
+            .unwrap_or(Duration::from_secs(3600)),
+    );
+
+    while !sup.finished() {
+        let deadline = sup.next_deadline();
+        let timer = async {
+            match deadline {
+                Some(at) => tokio::time::sleep_until(at.into()).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            _ = hup.recv() => sup.on_reload_request(None),
+            _ = term.recv() => sup.on_stop(false, "SIGTERM"),
+            _ = int.recv() => sup.on_stop(false, "SIGINT"),
+            _ = quit.recv() => sup.on_stop(true, "SIGQUIT"),
+            _ = chld.recv() => sup.reap(),
+            Some(cmd) = commands.recv() => sup.on_command(cmd),
+            _ = &mut serve_control => {}
+            _ = watchdog.tick() => {
+                if let Some(m) = &sup.manager {
+                    if m.watchdog.is_some() {
+                        m.watchdog_ping();
+                    }
+                }
+            }
+            dg = notify.recv() => match dg {
+                Ok(dg) => sup.on_notify(dg),
+                Err(e) => warn!(error = %e, "reading the notify socket failed"),
+            },
+            _ = timer => {}
+        }
+        // A SIGCHLD may coalesce with another or be slow: reaping here too
+        // keeps every exit handled promptly.
+        sup.reap();
+        sup.on_deadlines(Instant::now());
+        sup.publish_status();
+    }
+    match sup.fatal.take() {
+        Some((generation, cause)) => Err(Error::FirstGeneration { generation, cause }),
+        None => {
+            info!("stopped");
+            Ok(())
+        }
+    }
+}
+
+/// The control socket at `--control PATH`, or at the default path (where
+/// failing to bind is only a warning: baton still works, without
+/// `baton reload`).
+fn bind_control(config: &Config, listeners: &[Listener]) -> Result<Option<ControlSocket>, Error> {
+    let (path, explicit) = match &config.control {
+        Some(path) => (path.clone(), true),
+        None => {
+            let name = config
+                .name
+                .clone()
+                .unwrap_or_else(|| listeners[0].local.replace("://", "_").replace(':', "_"));
+            (
+                control::default_dir().join(control::socket_name(&name)),
+                false,
+            )
+        }
+    };
+    match ControlSocket::bind(&path) {
+        Ok(c) => {
+            info!(path = %c.path().display(), "control socket");
+            Ok(Some(c))
+        }
+        Err(source) if explicit => Err(Error::Control { path, source }),
+        Err(e) => {
+            warn!(path = %path.display(), error = %e, "no control socket: `baton reload` will not reach this baton");
+            Ok(None)
+        }
+    }
+}
+
+pub(super) fn reload_reply(o: Outcome) -> Reply {
+    Reply {
+        ok: o.ok,
+        error: o.cause,
+        generation: Some(o.generation),
+        serving: o.serving,
+        pids: o.pids,
+        took_ms: Some(o.took.as_millis() as u64),
+        ..Reply::default()
+    }
+}

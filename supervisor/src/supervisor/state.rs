@@ -1,0 +1,362 @@
+//! The supervisor's state, the queries on it, spawning, and every
+//! generation transition (each one logged, and published to systemd).
+
+use std::os::fd::{AsFd, OwnedFd};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use tracing::{debug, error, info, warn};
+
+use crate::config::Config;
+use crate::error::{Error, SpawnError};
+use crate::generation::{backoff, GenState, Generation, Worker, WorkerState};
+use crate::listeners::Listener;
+use crate::notify::Manager;
+use crate::reload::{Outcome, Reloads};
+use crate::spawn::{self, WorkerSpec};
+
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Stop {
+    pub(super) deadline: Instant,
+}
+
+pub(super) struct Supervisor {
+    pub(super) config: Config,
+    pub(super) listeners: Vec<Listener>,
+    /// What every worker gets in its environment besides its generation and
+    /// slot (the same for all: fd numbers do not depend on the slot).
+    pub(super) worker_env: Vec<(String, String)>,
+    pub(super) devnull: OwnedFd,
+    /// Oldest first. At most one is Starting and at most one Serving.
+    pub(super) generations: Vec<Generation>,
+    pub(super) next_id: u64,
+    /// Queued reloads, who waits for which outcome, the last outcome.
+    pub(super) reloads: Reloads,
+    pub(super) started: Instant,
+    /// systemd, when baton runs under it (NOTIFY_SOCKET).
+    pub(super) manager: Option<Manager>,
+    pub(super) stop: Option<Stop>,
+    /// The first generation failed: baton exits 1 once its workers are reaped.
+    pub(super) fatal: Option<(u64, String)>,
+}
+
+impl Supervisor {
+    pub(super) fn finished(&self) -> bool {
+        (self.stop.is_some() || self.fatal.is_some())
+            && self.generations.iter().all(|g| g.live_count() == 0)
+    }
+
+    pub(super) fn serving(&self) -> Option<usize> {
+        self.generations
+            .iter()
+            .position(|g| matches!(g.state(), GenState::Serving { .. }))
+    }
+
+    pub(super) fn starting(&self) -> Option<usize> {
+        self.generations
+            .iter()
+            .position(|g| matches!(g.state(), GenState::Starting { .. }))
+    }
+
+    pub(super) fn next_deadline(&self) -> Option<Instant> {
+        let gens = self
+            .generations
+            .iter()
+            .filter_map(|g| g.next_deadline(self.config.ready_after));
+        gens.chain(self.stop.map(|s| s.deadline)).min()
+    }
+
+    // ---- spawning -------------------------------------------------------
+
+    /// Start a new generation with every worker slot filled. A spawn error
+    /// fails it at once (and is returned for the first generation, whose
+    /// failure ends baton).
+    pub(super) fn start_generation(&mut self) -> Result<(), Error> {
+        let id = self.next_id;
+        self.next_id += 1;
+        let now = Instant::now();
+        self.generations.push(Generation::new(id, now));
+        let idx = self.generations.len() - 1;
+        for slot in 0..self.config.workers {
+            let state = self.starting_state(now);
+            match self.spawn_worker(id, slot) {
+                Ok(pid) => self.generations[idx].workers.push(Worker {
+                    slot,
+                    pid: Some(pid),
+                    state,
+                    quick_deaths: 0,
+                    restarts: 0,
+                    started: now,
+                }),
+                Err(e) => {
+                    let first = self.serving().is_none() && id == 1;
+                    self.fail_generation(idx, format!("worker slot {slot}: {e}"));
+                    if first {
+                        return Err(e.into());
+                    }
+                    return Ok(());
+                }
+            }
+        }
+        Ok(())
+    }
+
+    pub(super) fn starting_state(&self, now: Instant) -> WorkerState {
+        WorkerState::Starting {
+            since: now,
+            deadline: now + self.config.ready_timeout,
+        }
+    }
+
+    pub(super) fn spawn_worker(&self, generation: u64, slot: usize) -> Result<Pid, SpawnError> {
+        let fds: Vec<_> = self.listeners.iter().map(|l| l.fd_for_slot(slot)).collect();
+        let mut env = self.worker_env.clone();
+        env.push(("BATON_GENERATION".into(), generation.to_string()));
+        env.push(("BATON_WORKER".into(), slot.to_string()));
+        let pid = spawn::spawn(&WorkerSpec {
+            program: &self.config.program,
+            args: &self.config.args,
+            chdir: self.config.chdir.as_deref(),
+            fds: &fds,
+            stdin: self.devnull.as_fd(),
+            env: &env,
+        })
+        .inspect_err(|e| error!(generation, slot, error = %e, "spawn failed"))?;
+        info!(generation, slot, pid = pid.as_raw(), "worker spawned");
+        Ok(pid)
+    }
+
+    /// Respawn a dead worker of the serving generation in its slot.
+    pub(super) fn respawn(&mut self, gi: usize, wi: usize, now: Instant) {
+        let (id, slot) = (
+            self.generations[gi].id,
+            self.generations[gi].workers[wi].slot,
+        );
+        let result = self.spawn_worker(id, slot);
+        let starting = self.starting_state(now);
+        let w = &mut self.generations[gi].workers[wi];
+        w.restarts += 1;
+        match result {
+            Ok(pid) => {
+                w.pid = Some(pid);
+                w.state = starting;
+                w.started = now;
+            }
+            Err(_) => {
+                w.quick_deaths += 1;
+                let delay = backoff(w.quick_deaths);
+                w.state = WorkerState::Backoff { until: now + delay };
+                warn!(generation = id, slot, retry_in = ?delay, "respawn failed, retrying");
+            }
+        }
+    }
+
+    // ---- events ---------------------------------------------------------
+
+    pub(super) fn start_reload(&mut self) {
+        info!(generation = self.next_id, "reload started");
+        let text = format!("reloading: starting generation {}", self.next_id);
+        if let Some(m) = &mut self.manager {
+            m.reloading(&text);
+        }
+        // Errors are logged and fail only the new generation.
+        let _ = self.start_generation();
+    }
+
+    // ---- transitions ----------------------------------------------------
+
+    pub(super) fn mark_ready(&mut self, gi: usize, wi: usize, now: Instant) {
+        let gen = &mut self.generations[gi];
+        let w = &mut gen.workers[wi];
+        w.state = WorkerState::Ready { since: now };
+        info!(
+            generation = gen.id,
+            slot = w.slot,
+            pid = w.pid.map_or(0, |p| p.as_raw()),
+            "worker ready"
+        );
+        if matches!(gen.state(), GenState::Starting { .. })
+            && gen.all_ready()
+            && self.stop.is_none()
+        {
+            self.promote(gi, now);
+        }
+    }
+
+    /// Generation `gi` is ready: it serves, and the one it replaces drains.
+    pub(super) fn promote(&mut self, gi: usize, now: Instant) {
+        let old = self.serving();
+        let GenState::Starting { since } = self.generations[gi].state() else {
+            return;
+        };
+        self.generations[gi].set_state(GenState::Serving { since: now });
+        let id = self.generations[gi].id;
+        let took = humantime::format_duration(round_ms(now.duration_since(since)));
+        info!(generation = id, workers = self.generations[gi].workers.len(), took = %took, "generation serving");
+        if let Some(oi) = old {
+            let drain_signal = self.config.drain_signal;
+            let deadline = now + self.config.drain_timeout;
+            let old_gen = &mut self.generations[oi];
+            old_gen.workers.retain(|w| w.pid.is_some());
+            old_gen.set_state(GenState::Draining { deadline });
+            info!(generation = old_gen.id, workers = old_gen.live_count(), signal = %drain_signal.as_str(), "draining");
+            signal_workers(old_gen, drain_signal);
+            info!(generation = id, previous = old_gen.id, took = %took, "reload complete");
+            let pids = self.generations[gi]
+                .live_pids()
+                .map(|p| p.as_raw())
+                .collect();
+            self.reloads.finish(Outcome {
+                generation: id,
+                ok: true,
+                cause: None,
+                pids,
+                serving: Some(id),
+                took: now.duration_since(since),
+                at: now,
+            });
+        }
+        // READY=1 for the first generation, and at the end of a reload.
+        self.notify_ready();
+        self.after_reload();
+    }
+
+    /// A starting generation will never be ready: it drains (a worker that
+    /// was not ready may have accepted connections already) and is SIGKILLed
+    /// at the drain deadline; the serving generation keeps serving.
+    pub(super) fn fail_generation(&mut self, gi: usize, cause: String) {
+        let deadline = Instant::now() + self.config.drain_timeout;
+        let gen = &mut self.generations[gi];
+        let started = gen.changed;
+        gen.set_state(GenState::Failed { deadline });
+        signal_workers(gen, self.config.drain_signal);
+        let id = gen.id;
+        if self.serving().is_none() && self.stop.is_none() {
+            // The first generation: nothing serves, baton exits 1 once its
+            // workers are gone.
+            error!(generation = id, cause = %cause, "generation failed to start");
+            self.fatal = Some((id, cause));
+            self.reloads.cancel_all();
+            return;
+        }
+        let serving = self.serving().map(|si| self.generations[si].id);
+        self.reloads.finish(Outcome {
+            generation: id,
+            ok: false,
+            cause: Some(cause.clone()),
+            pids: Vec::new(),
+            serving,
+            took: started.elapsed(),
+            at: Instant::now(),
+        });
+        // The reload has ended (rolled back): READY=1, with the cause in STATUS=.
+        self.notify_ready();
+        match self.serving() {
+            Some(si) => warn!(
+                generation = id,
+                serving = self.generations[si].id,
+                cause = %cause,
+                "reload failed, previous generation keeps serving"
+            ),
+            None => warn!(generation = id, cause = %cause, "generation failed"),
+        }
+        self.after_reload();
+    }
+
+    /// The line systemd shows in `systemctl status`.
+    pub(super) fn status_line(&self) -> String {
+        let mut parts = Vec::new();
+        if let Some(si) = self.serving() {
+            let g = &self.generations[si];
+            parts.push(format!(
+                "generation {} serving, {}/{} workers ready",
+                g.id,
+                g.ready_count(),
+                self.config.workers
+            ));
+        }
+        if let Some(gi) = self.starting() {
+            parts.push(format!("generation {} starting", self.generations[gi].id));
+        }
+        let leaving = self
+            .generations
+            .iter()
+            .filter(|g| g.state().is_leaving())
+            .count();
+        if leaving > 0 {
+            let s = if leaving == 1 { "" } else { "s" };
+            parts.push(format!("{leaving} generation{s} draining"));
+        }
+        if self.stop.is_some() {
+            parts.push("stopping".to_string());
+        }
+        let mut line = parts.join(", ");
+        if let Some(last) = self.reloads.last.as_ref().filter(|r| !r.ok) {
+            line.push_str(&format!(
+                "; last reload failed: generation {}: {}",
+                last.generation,
+                last.cause.as_deref().unwrap_or("unknown cause")
+            ));
+        }
+        line
+    }
+
+    pub(super) fn publish_status(&mut self) {
+        if self.manager.is_some() {
+            let line = self.status_line();
+            if let Some(m) = &mut self.manager {
+                m.status(&line);
+            }
+        }
+    }
+
+    /// Tell systemd a (re)load has ended, whatever its outcome.
+    pub(super) fn notify_ready(&mut self) {
+        if self.manager.is_some() {
+            let line = self.status_line();
+            if let Some(m) = &mut self.manager {
+                m.ready(&line);
+            }
+        }
+    }
+
+    pub(super) fn after_reload(&mut self) {
+        if self.reloads.is_queued() && self.stop.is_none() && self.fatal.is_none() {
+            self.reloads.take_queued(self.next_id);
+            self.start_reload();
+        }
+    }
+
+    pub(super) fn drop_finished_generations(&mut self) {
+        self.generations.retain(|g| {
+            let done = g.state().is_leaving() && g.workers.iter().all(|w| w.pid.is_none());
+            if done {
+                info!(generation = g.id, "generation exited");
+            }
+            !done
+        });
+    }
+}
+
+/// Signal every live worker of `gen`. Safe against pid reuse: a pid held in a
+/// `Worker` has not been reaped yet, so it still names our child (possibly a
+/// zombie), never an unrelated process.
+pub(super) fn signal_workers(gen: &mut Generation, signal: Signal) {
+    for w in &mut gen.workers {
+        if let Some(pid) = w.pid {
+            send(pid, signal);
+            w.state = WorkerState::Draining;
+        }
+    }
+}
+
+pub(super) fn send(pid: Pid, signal: Signal) {
+    if let Err(e) = kill(pid, signal) {
+        debug!(pid = pid.as_raw(), signal = signal.as_str(), error = %e, "kill failed");
+    }
+}
+
+pub(super) fn round_ms(d: Duration) -> Duration {
+    Duration::from_millis(d.as_millis() as u64)
+}
