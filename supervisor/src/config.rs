@@ -75,6 +75,16 @@ pub struct Cli {
     #[arg(long, value_name = "SIGNAL", default_value = "TERM", value_parser = parse_signal)]
     pub drain_signal: Signal,
 
+    /// Also send the drain signal (and SIGKILL) to each worker's process
+    /// group, so that processes a worker started get it too.
+    #[arg(long)]
+    pub signal_group: bool,
+
+    /// At most this many generations draining at once: a reload that would
+    /// exceed it first SIGKILLs the oldest draining generation.
+    #[arg(long, value_name = "N", default_value = "2")]
+    pub max_draining: usize,
+
     /// How long a draining worker may take before it is SIGKILLed.
     #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
     pub drain_timeout: Duration,
@@ -178,6 +188,8 @@ pub struct Config {
     pub ready_after: Option<Duration>,
     pub drain_signal: Signal,
     pub drain_timeout: Duration,
+    pub signal_group: bool,
+    pub max_draining: usize,
     pub chdir: Option<PathBuf>,
     pub backlog: u32,
     pub reuseport: bool,
@@ -195,6 +207,9 @@ impl Config {
     pub fn from_cli(cli: Cli) -> Result<Config, ConfigError> {
         if cli.workers == 0 {
             return Err(ConfigError::Workers);
+        }
+        if cli.max_draining == 0 {
+            return Err(ConfigError::MaxDraining);
         }
         let listeners = cli
             .listen
@@ -218,6 +233,8 @@ impl Config {
             ready_after: cli.ready_after,
             drain_signal: cli.drain_signal,
             drain_timeout: cli.drain_timeout,
+            signal_group: cli.signal_group,
+            max_draining: cli.max_draining,
             chdir: cli.chdir,
             backlog: cli.backlog,
             reuseport: cli.reuseport,

@@ -11,6 +11,8 @@ pub enum ConfigError {
     Address { arg: String, why: String },
     #[error("--workers must be at least 1")]
     Workers,
+    #[error("--max-draining must be at least 1 (the generation a reload replaces drains)")]
+    MaxDraining,
     #[error(
         "no program to run: give it after `--`, e.g. baton --listen 127.0.0.1:8080 -- ./my-app"
     )]

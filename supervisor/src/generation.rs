@@ -16,7 +16,12 @@
 
 use std::time::{Duration, Instant};
 
+use std::os::fd::OwnedFd;
+
+use nix::sys::signal::Signal;
 use nix::unistd::Pid;
+
+use crate::process;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum GenState {
@@ -75,9 +80,10 @@ pub enum WorkerState {
 #[derive(Debug)]
 pub struct Worker {
     pub slot: usize,
-    /// `None` only in `Backoff`. A pid stays valid until we reap it, so
-    /// signalling a pid held here never reaches an unrelated process.
+    /// `None` only in `Backoff`, or once reaped.
     pub pid: Option<Pid>,
+    /// A pidfd for `pid`: signals go through it (see process.rs).
+    pidfd: Option<OwnedFd>,
     pub state: WorkerState,
     /// Consecutive deaths that came soon after a start (drives the backoff).
     pub quick_deaths: u32,
@@ -92,6 +98,41 @@ pub struct Generation {
     /// When `state` last changed.
     pub changed: Instant,
     pub workers: Vec<Worker>,
+}
+
+impl Worker {
+    pub fn new(slot: usize, pid: Pid, state: WorkerState, now: Instant) -> Worker {
+        let mut w = Worker {
+            slot,
+            pid: None,
+            pidfd: None,
+            state,
+            quick_deaths: 0,
+            restarts: 0,
+            started: now,
+        };
+        w.attach(pid);
+        w
+    }
+
+    /// A (re)spawned process now runs in this slot.
+    pub fn attach(&mut self, pid: Pid) {
+        self.pid = Some(pid);
+        self.pidfd = process::pidfd_open(pid);
+    }
+
+    /// Reaped: forget the process (closing its pidfd).
+    pub fn detach(&mut self) {
+        self.pid = None;
+        self.pidfd = None;
+    }
+
+    /// Signal the process (and its group with `group`), if there is one.
+    pub fn signal(&self, sig: Signal, group: bool) {
+        if let Some(pid) = self.pid {
+            process::signal(pid, self.pidfd.as_ref(), sig, group);
+        }
+    }
 }
 
 /// A worker that lived this long after its start is "healthy": its death
@@ -189,17 +230,16 @@ mod tests {
     fn deadlines() {
         let now = Instant::now();
         let mut g = Generation::new(1, now);
-        g.workers.push(Worker {
-            slot: 0,
-            pid: Some(Pid::from_raw(10)),
-            state: WorkerState::Starting {
+        // A pid that cannot exist: pidfd_open fails, nothing is signalled.
+        g.workers.push(Worker::new(
+            0,
+            Pid::from_raw(i32::MAX),
+            WorkerState::Starting {
                 since: now,
                 deadline: now + Duration::from_secs(30),
             },
-            quick_deaths: 0,
-            restarts: 0,
-            started: now,
-        });
+            now,
+        ));
         assert_eq!(g.next_deadline(None), Some(now + Duration::from_secs(30)));
         assert_eq!(
             g.next_deadline(Some(Duration::from_secs(1))),

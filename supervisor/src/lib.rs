@@ -12,6 +12,7 @@
 //! - [`listeners`]: bind (and own, for baton's whole life) the sockets.
 //! - [`notify`]: the datagram socket workers send `READY=1` on.
 //! - [`spawn`]: fork/exec of one worker with its fds and environment.
+//! - [`process`]: pidfds and signals, orphans (baton is a child subreaper).
 //! - [`generation`]: the state of a generation and of its workers.
 //! - [`supervisor`]: the event loop and every state transition.
 //! - [`reload`]: reload requests, their coalescing and their outcomes.
@@ -26,6 +27,7 @@ pub mod error;
 pub mod generation;
 pub mod listeners;
 pub mod notify;
+pub mod process;
 pub mod reload;
 pub mod spawn;
 pub mod status;

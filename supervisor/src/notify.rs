@@ -188,6 +188,38 @@ impl Drop for NotifySocket {
     }
 }
 
+/// At most one warning per `interval`; counts the ones it swallowed.
+#[derive(Debug)]
+pub struct RateLimit {
+    interval: std::time::Duration,
+    last: Option<std::time::Instant>,
+    suppressed: u64,
+}
+
+impl RateLimit {
+    pub fn new(interval: std::time::Duration) -> RateLimit {
+        RateLimit {
+            interval,
+            last: None,
+            suppressed: 0,
+        }
+    }
+
+    /// `Some(n)`: log now, mentioning the `n` suppressed since the last one.
+    pub fn allow(&mut self, now: std::time::Instant) -> Option<u64> {
+        match self.last {
+            Some(last) if now.duration_since(last) < self.interval => {
+                self.suppressed += 1;
+                None
+            }
+            _ => {
+                self.last = Some(now);
+                Some(std::mem::take(&mut self.suppressed))
+            }
+        }
+    }
+}
+
 /// baton's own manager (systemd), when `NOTIFY_SOCKET` is set: readiness,
 /// reloads, stop and a human status line, sd_notify(3)'s protocol.
 pub struct Manager {
@@ -293,6 +325,17 @@ fn monotonic_usec() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rate_limit() {
+        let t = std::time::Instant::now();
+        let s = std::time::Duration::from_secs(1);
+        let mut r = RateLimit::new(s * 10);
+        assert_eq!(r.allow(t), Some(0));
+        assert_eq!(r.allow(t + s), None);
+        assert_eq!(r.allow(t + s * 2), None);
+        assert_eq!(r.allow(t + s * 11), Some(2));
+    }
 
     #[test]
     fn parses_assignments() {

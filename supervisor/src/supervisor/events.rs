@@ -11,10 +11,12 @@ use tokio::sync::oneshot;
 use tracing::{debug, info, warn};
 
 use super::reload_reply;
-use super::state::{round_ms, send, signal_workers, Stop, Supervisor};
+use super::state::{round_ms, signal_workers, Stop, Supervisor};
 use crate::control::{Command, Reply, Request};
 use crate::generation::{backoff, GenState, WorkerState, HEALTHY_AFTER};
 use crate::notify::Datagram;
+use crate::notify::RateLimit;
+use crate::process;
 use crate::reload::Waiter;
 use crate::status;
 
@@ -82,6 +84,7 @@ impl Supervisor {
     }
 
     pub(super) fn on_stop(&mut self, fast: bool, why: &str) {
+        let group = self.config.signal_group;
         let now = Instant::now();
         let signal = if fast {
             Signal::SIGKILL
@@ -98,29 +101,41 @@ impl Supervisor {
         if let Some(m) = &mut self.manager {
             m.stopping(&format!("stopping: draining {live} workers"));
         }
+        // A fast stop is already past its deadline: what is left (orphans
+        // of workers included) gets SIGKILL at once.
         self.stop = Some(Stop {
-            deadline: now + self.config.drain_timeout,
+            deadline: if fast {
+                now
+            } else {
+                now + self.config.drain_timeout
+            },
+            orphans_signalled: false,
         });
         for gen in &mut self.generations {
             // A slot waiting for its respawn is simply not respawned.
             gen.workers.retain(|w| w.pid.is_some());
             if fast {
                 gen.set_state(GenState::Killed);
-                signal_workers(gen, Signal::SIGKILL);
+                signal_workers(gen, Signal::SIGKILL, group);
             } else if !gen.state().is_leaving() {
                 gen.set_state(GenState::Draining {
                     deadline: now + self.config.drain_timeout,
                 });
-                signal_workers(gen, signal);
+                signal_workers(gen, signal, group);
             }
             // Draining and failed generations already got the drain signal
             // and keep their own deadline.
         }
     }
 
+    /// A datagram on the notify socket. Only `READY=1` from a starting
+    /// worker changes anything; everything else a worker (or anyone able to
+    /// reach the socket) sends is ignored, with warnings rate-limited so a
+    /// flood cannot flood the log.
     pub(super) fn on_notify(&mut self, dg: Datagram) {
+        let now = Instant::now();
         let Some(pid) = dg.pid else {
-            warn!("notify message without sender credentials ignored");
+            self.ignored_notify(now, None, "message without sender credentials");
             return;
         };
         let found = self.generations.iter().enumerate().find_map(|(gi, g)| {
@@ -130,15 +145,17 @@ impl Supervisor {
                 .map(|wi| (gi, wi))
         });
         let Some((gi, wi)) = found else {
-            warn!(
-                pid,
-                "notify message from a pid that is not a worker ignored"
-            );
+            self.ignored_notify(now, Some(pid), "message from a pid that is not a worker");
             return;
         };
         if dg.truncated {
-            warn!(pid, "oversized notify message ignored");
+            self.ignored_notify(now, Some(pid), "oversized message");
             return;
+        }
+        if dg.message.other.iter().any(|a| a.starts_with("MAINPID=")) {
+            // baton is the main process for its manager; a worker cannot
+            // change that (and baton never forwards it).
+            self.ignored_notify(now, Some(pid), "MAINPID= from a worker");
         }
         let gen = &self.generations[gi];
         let worker = &gen.workers[wi];
@@ -147,15 +164,24 @@ impl Supervisor {
         }
         if dg.message.ready {
             if matches!(worker.state, WorkerState::Starting { .. }) {
-                self.mark_ready(gi, wi, Instant::now());
+                self.mark_ready(gi, wi, now);
             } else {
-                debug!(
-                    generation = gen.id,
-                    slot = worker.slot,
-                    pid,
-                    "repeated READY=1 ignored"
-                );
+                let why = match worker.state {
+                    WorkerState::Draining => "READY=1 after the drain began",
+                    _ => "repeated READY=1",
+                };
+                self.ignored_notify(now, Some(pid), why);
             }
+        }
+    }
+
+    fn ignored_notify(&mut self, now: Instant, pid: Option<i32>, why: &'static str) {
+        let limit = self
+            .notify_warnings
+            .entry(why)
+            .or_insert_with(|| RateLimit::new(Duration::from_secs(10)));
+        if let Some(suppressed) = limit.allow(now) {
+            warn!(pid = pid.unwrap_or(0), suppressed, "notify {why} ignored");
         }
     }
 
@@ -194,7 +220,7 @@ impl Supervisor {
         let (id, state) = (gen.id, gen.state());
         let w = &mut gen.workers[wi];
         let slot = w.slot;
-        w.pid = None;
+        w.detach();
         // Each exit is logged once: as a death to respawn from the serving
         // generation, as a plain exit otherwise.
         if !matches!(state, GenState::Serving { .. }) || self.stop.is_some() {
@@ -234,7 +260,40 @@ impl Supervisor {
 
     /// Act on everything due at `now`: readiness (by policy or timeout),
     /// respawns, drain and stop deadlines.
+    /// Stopping, once every worker is gone: processes that workers left
+    /// behind (adopted by baton as subreaper) get the drain signal, and
+    /// SIGKILL at the stop deadline; baton exits when none is left.
+    fn stop_orphans(&mut self, expired: bool) {
+        let Some(stop) = &mut self.stop else {
+            return;
+        };
+        if self.generations.iter().any(|g| g.live_count() > 0) {
+            return;
+        }
+        let orphans = process::orphans(&[]);
+        if orphans.is_empty() {
+            self.orphans_left = false;
+            return;
+        }
+        self.orphans_left = true;
+        let signal = if expired {
+            Signal::SIGKILL
+        } else if !stop.orphans_signalled {
+            self.config.drain_signal
+        } else {
+            return;
+        };
+        stop.orphans_signalled = true;
+        warn!(count = orphans.len(), signal = %signal.as_str(), "signalling processes the workers left behind");
+        for pid in orphans {
+            // Not a worker: no pidfd. The pid is our unreaped child (we are its
+            // reaper), so it cannot have been reused.
+            process::signal(pid, None, signal, false);
+        }
+    }
+
     pub(super) fn on_deadlines(&mut self, now: Instant) {
+        let group = self.config.signal_group;
         let ready_after = self.config.ready_after;
         for gi in 0..self.generations.len() {
             let gen_state = self.generations[gi].state();
@@ -246,7 +305,7 @@ impl Supervisor {
                         workers = gen.live_count(),
                         "drain timeout: killing the workers left"
                     );
-                    signal_workers(gen, Signal::SIGKILL);
+                    signal_workers(gen, Signal::SIGKILL, group);
                     gen.set_state(GenState::Killed);
                 }
                 continue;
@@ -282,10 +341,10 @@ impl Supervisor {
                         // A respawned worker of the serving generation: kill it;
                         // its exit schedules the next try with backoff.
                         warn!(generation = id, slot, cause = %cause, "killing a respawned worker");
-                        if let Some(pid) = pid {
-                            send(pid, Signal::SIGKILL);
-                        }
-                        self.generations[gi].workers[wi].state = WorkerState::Draining;
+                        let group = self.config.signal_group;
+                        let w = &mut self.generations[gi].workers[wi];
+                        w.signal(Signal::SIGKILL, group);
+                        w.state = WorkerState::Draining;
                     }
                     WorkerState::Backoff { until } if now >= until && self.stop.is_none() => {
                         self.respawn(gi, wi, now);
@@ -295,7 +354,8 @@ impl Supervisor {
             }
         }
         if let Some(stop) = self.stop {
-            if now >= stop.deadline {
+            let expired = now >= stop.deadline;
+            if expired {
                 for gen in &mut self.generations {
                     if gen.live_count() > 0 {
                         warn!(
@@ -303,11 +363,15 @@ impl Supervisor {
                             workers = gen.live_count(),
                             "stop timeout: killing the workers left"
                         );
-                        signal_workers(gen, Signal::SIGKILL);
+                        signal_workers(gen, Signal::SIGKILL, group);
                     }
                 }
+            }
+            self.stop_orphans(expired);
+            if expired {
                 self.stop = Some(Stop {
                     deadline: now + Duration::from_secs(3600),
+                    orphans_signalled: true,
                 });
             }
         }

@@ -40,6 +40,8 @@ pub async fn run(config: Config, inherited: Vec<Listener>) -> Result<(), Error> 
         version = env!("CARGO_PKG_VERSION"),
         "baton starting"
     );
+    // Orphans of workers (their children that outlive them) are ours to reap.
+    crate::process::become_subreaper();
     // The user's mistakes first, before anything is bound or started.
     spawn::resolve_program(&config.program, config.chdir.as_deref())?;
     // systemd's sockets first (fd 3… in its order), then --listen ones.
@@ -99,6 +101,8 @@ pub async fn run(config: Config, inherited: Vec<Listener>) -> Result<(), Error> 
         reloads: Reloads::default(),
         started: Instant::now(),
         manager: Manager::from_env(),
+        orphans_left: false,
+        notify_warnings: Default::default(),
         stop: None,
         fatal: None,
     };

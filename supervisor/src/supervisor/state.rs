@@ -4,21 +4,24 @@
 use std::os::fd::{AsFd, OwnedFd};
 use std::time::{Duration, Instant};
 
-use nix::sys::signal::{kill, Signal};
+use nix::sys::signal::Signal;
 use nix::unistd::Pid;
-use tracing::{debug, error, info, warn};
+use tracing::{error, info, warn};
 
 use crate::config::Config;
 use crate::error::{Error, SpawnError};
 use crate::generation::{backoff, GenState, Generation, Worker, WorkerState};
 use crate::listeners::Listener;
 use crate::notify::Manager;
+use crate::notify::RateLimit;
 use crate::reload::{Outcome, Reloads};
 use crate::spawn::{self, WorkerSpec};
 
 #[derive(Debug, Clone, Copy)]
 pub(super) struct Stop {
     pub(super) deadline: Instant,
+    /// Orphans of workers got the drain signal already.
+    pub(super) orphans_signalled: bool,
 }
 
 pub(super) struct Supervisor {
@@ -34,6 +37,11 @@ pub(super) struct Supervisor {
     /// Queued reloads, who waits for which outcome, the last outcome.
     pub(super) reloads: Reloads,
     pub(super) started: Instant,
+    /// Warnings about ignored notify messages, rate-limited per kind (a flood
+    /// of one kind does not hide the first of another).
+    pub(super) notify_warnings: std::collections::HashMap<&'static str, RateLimit>,
+    /// Stopping: processes the workers left behind are still running.
+    pub(super) orphans_left: bool,
     /// systemd, when baton runs under it (NOTIFY_SOCKET).
     pub(super) manager: Option<Manager>,
     pub(super) stop: Option<Stop>,
@@ -43,8 +51,9 @@ pub(super) struct Supervisor {
 
 impl Supervisor {
     pub(super) fn finished(&self) -> bool {
-        (self.stop.is_some() || self.fatal.is_some())
-            && self.generations.iter().all(|g| g.live_count() == 0)
+        let workers_gone = self.generations.iter().all(|g| g.live_count() == 0);
+        self.fatal.is_some() && workers_gone
+            || self.stop.is_some() && workers_gone && !self.orphans_left
     }
 
     pub(super) fn serving(&self) -> Option<usize> {
@@ -81,14 +90,9 @@ impl Supervisor {
         for slot in 0..self.config.workers {
             let state = self.starting_state(now);
             match self.spawn_worker(id, slot) {
-                Ok(pid) => self.generations[idx].workers.push(Worker {
-                    slot,
-                    pid: Some(pid),
-                    state,
-                    quick_deaths: 0,
-                    restarts: 0,
-                    started: now,
-                }),
+                Ok(pid) => self.generations[idx]
+                    .workers
+                    .push(Worker::new(slot, pid, state, now)),
                 Err(e) => {
                     let first = self.serving().is_none() && id == 1;
                     self.fail_generation(idx, format!("worker slot {slot}: {e}"));
@@ -139,7 +143,7 @@ impl Supervisor {
         w.restarts += 1;
         match result {
             Ok(pid) => {
-                w.pid = Some(pid);
+                w.attach(pid);
                 w.state = starting;
                 w.started = now;
             }
@@ -201,8 +205,9 @@ impl Supervisor {
             old_gen.workers.retain(|w| w.pid.is_some());
             old_gen.set_state(GenState::Draining { deadline });
             info!(generation = old_gen.id, workers = old_gen.live_count(), signal = %drain_signal.as_str(), "draining");
-            signal_workers(old_gen, drain_signal);
+            signal_workers(old_gen, drain_signal, self.config.signal_group);
             info!(generation = id, previous = old_gen.id, took = %took, "reload complete");
+            self.limit_draining();
             let pids = self.generations[gi]
                 .live_pids()
                 .map(|p| p.as_raw())
@@ -222,6 +227,27 @@ impl Supervisor {
         self.after_reload();
     }
 
+    /// `--max-draining`: long-lived connections must not pile up old
+    /// generations without bound; the oldest draining ones are cut.
+    fn limit_draining(&mut self) {
+        let group = self.config.signal_group;
+        let draining: Vec<usize> = (0..self.generations.len())
+            .filter(|&i| matches!(self.generations[i].state(), GenState::Draining { .. }))
+            .collect();
+        let excess = draining.len().saturating_sub(self.config.max_draining);
+        for &i in &draining[..excess] {
+            let gen = &mut self.generations[i];
+            warn!(
+                generation = gen.id,
+                workers = gen.live_count(),
+                max_draining = self.config.max_draining,
+                "too many generations draining: killing the oldest"
+            );
+            signal_workers(gen, Signal::SIGKILL, group);
+            gen.set_state(GenState::Killed);
+        }
+    }
+
     /// A starting generation will never be ready: it drains (a worker that
     /// was not ready may have accepted connections already) and is SIGKILLed
     /// at the drain deadline; the serving generation keeps serving.
@@ -230,7 +256,7 @@ impl Supervisor {
         let gen = &mut self.generations[gi];
         let started = gen.changed;
         gen.set_state(GenState::Failed { deadline });
-        signal_workers(gen, self.config.drain_signal);
+        signal_workers(gen, self.config.drain_signal, self.config.signal_group);
         let id = gen.id;
         if self.serving().is_none() && self.stop.is_none() {
             // The first generation: nothing serves, baton exits 1 once its
@@ -342,18 +368,12 @@ impl Supervisor {
 /// Signal every live worker of `gen`. Safe against pid reuse: a pid held in a
 /// `Worker` has not been reaped yet, so it still names our child (possibly a
 /// zombie), never an unrelated process.
-pub(super) fn signal_workers(gen: &mut Generation, signal: Signal) {
+pub(super) fn signal_workers(gen: &mut Generation, signal: Signal, group: bool) {
     for w in &mut gen.workers {
-        if let Some(pid) = w.pid {
-            send(pid, signal);
+        if w.pid.is_some() {
+            w.signal(signal, group);
             w.state = WorkerState::Draining;
         }
-    }
-}
-
-pub(super) fn send(pid: Pid, signal: Signal) {
-    if let Err(e) = kill(pid, signal) {
-        debug!(pid = pid.as_raw(), signal = signal.as_str(), error = %e, "kill failed");
     }
 }
 

@@ -1,0 +1,100 @@
+//! Processes baton owns: signalling a worker through its pidfd (and, with
+//! `--signal-group`, its process group), and finding the orphans that land
+//! on baton as a child subreaper.
+//!
+//! A pidfd names one process for good: a signal sent through it can never
+//! reach an unrelated process that took a dead worker's pid. (baton only
+//! signals children it has not reaped yet, whose pids cannot be reused, but
+//! the pidfd makes that safe by construction rather than by care.)
+
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+
+use nix::sys::signal::Signal;
+use nix::unistd::Pid;
+use tracing::debug;
+
+/// `pidfd_open(2)`; None where the kernel lacks it (before 5.3).
+pub fn pidfd_open(pid: Pid) -> Option<OwnedFd> {
+    // SAFETY: pidfd_open takes a pid and flags and returns a new fd or -1;
+    // it touches no memory of ours. PIDFD_NONBLOCK is not needed.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid.as_raw(), 0) };
+    if fd < 0 {
+        debug!(pid = pid.as_raw(), error = %std::io::Error::last_os_error(), "pidfd_open failed");
+        return None;
+    }
+    // SAFETY: the kernel just returned this fd (CLOEXEC by default), owned by
+    // nobody else.
+    Some(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+}
+
+/// Signal a child: through `pidfd` when there is one, else by pid; and with
+/// `group`, its whole process group too (every worker leads its own group,
+/// so its pid is its group id), which reaches the worker's own children.
+pub fn signal(pid: Pid, pidfd: Option<&OwnedFd>, sig: Signal, group: bool) {
+    let result = match pidfd {
+        Some(fd) => {
+            // SAFETY: a valid pidfd, a valid signal number, no siginfo (NULL),
+            // flags 0: the documented way to send a plain signal.
+            let r = unsafe {
+                libc::syscall(
+                    libc::SYS_pidfd_send_signal,
+                    fd.as_raw_fd(),
+                    sig as libc::c_int,
+                    std::ptr::null::<libc::siginfo_t>(),
+                    0,
+                )
+            };
+            if r < 0 {
+                Err(std::io::Error::last_os_error())
+            } else {
+                Ok(())
+            }
+        }
+        None => nix::sys::signal::kill(pid, sig).map_err(std::io::Error::from),
+    };
+    if let Err(e) = result {
+        // ESRCH: it exited and waits to be reaped; nothing to do.
+        debug!(pid = pid.as_raw(), signal = sig.as_str(), error = %e, "signal not delivered");
+    }
+    if group {
+        if let Err(e) = nix::sys::signal::killpg(pid, sig) {
+            debug!(pgid = pid.as_raw(), signal = sig.as_str(), error = %e, "group signal not delivered");
+        }
+    }
+}
+
+/// Make baton the reaper of its workers' orphans (their own children that
+/// outlive them), instead of PID 1. As PID 1 (a container's init) baton
+/// reaps everything anyway.
+pub fn become_subreaper() {
+    // SAFETY: PR_SET_CHILD_SUBREAPER takes an integer flag; no pointers.
+    if unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) } == -1 {
+        tracing::warn!(error = %std::io::Error::last_os_error(), "cannot become a child subreaper: orphans of workers go to init");
+    }
+}
+
+/// baton's children (from /proc) that are not in `known`: orphans adopted
+/// from workers. Zombies are left out (the next reap takes them).
+pub fn orphans(known: &[Pid]) -> Vec<Pid> {
+    let me = std::process::id() as i32;
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|&pid| {
+            let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+                return false;
+            };
+            // "pid (comm) state ppid …": comm may hold spaces and parens.
+            let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else {
+                return false;
+            };
+            let mut fields = rest.split_whitespace();
+            let state = fields.next();
+            let ppid = fields.next().and_then(|p| p.parse::<i32>().ok());
+            ppid == Some(me) && state != Some("Z")
+        })
+        .map(Pid::from_raw)
+        .filter(|pid| !known.contains(pid))
+        .collect()
+}

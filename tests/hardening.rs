@@ -1,0 +1,512 @@
+//! Faults, hostile input and resource limits (DESIGN.md §3 invariants): what
+//! operators of HAProxy, einhorn and gunicorn hit in production, each made a
+//! test. Every case that has clients checks that the serving generation's
+//! clients lose nothing.
+
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::UnixDatagram;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use baton_e2e::{
+    child_zombies, cmdline, demo_app_bin, fd_count, fd_targets, get, pid_alive, request,
+    wait_until, Baton, Load, LoadConfig, TempDir,
+};
+use nix::sys::signal::Signal;
+
+const LONG: Duration = Duration::from_secs(60);
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+fn light_load() -> LoadConfig {
+    LoadConfig {
+        keepalive_clients: 4,
+        newconn_clients: 4,
+        inflight_clients: 2,
+        inflight_path: "/sleep?ms=200".to_string(),
+        hard_limit: Duration::from_secs(120),
+        ..LoadConfig::default()
+    }
+}
+
+fn script(dir: &TempDir, name: &str, body: &str) -> PathBuf {
+    let path = dir.join(name);
+    let tmp = dir.join(format!("{name}.new"));
+    std::fs::write(&tmp, format!("#!/bin/sh\n{body}\n")).unwrap();
+    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::rename(&tmp, &path).unwrap();
+    path
+}
+
+/// baton's children that are not workers (orphans it adopted), by command.
+fn non_worker_children(baton: &Baton, cmd: &str) -> Vec<i32> {
+    let workers: Vec<i32> = baton.workers().iter().map(|w| w.pid).collect();
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| !workers.contains(pid))
+        .filter(|&pid| {
+            baton_e2e::proc_state(pid).is_some_and(|(s, ppid)| ppid == baton.pid() && s != 'Z')
+        })
+        .filter(|&pid| cmdline(pid).contains(cmd))
+        .collect()
+}
+
+fn vm_rss_kib(pid: i32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
+}
+
+fn pidfds(pid: i32) -> usize {
+    fd_targets(pid)
+        .iter()
+        .filter(|(_, t)| t.contains("[pidfd]"))
+        .count()
+}
+
+/// PID reuse: every live worker is held by a pidfd, and signals go through
+/// it; pidfds are closed when their worker is reaped.
+#[test]
+fn workers_are_signalled_through_pidfds_that_do_not_leak() {
+    let baton = Baton::start(&[
+        "--listen",
+        "127.0.0.1:0",
+        "--workers",
+        "3",
+        "--",
+        demo_app_bin().to_str().unwrap(),
+    ]);
+    baton.wait_log("generation serving generation=1", LONG);
+    assert_eq!(pidfds(baton.pid()), 3);
+    for g in 2..=4 {
+        baton.hup();
+        baton.wait_log(&format!("generation serving generation={g}"), LONG);
+        baton.wait_log(&format!("generation exited generation={}", g - 1), LONG);
+        assert_eq!(pidfds(baton.pid()), 3, "after reload to generation {g}");
+    }
+}
+
+/// fd hygiene: 100 reloads leave baton's fd count where it was and its
+/// memory flat.
+#[test]
+fn a_hundred_reloads_leave_fds_and_rss_flat() {
+    let baton = Baton::start(&[
+        "--listen",
+        "127.0.0.1:0",
+        "--",
+        demo_app_bin().to_str().unwrap(),
+    ]);
+    baton.wait_log("generation serving generation=1", LONG);
+    let mut first = None;
+    for g in 2..=101u64 {
+        baton.hup();
+        baton.wait_log(&format!("generation serving generation={g}"), LONG);
+        baton.wait_log(&format!("generation exited generation={}", g - 1), LONG);
+        if g == 11 {
+            first = Some((fd_count(baton.pid()), vm_rss_kib(baton.pid())));
+        }
+    }
+    let (fds_10, rss_10) = first.unwrap();
+    let (fds_100, rss_100) = (fd_count(baton.pid()), vm_rss_kib(baton.pid()));
+    println!(
+        "after 10 reloads: {fds_10} fds, {rss_10} KiB; after 100: {fds_100} fds, {rss_100} KiB"
+    );
+    assert_eq!(fds_100, fds_10);
+    // Allocator noise is a few pages; a per-reload leak of even 1 KiB would
+    // show as 90 KiB here.
+    assert!(
+        rss_100 <= rss_10 + 64,
+        "RSS grew from {rss_10} to {rss_100} KiB"
+    );
+}
+
+/// Orphans: what a worker leaves behind is reaped (no zombie ever stays on
+/// baton), and on stop it is signalled and waited for.
+#[test]
+fn orphans_of_workers_are_reaped_and_stopped() {
+    let dir = TempDir::new();
+    // The subshell starts two processes and exits: they are orphans, and
+    // baton (a child subreaper) adopts them.
+    let app = script(
+        &dir,
+        "app",
+        &format!(
+            "(sleep 0.3 & sleep 300 &)\nexec {}",
+            demo_app_bin().display()
+        ),
+    );
+    let mut baton = Baton::start(&["--listen", "127.0.0.1:0", "--", app.to_str().unwrap()]);
+    baton.wait_log("generation serving generation=1", LONG);
+    wait_until(LONG, "the orphans are adopted by baton", || {
+        !non_worker_children(&baton, "sleep 300").is_empty()
+    });
+    let long = non_worker_children(&baton, "sleep 300");
+    // `sleep 0.3` exits and is reaped: no zombie stays on baton.
+    wait_until(LONG, "the short-lived orphan is reaped", || {
+        non_worker_children(&baton, "sleep 0.3").is_empty() && child_zombies(baton.pid()).is_empty()
+    });
+
+    baton.signal(Signal::SIGTERM);
+    let status = baton.wait_exit(LONG);
+    assert_eq!(status.code(), Some(0));
+    baton.wait_log("signalling processes the workers left behind", LONG);
+    for pid in long {
+        assert!(!pid_alive(pid), "orphan {pid} outlived baton");
+    }
+}
+
+/// `--signal-group`: the drain signal reaches the processes a worker
+/// started (they share its process group).
+#[test]
+fn signal_group_drains_a_workers_own_children() {
+    let dir = TempDir::new();
+    let app = script(
+        &dir,
+        "app",
+        &format!("sleep 300 &\nexec {}", demo_app_bin().display()),
+    );
+    let baton = Baton::start(&[
+        "--listen",
+        "127.0.0.1:0",
+        "--signal-group",
+        "--",
+        app.to_str().unwrap(),
+    ]);
+    baton.wait_log("generation serving generation=1", LONG);
+    let worker = baton.generation_workers(1)[0].pid;
+    let helper = wait_for_child_of(worker, "sleep 300");
+    baton.hup();
+    baton.wait_log("generation serving generation=2", LONG);
+    wait_until(LONG, "the worker's own child got the drain signal", || {
+        !pid_alive(helper)
+    });
+    baton.wait_log("generation exited generation=1", LONG);
+}
+
+fn wait_for_child_of(parent: i32, cmd: &str) -> i32 {
+    let mut found = 0;
+    wait_until(LONG, &format!("a `{cmd}` child of {parent}"), || {
+        let children = std::fs::read_to_string(format!("/proc/{parent}/task/{parent}/children"))
+            .unwrap_or_default();
+        found = children
+            .split_whitespace()
+            .filter_map(|p| p.parse().ok())
+            .find(|&p| cmdline(p).contains(cmd))
+            .unwrap_or(0);
+        found != 0
+    });
+    found
+}
+
+/// Generation pile-up: with --max-draining 1, a reload while one
+/// generation still drains (a long request) cuts that oldest one.
+#[test]
+fn max_draining_kills_the_oldest_draining_generation() {
+    let baton = Baton::start(&[
+        "--listen",
+        "127.0.0.1:0",
+        "--max-draining",
+        "1",
+        "--",
+        demo_app_bin().to_str().unwrap(),
+    ]);
+    baton.wait_log("generation serving generation=1", LONG);
+    let addr = baton.addr();
+    let rt = runtime();
+    let hold = |rt: &tokio::runtime::Runtime| {
+        let slow = rt.spawn(request(addr, "/sleep?ms=30000", true));
+        // Accepted: a later connection was answered (the queue is FIFO).
+        let (status, _) = rt.block_on(get(addr, "/healthz")).unwrap();
+        assert_eq!(status, 200);
+        slow
+    };
+    let _slow1 = hold(&rt);
+    baton.hup();
+    baton.wait_log("generation serving generation=2", LONG);
+    let _slow2 = hold(&rt);
+    baton.hup();
+    baton.wait_log("generation serving generation=3", LONG);
+    let line = baton.wait_log("too many generations draining", LONG);
+    assert!(
+        line.contains("generation=1") && line.contains("workers=1"),
+        "{line}"
+    );
+    let exited = baton.wait_log("worker exited generation=1", LONG);
+    assert!(exited.contains("SIGKILL"), "{exited}");
+    // Generation 2 still drains its request.
+    assert_eq!(baton.count_log("generation exited generation=2"), 0);
+}
+
+/// Hostile notify messages: from strangers, oversized, binary, MAINPID=,
+/// READY=1 twice and after the drain began: no state change, and the
+/// warnings are rate-limited.
+#[test]
+fn hostile_notify_messages_change_nothing() {
+    let dir = TempDir::new();
+    // A worker that says READY=1 twice, tries MAINPID=, sends garbage, and
+    // READY=1 again once it is told to drain; then exits.
+    let worker = dir.join("noisy.py");
+    std::fs::write(
+        &worker,
+        r#"#!/usr/bin/env python3
+import os, signal, socket, time
+s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+addr = os.environ["NOTIFY_SOCKET"]
+def say(b):
+    s.sendto(b, addr)
+def drain(*_):
+    say(b"READY=1")
+    time.sleep(0.2)
+    os._exit(0)
+signal.signal(signal.SIGTERM, drain)
+say(b"READY=1")
+say(b"READY=1\nMAINPID=1")
+say(bytes(range(256)))
+while True:
+    time.sleep(1)
+"#,
+    )
+    .unwrap();
+    std::fs::set_permissions(&worker, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let baton = Baton::start(&["--listen", "127.0.0.1:0", "--", worker.to_str().unwrap()]);
+    baton.wait_log("generation serving generation=1", LONG);
+    let pid = baton.generation_workers(1)[0].pid;
+    let env = std::fs::read_to_string(format!("/proc/{pid}/environ")).unwrap();
+    let notify = env
+        .split('\0')
+        .find_map(|kv| kv.strip_prefix("NOTIFY_SOCKET="))
+        .unwrap()
+        .to_string();
+
+    // A stranger floods the socket.
+    let s = UnixDatagram::unbound().unwrap();
+    let big = vec![b'A'; 60_000];
+    for i in 0..300 {
+        let msg: &[u8] = match i % 4 {
+            0 => b"READY=1",
+            1 => b"MAINPID=1\nSTOPPING=1",
+            2 => &big,
+            _ => b"\x00\xff\xfe garbage",
+        };
+        let _ = s.send_to(msg, &notify);
+    }
+    baton.wait_log(
+        "notify message from a pid that is not a worker ignored",
+        LONG,
+    );
+    // Still one serving generation and no second one; baton is fine.
+    assert_eq!(baton.count_log("generation serving"), 1);
+    assert_eq!(baton.count_log("stopping"), 0);
+    let warnings = baton.count_log(" ignored");
+    assert!(
+        warnings <= 3,
+        "{warnings} warnings for 300+ hostile datagrams:\n{}",
+        baton.lines().join("\n")
+    );
+
+    // READY=1 after the drain began changes nothing either.
+    baton.hup();
+    baton.wait_log("generation serving generation=2", LONG);
+    baton.wait_log("generation exited generation=1", LONG);
+    assert_eq!(baton.count_log("generation serving"), 2);
+}
+
+/// EMFILE: with baton's fd limit at what it holds, a reload fails cleanly
+/// (the old generation serves), and once the limit is back a reload works.
+#[test]
+fn a_reload_that_hits_the_fd_limit_fails_cleanly() {
+    let baton = Baton::start(&[
+        "--listen",
+        "127.0.0.1:0",
+        "--workers",
+        "2",
+        "--",
+        demo_app_bin().to_str().unwrap(),
+    ]);
+    baton.wait_log("generation serving generation=1", LONG);
+    let addr = baton.addr();
+    let rt = runtime();
+    let load = Load::start(rt.handle(), addr, light_load());
+
+    let old = set_nofile(baton.pid(), fd_count(baton.pid()) as u64);
+    baton.hup();
+    let line = baton.wait_log("reload failed", LONG);
+    assert!(line.contains("generation=2"), "{line}");
+    assert!(
+        line.contains("Too many open files"),
+        "the cause names EMFILE: {line}"
+    );
+
+    set_nofile(baton.pid(), old);
+    baton.hup();
+    baton.wait_log("generation serving generation=3", LONG);
+    let report = rt.block_on(load.finish());
+    println!("{report}");
+    assert_eq!(
+        report.errors(),
+        0,
+        "failed requests: {:?}",
+        report.first_errors
+    );
+}
+
+/// Sets a process's RLIMIT_NOFILE soft limit; returns the old one.
+fn set_nofile(pid: i32, soft: u64) -> u64 {
+    let mut old = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: prlimit reads `old` only to write into it; NULL new limit = query.
+    let r = unsafe { libc::prlimit(pid, libc::RLIMIT_NOFILE, std::ptr::null(), &mut old) };
+    assert_eq!(r, 0, "prlimit query: {}", std::io::Error::last_os_error());
+    let new = libc::rlimit {
+        rlim_cur: soft,
+        rlim_max: old.rlim_max,
+    };
+    // SAFETY: both pointers are valid rlimit structs for the call's duration.
+    let r = unsafe { libc::prlimit(pid, libc::RLIMIT_NOFILE, &new, std::ptr::null_mut()) };
+    assert_eq!(r, 0, "prlimit set: {}", std::io::Error::last_os_error());
+    old.rlim_cur
+}
+
+/// EAGAIN from fork: baton in a cgroup whose pids.max is what it has, a
+/// reload fails cleanly; raised again, a reload works.
+#[test]
+fn a_reload_whose_fork_fails_fails_cleanly() {
+    // cgroup v2 (unified) or the v1 pids hierarchy, whichever this machine has.
+    let Some(root) = ["/sys/fs/cgroup", "/sys/fs/cgroup/pids"]
+        .iter()
+        .map(PathBuf::from)
+        .find(|r| {
+            let probe = r.join(format!("baton-probe-{}", std::process::id()));
+            let ok = std::fs::create_dir(&probe).is_ok() && probe.join("pids.max").exists();
+            let _ = std::fs::remove_dir(&probe);
+            ok
+        })
+    else {
+        println!("SKIP: no writable cgroup with the pids controller (not root?)");
+        return;
+    };
+    let cg = root.join(format!("baton-test-{}", std::process::id()));
+    std::fs::create_dir(&cg).unwrap();
+    struct Cgroup(PathBuf);
+    impl Drop for Cgroup {
+        fn drop(&mut self) {
+            let _ = std::fs::write(self.0.join("pids.max"), "max");
+            // Move whatever is left back to the parent, then remove it.
+            let parent = self.0.parent().unwrap().join("cgroup.procs");
+            if let Ok(procs) = std::fs::read_to_string(self.0.join("cgroup.procs")) {
+                for pid in procs.lines() {
+                    let _ = std::fs::write(&parent, pid);
+                }
+            }
+            let _ = std::fs::remove_dir(&self.0);
+        }
+    }
+    let cg = Cgroup(cg);
+    let mut baton = Baton::start(&[
+        "--listen",
+        "127.0.0.1:0",
+        "--",
+        demo_app_bin().to_str().unwrap(),
+    ]);
+    baton.wait_log("generation serving generation=1", LONG);
+    let addr = baton.addr();
+    // Move baton and its worker (with its threads) into the cgroup.
+    let worker = baton.generation_workers(1)[0].pid;
+    for pid in [baton.pid(), worker] {
+        if std::fs::write(cg.0.join("cgroup.procs"), pid.to_string()).is_err() {
+            println!("SKIP: cannot move processes into {}", cg.0.display());
+            return;
+        }
+    }
+    let current: u64 = std::fs::read_to_string(cg.0.join("pids.current"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    std::fs::write(cg.0.join("pids.max"), current.to_string()).unwrap();
+    let rt = runtime();
+    let load = Load::start(rt.handle(), addr, light_load());
+
+    baton.hup();
+    let line = baton.wait_log("reload failed", LONG);
+    assert!(line.contains("fork"), "the cause names fork: {line}");
+    assert!(line.contains("Resource temporarily unavailable"), "{line}");
+    assert_eq!(rt.block_on(get(addr, "/")).unwrap().0, 200);
+
+    std::fs::write(cg.0.join("pids.max"), "max").unwrap();
+    baton.hup();
+    baton.wait_log("generation serving generation=3", LONG);
+    let report = rt.block_on(load.finish());
+    println!("{report}");
+    assert_eq!(
+        report.errors(),
+        0,
+        "failed requests: {:?}",
+        report.first_errors
+    );
+    baton.signal(Signal::SIGTERM);
+    assert_eq!(baton.wait_exit(LONG).code(), Some(0));
+}
+
+/// A HUP before the first generation is ready becomes a reload after it.
+#[test]
+fn a_hup_during_start_up_reloads_once_the_first_generation_serves() {
+    let baton = Baton::start(&[
+        "--listen",
+        "127.0.0.1:0",
+        "--",
+        demo_app_bin().to_str().unwrap(),
+        "--ready-delay",
+        "700ms",
+    ]);
+    baton.wait_log("worker spawned generation=1", LONG);
+    baton.hup();
+    baton.wait_log("reload queued", LONG);
+    baton.wait_log("generation serving generation=1", LONG);
+    baton.wait_log("generation serving generation=2", LONG);
+    baton.wait_log("generation exited generation=1", LONG);
+    assert_eq!(baton.count_log("reload started"), 1);
+}
+
+/// A TERM before the first generation is ready drains what started and
+/// exits 0.
+#[test]
+fn a_term_during_start_up_drains_what_started() {
+    let mut baton = Baton::start(&[
+        "--listen",
+        "127.0.0.1:0",
+        "--workers",
+        "2",
+        "--",
+        demo_app_bin().to_str().unwrap(),
+        "--ready-delay",
+        "2s",
+    ]);
+    baton.wait_log_count("worker spawned generation=1", 2, LONG);
+    let workers = baton.generation_workers(1);
+    baton.signal(Signal::SIGTERM);
+    let status = baton.wait_exit(LONG);
+    assert_eq!(status.code(), Some(0), "{}", baton.lines().join("\n"));
+    assert_eq!(baton.count_log("generation serving"), 0);
+    for w in workers {
+        let line = baton.wait_log(&format!("worker exited generation=1 slot={}", w.slot), LONG);
+        // The drain signal, not SIGKILL: a worker that had installed its
+        // handler drained (exit 0); one still starting died of it.
+        assert!(
+            line.contains("exited 0") || line.contains("killed by SIGTERM"),
+            "{line}"
+        );
+    }
+}
