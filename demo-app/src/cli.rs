@@ -8,15 +8,23 @@ use std::time::Duration;
 use clap::Parser;
 
 /// A tokio + hyper HTTP/1.1 server that follows baton's worker contract:
-/// serves on the sockets in LISTEN_FDS (or --bind), says READY=1 on
+/// serves on the sockets in LISTEN_FDS (or SERVER_STARTER_PORT, EINHORN_FDS,
+/// --bind), answers UDP echo on datagram sockets, says READY=1 on
 /// NOTIFY_SOCKET, and drains without losing a request on the drain signal.
 #[derive(Parser, Debug)]
 #[command(name = "demo-app", version)]
 pub struct Args {
-    /// Listen on ADDR when LISTEN_FDS is not set (repeatable):
-    /// 127.0.0.1:8080, [::1]:8080, unix:/path or unix:@abstract-name.
+    /// Listen on ADDR when no inherited socket is found (repeatable):
+    /// 127.0.0.1:8080, [::1]:8080, udp://127.0.0.1:5353, unix:/path or
+    /// unix:@abstract-name.
     #[arg(long = "bind", value_name = "ADDR", value_parser = parse_bind)]
     pub bind: Vec<BindAddr>,
+
+    /// Where the inherited sockets are described: auto takes LISTEN_FDS if
+    /// it is meant for this process, else SERVER_STARTER_PORT, else
+    /// EINHORN_FDS, else --bind; the others insist on one protocol.
+    #[arg(long, value_name = "PROTOCOL", value_enum, default_value_t = SocketsFrom::Auto)]
+    pub sockets_from: SocketsFrom,
 
     /// Signal that starts a graceful drain (SIGTERM and SIGINT always do):
     /// TERM, INT, QUIT, USR1, USR2, HUP or WINCH, with or without SIG.
@@ -46,10 +54,23 @@ pub struct Args {
     pub no_ready: bool,
 }
 
+/// Which socket-passing protocol `--sockets-from` names.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum SocketsFrom {
+    Auto,
+    /// `LISTEN_FDS` / `LISTEN_PID` / `LISTEN_FDNAMES`.
+    Systemd,
+    /// Server::Starter's `SERVER_STARTER_PORT=host:port=fd;path=fd`.
+    ServerStarter,
+    /// einhorn's `EINHORN_FDS="3 4"`.
+    Einhorn,
+}
+
 /// A `--bind` address.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum BindAddr {
     Tcp(SocketAddr),
+    Udp(SocketAddr),
     UnixPath(PathBuf),
     /// Linux abstract namespace, written `unix:@name`.
     UnixAbstract(String),
@@ -59,6 +80,7 @@ impl fmt::Display for BindAddr {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             BindAddr::Tcp(addr) => write!(f, "{addr}"),
+            BindAddr::Udp(addr) => write!(f, "udp://{addr}"),
             BindAddr::UnixPath(path) => write!(f, "unix:{}", path.display()),
             BindAddr::UnixAbstract(name) => write!(f, "unix:@{name}"),
         }
@@ -66,6 +88,11 @@ impl fmt::Display for BindAddr {
 }
 
 pub fn parse_bind(s: &str) -> Result<BindAddr, String> {
+    if let Some(rest) = s.strip_prefix("udp://") {
+        return rest.parse::<SocketAddr>().map(BindAddr::Udp).map_err(|_| {
+            format!("`{s}` is not udp://IP:PORT or udp://[IPv6]:PORT (e.g. udp://127.0.0.1:5353)")
+        });
+    }
     if let Some(rest) = s.strip_prefix("unix:") {
         if let Some(name) = rest.strip_prefix('@') {
             if name.is_empty() {
@@ -187,6 +214,16 @@ mod tests {
             parse_bind("unix:@demo"),
             Ok(BindAddr::UnixAbstract("demo".into()))
         );
+        assert_eq!(
+            parse_bind("udp://127.0.0.1:0"),
+            Ok(BindAddr::Udp("127.0.0.1:0".parse().unwrap()))
+        );
+        assert_eq!(
+            parse_bind("udp://[::1]:53").map(|a| a.to_string()),
+            Ok("udp://[::1]:53".to_owned())
+        );
+        assert!(parse_bind("udp://").is_err());
+        assert!(parse_bind("udp://localhost:53").is_err());
         assert!(parse_bind("unix:").is_err());
         assert!(parse_bind("unix:@").is_err());
         assert!(parse_bind("localhost").is_err());
@@ -201,6 +238,10 @@ mod tests {
         assert_eq!(args.drain_timeout, Duration::from_secs(30));
         assert_eq!(args.ready_delay, Duration::ZERO);
         assert!(!args.ignore_drain && !args.no_ready);
+        assert_eq!(args.sockets_from, SocketsFrom::Auto);
+        let args = Args::try_parse_from(["demo-app", "--sockets-from", "server-starter"]).unwrap();
+        assert_eq!(args.sockets_from, SocketsFrom::ServerStarter);
+        assert!(Args::try_parse_from(["demo-app", "--sockets-from", "inetd"]).is_err());
         let args = Args::try_parse_from(["demo-app", "--idle-grace", "250ms"]).unwrap();
         assert_eq!(args.idle_grace, Duration::from_millis(250));
         assert!(args.bind.is_empty());

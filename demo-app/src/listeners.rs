@@ -1,34 +1,33 @@
-//! Getting the listening sockets: inherited through `LISTEN_FDS` (the normal
-//! case under baton or systemd) or bound from `--bind`.
+//! The sockets themselves: binding `--bind` addresses, and taking over
+//! inherited fds once a protocol (see `sources.rs`) has named them, after
+//! checking what each one is (SO_DOMAIN / SO_TYPE / SO_ACCEPTCONN).
 //!
-//! Everything here runs before the tokio runtime exists: `ListenFd::from_env`
-//! removes `LISTEN_PID`/`LISTEN_FDS` from the environment, which is only sound
-//! while the process is still single-threaded.
+//! Everything here runs before the tokio runtime exists, so sockets are kept
+//! in blocking std form; `server.rs` registers them.
 //!
 //! Inherited sockets are shared with the supervisor and with other
 //! generations. This module (and the whole program) therefore never calls
 //! `shutdown(2)` on one: that would stop it for every process. Closing our fd
-//! (dropping the listener) is the only way we let go of it.
+//! (dropping the socket) is the only way we let go of it.
 
-use std::env;
 use std::fmt;
 use std::io;
-use std::net::TcpListener;
+use std::net::{TcpListener, UdpSocket};
 use std::os::fd::{FromRawFd, OwnedFd, RawFd};
 use std::os::linux::net::SocketAddrExt;
 use std::os::unix::net::{SocketAddr as UnixSocketAddr, UnixListener};
 
-use listenfd::ListenFd;
-
 use crate::cli::BindAddr;
 use crate::log::{describe, log};
 
-/// A listening stream socket, still in blocking std form (the runtime that
-/// will own it does not exist yet).
+/// A socket to serve on, still in blocking std form (the runtime that will
+/// own it does not exist yet): a stream listener, or a UDP socket to answer
+/// echo on.
 #[derive(Debug)]
 pub enum Listener {
     Tcp(TcpListener),
     Unix(UnixListener),
+    Udp(UdpSocket),
 }
 
 /// A listener plus where it came from, for log lines.
@@ -54,50 +53,8 @@ impl fmt::Display for Error {
     }
 }
 
-/// The sockets to serve on: `LISTEN_FDS` if it is meant for us, else `--bind`.
-pub fn collect(binds: &[BindAddr]) -> Result<Vec<Source>, Error> {
-    // Read what listenfd will delete (LISTEN_FDS, LISTEN_PID) or ignore
-    // (LISTEN_FDNAMES) before calling it; we only use these for log lines.
-    let listen_fds = env::var("LISTEN_FDS").ok();
-    let listen_pid = env::var("LISTEN_PID").ok();
-    let names: Vec<String> = env::var("LISTEN_FDNAMES")
-        .map(|names| names.split(':').map(str::to_owned).collect())
-        .unwrap_or_default();
-    // listenfd honours this extension too; keep our fd numbers in step.
-    let first_fd: RawFd = env::var("LISTEN_FDS_FIRST_FD")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(3);
-
-    let fds = ListenFd::from_env();
-
-    if let Some(count) = &listen_fds {
-        if fds.len() > 0 {
-            if !binds.is_empty() {
-                log!("ignoring --bind: serving on the sockets from LISTEN_FDS={count}");
-            }
-            return take_inherited(fds, &names, first_fd);
-        }
-        // listenfd hands out nothing when LISTEN_PID names another process
-        // (the variables leaked through a wrapper) or LISTEN_FDS is 0/garbage;
-        // systemd's rule is to ignore them then.
-        log!(
-            "ignoring LISTEN_FDS={count} (LISTEN_PID={}, our pid {}): not meant for this process",
-            listen_pid.as_deref().unwrap_or(""),
-            std::process::id()
-        );
-    }
-
-    if binds.is_empty() {
-        let why = if listen_fds.is_some() {
-            "LISTEN_FDS is not for this process"
-        } else {
-            "LISTEN_FDS is not set"
-        };
-        return Err(Error::Usage(format!(
-            "no listener: {why} and no --bind ADDR was given"
-        )));
-    }
+/// Binds every `--bind` address.
+pub fn bind_all(binds: &[BindAddr]) -> Result<Vec<Source>, Error> {
     binds
         .iter()
         .map(|addr| {
@@ -116,6 +73,7 @@ fn bind(addr: &BindAddr) -> io::Result<Listener> {
         // std sets SO_REUSEADDR on Unix, so a restart is not blocked by
         // TIME_WAIT connections of a previous run.
         BindAddr::Tcp(addr) => Listener::Tcp(TcpListener::bind(addr)?),
+        BindAddr::Udp(addr) => Listener::Udp(UdpSocket::bind(addr)?),
         BindAddr::UnixPath(path) => Listener::Unix(UnixListener::bind(path)?),
         BindAddr::UnixAbstract(name) => Listener::Unix(UnixListener::bind_addr(
             &UnixSocketAddr::from_abstract_name(name.as_bytes())?,
@@ -123,64 +81,63 @@ fn bind(addr: &BindAddr) -> io::Result<Listener> {
     })
 }
 
-/// Takes every inherited fd that is a listening TCP or Unix stream socket.
-/// Anything else is logged and left alone (open, untouched): datagram
-/// sockets are a later feature, and a fd we do not understand is not ours to
-/// close.
-fn take_inherited(
-    mut fds: ListenFd,
-    names: &[String],
-    first_fd: RawFd,
-) -> Result<Vec<Source>, Error> {
+/// An inherited fd as a protocol named it, not yet checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Inherited {
+    pub fd: RawFd,
+    /// ` (fd 3, name "http")`, ` (fd 3, SERVER_STARTER_PORT 127.0.0.1:80)`…
+    pub origin: String,
+}
+
+/// Takes every inherited fd that is a listening TCP or Unix stream socket or
+/// a UDP socket. Anything else is logged and left alone (open, untouched): a
+/// fd we do not understand is not ours to close. `protocol` names the
+/// variable the fds came from, for the error when none is usable.
+///
+/// # Safety
+///
+/// Every fd in `fds` must have been handed to this process by a
+/// socket-passing protocol, appear once, and not be owned or used by
+/// anything else in the process: the usable ones become `OwnedFd`s, closed
+/// when dropped.
+pub unsafe fn take_inherited(fds: Vec<Inherited>, protocol: &str) -> Result<Vec<Source>, Error> {
     let total = fds.len();
     let mut taken = Vec::new();
-    for idx in 0..total {
-        let fd = first_fd + idx as RawFd;
-        let origin = match names.get(idx).filter(|n| !n.is_empty()) {
-            Some(name) => format!(" (fd {fd}, name \"{name}\")"),
-            None => format!(" (fd {fd})"),
-        };
-        // take_raw_fd cannot fail; Ok(None) would mean "already taken".
-        let Ok(Some(raw)) = fds.take_raw_fd(idx) else {
-            continue;
-        };
-        let kind = match classify(raw) {
+    for Inherited { fd, origin } in fds {
+        let kind = match classify(fd) {
             Ok(kind) => kind,
             Err(e) => {
                 log!("skipping inherited fd{origin}: {}", describe(&e));
                 continue;
             }
         };
-        let listener = match kind {
-            Kind::TcpListener | Kind::UnixListener => {
-                // SAFETY: `raw` is one of the fds the LISTEN_FDS protocol
-                // hands to this process; listenfd gave it out exactly once
-                // (take_raw_fd) and nothing else in this process refers to
-                // it. `classify` just proved it is open (getsockopt did not
-                // fail with EBADF), so OwnedFd's close-on-drop is correct.
-                let owned = unsafe { OwnedFd::from_raw_fd(raw) };
-                set_cloexec(&owned).map_err(|e| {
-                    Error::Runtime(format!(
-                        "cannot set FD_CLOEXEC on inherited fd{origin}: {}",
-                        describe(&e)
-                    ))
-                })?;
-                if kind == Kind::TcpListener {
-                    Listener::Tcp(TcpListener::from(owned))
-                } else {
-                    Listener::Unix(UnixListener::from(owned))
-                }
-            }
+        let wrap: fn(OwnedFd) -> Listener = match kind {
+            Kind::TcpListener => |fd| Listener::Tcp(TcpListener::from(fd)),
+            Kind::UnixListener => |fd| Listener::Unix(UnixListener::from(fd)),
+            Kind::Udp => |fd| Listener::Udp(UdpSocket::from(fd)),
             Kind::Other(what) => {
-                log!("skipping inherited fd{origin}: {what}, not a stream listener");
+                log!("skipping inherited fd{origin}: {what}, not a stream listener or UDP socket");
                 continue;
             }
         };
+        // SAFETY: our caller guarantees `fd` was handed to this process by
+        // the socket-passing protocol, is listed once, and that nothing else
+        // here refers to it. `classify` just proved it is an open socket
+        // (getsockopt did not fail with EBADF), so OwnedFd's close-on-drop
+        // is correct.
+        let owned = unsafe { OwnedFd::from_raw_fd(fd) };
+        set_cloexec(&owned).map_err(|e| {
+            Error::Runtime(format!(
+                "cannot set FD_CLOEXEC on inherited fd{origin}: {}",
+                describe(&e)
+            ))
+        })?;
+        let listener = wrap(owned);
         taken.push(Source { listener, origin });
     }
     if taken.is_empty() {
         return Err(Error::Runtime(format!(
-            "no TCP or Unix stream listener among the {total} socket(s) in LISTEN_FDS"
+            "no TCP, UDP or Unix stream socket among the {total} socket(s) in {protocol}"
         )));
     }
     Ok(taken)
@@ -190,6 +147,8 @@ fn take_inherited(
 enum Kind {
     TcpListener,
     UnixListener,
+    /// An IPv4 or IPv6 datagram socket.
+    Udp,
     Other(String),
 }
 
@@ -214,6 +173,7 @@ fn classify(fd: RawFd) -> io::Result<Kind> {
     Ok(match (domain, ty, listening) {
         (libc::AF_INET | libc::AF_INET6, libc::SOCK_STREAM, true) => Kind::TcpListener,
         (libc::AF_UNIX, libc::SOCK_STREAM, true) => Kind::UnixListener,
+        (libc::AF_INET | libc::AF_INET6, libc::SOCK_DGRAM, _) => Kind::Udp,
         (_, libc::SOCK_STREAM, false) if !domain_name.is_empty() => {
             Kind::Other(format!("{domain_name} stream socket that is not listening"))
         }
@@ -290,10 +250,17 @@ mod tests {
     fn classify_sockets() {
         let tcp = TcpListener::bind("127.0.0.1:0").unwrap();
         assert_eq!(classify(tcp.as_raw_fd()).unwrap(), Kind::TcpListener);
-        let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
+        assert_eq!(classify(udp.as_raw_fd()).unwrap(), Kind::Udp);
+        let unconnected = std::net::TcpStream::connect(tcp.local_addr().unwrap()).unwrap();
         assert_eq!(
-            classify(udp.as_raw_fd()).unwrap(),
-            Kind::Other("IPv4 datagram socket".into())
+            classify(unconnected.as_raw_fd()).unwrap(),
+            Kind::Other("IPv4 stream socket that is not listening".into())
+        );
+        let (dgram, _peer) = std::os::unix::net::UnixDatagram::pair().unwrap();
+        assert_eq!(
+            classify(dgram.as_raw_fd()).unwrap(),
+            Kind::Other("Unix datagram socket".into())
         );
         let name = format!("demo-app-test-{}", std::process::id());
         let unix =

@@ -24,18 +24,26 @@ pub(crate) use log;
 #[derive(Clone, Debug)]
 pub struct Ident {
     pub generation: String,
+    /// `BATON_WORKER`, or `-` when unset. Not part of the `Display` form
+    /// (HTTP bodies and log lines stay `generation=G pid=P`); the UDP echo
+    /// reply carries it.
+    pub slot: String,
     pub pid: u32,
 }
 
 impl Ident {
-    /// `BATON_GENERATION` (or `0` when unset) and our own pid.
+    /// `BATON_GENERATION` (or `0` when unset), `BATON_WORKER` (or `-`) and
+    /// our own pid.
     pub fn from_env() -> Self {
-        let generation = std::env::var("BATON_GENERATION")
-            .ok()
-            .filter(|g| !g.is_empty())
-            .unwrap_or_else(|| "0".to_owned());
+        let var = |name: &str, default: &str| {
+            std::env::var(name)
+                .ok()
+                .filter(|v| !v.is_empty())
+                .unwrap_or_else(|| default.to_owned())
+        };
         Ident {
-            generation,
+            generation: var("BATON_GENERATION", "0"),
+            slot: var("BATON_WORKER", "-"),
             pid: std::process::id(),
         }
     }

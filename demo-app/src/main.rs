@@ -1,6 +1,12 @@
 //! demo-app: a tokio + hyper HTTP/1.1 server that follows baton's worker
 //! contract (see DESIGN.md §2). This file only orders the start-up:
 //! arguments → sockets → runtime → serve → exit code.
+//!
+//! Modules: `cli` (flags), `sources` (which protocol names the sockets:
+//! LISTEN_FDS, SERVER_STARTER_PORT, EINHORN_FDS or --bind), `listeners`
+//! (binding, and checking what an inherited fd is), `server` (accept loops,
+//! HTTP connections, the drain), `udp` (the echo loop), `routes`, `notify`
+//! (READY=1), `signals`, `log`, `app` (ties them together).
 
 mod app;
 mod cli;
@@ -10,6 +16,8 @@ mod notify;
 mod routes;
 mod server;
 mod signals;
+mod sources;
+mod udp;
 
 use clap::Parser;
 
@@ -23,9 +31,10 @@ fn real_main() -> i32 {
     // clap exits with code 2 on usage errors.
     let args = cli::Args::parse();
 
+    let who = Ident::from_env();
     // Sockets before the runtime: listenfd edits the environment, which is
     // only safe while this is the only thread.
-    let sources = match listeners::collect(&args.bind) {
+    let sources = match sources::collect(args.sockets_from, &args.bind, &who) {
         Ok(sources) => sources,
         Err(e @ listeners::Error::Usage(_)) => {
             log!("{e}");
@@ -36,7 +45,6 @@ fn real_main() -> i32 {
             return 1;
         }
     };
-    let who = Ident::from_env();
 
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

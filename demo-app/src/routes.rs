@@ -101,6 +101,7 @@ mod tests {
     async fn routes() {
         let app = App::new(&Ident {
             generation: "7".into(),
+            slot: "0".into(),
             pid: 42,
         });
         assert_eq!(

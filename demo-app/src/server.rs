@@ -15,6 +15,9 @@
 //! * Only a connection that stayed idle for `idle_grace` (counted from the
 //!   drain's start or its last response, whichever is later) is closed by us,
 //!   and only then via `graceful_shutdown`.
+//!
+//! UDP sockets get an echo loop (`udp.rs`) instead of an accept loop; on
+//! drain it stops reading at once, and counts as drained then.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -28,7 +31,7 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
+use tokio::net::{TcpListener, TcpStream, UdpSocket, UnixListener, UnixStream};
 use tokio::sync::Notify;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -57,9 +60,9 @@ pub enum Outcome {
 /// Serves `sources` until `shutdown` resolves, then drains.
 ///
 /// `on_ready` is started once every listener is registered with the runtime
-/// and its accept loop is running (callers install signal handlers before
-/// calling `run`), and is abandoned if the drain begins first: a worker that
-/// is already draining must not announce READY=1.
+/// and its accept (or echo) loop is running (callers install signal handlers
+/// before calling `run`), and is abandoned if the drain begins first: a
+/// worker that is already draining must not announce READY=1.
 ///
 /// Errors are registration failures before serving started.
 pub async fn run<S, R>(
@@ -76,7 +79,7 @@ where
     // Register everything first so that a failure leaves no loop running.
     let mut bound = Vec::with_capacity(sources.len());
     for source in sources {
-        let (listener, label) = register(source.listener).map_err(|e| {
+        let (socket, label) = register(source.listener).map_err(|e| {
             format!(
                 "cannot register listener{}: {}",
                 source.origin,
@@ -84,9 +87,13 @@ where
             )
         })?;
         log!("listening on {label}{}", source.origin);
-        bound.push(listener);
+        bound.push((socket, label));
     }
-    let count = bound.len();
+    let streams = bound
+        .iter()
+        .filter(|(s, _)| matches!(s, Bound::Stream(_)))
+        .count();
+    let datagrams = bound.len() - streams;
 
     let drain = CancellationToken::new();
     let tracker = TaskTracker::new();
@@ -96,34 +103,47 @@ where
         idle_grace: opts.idle_grace,
     });
 
-    let accept_loops: Vec<_> = bound
+    let loops: Vec<_> = bound
         .into_iter()
-        .map(|listener| {
-            tokio::spawn(accept_loop(
+        .map(|(socket, label)| match socket {
+            Bound::Stream(listener) => tokio::spawn(accept_loop(
                 listener,
                 drain.clone(),
                 tracker.clone(),
                 ctx.clone(),
-            ))
+            )),
+            Bound::Datagram(socket) => tokio::spawn(crate::udp::echo_loop(
+                socket,
+                label,
+                who.clone(),
+                drain.clone(),
+            )),
         })
         .collect();
 
-    // The loops are spawned and their listeners already sit in epoll: from
-    // here on every queued connection will be accepted.
+    // The loops are spawned and their sockets already sit in epoll: from
+    // here on every queued connection will be accepted, every queued
+    // datagram answered.
     let ready = tokio::spawn(on_ready);
 
     shutdown.await;
     let deadline = Instant::now() + opts.drain_timeout;
     ready.abort();
     drain.cancel();
-    // Wait until every loop has dropped its listener; a connection accepted
-    // just before is already handed to the tracker by then.
-    for handle in accept_loops {
+    // Wait until every loop has dropped its socket; a connection accepted
+    // just before is already handed to the tracker by then, a datagram read
+    // just before already answered.
+    for handle in loops {
         let _ = handle.await;
     }
     tracker.close();
+    let udp_part = if datagrams > 0 {
+        format!(" and reading on {datagrams} UDP socket(s)")
+    } else {
+        String::new()
+    };
     log!(
-        "{who} draining: stopped accepting on {count} listener(s), {} connection(s) open",
+        "{who} draining: stopped accepting on {streams} listener(s){udp_part}, {} connection(s) open",
         tracker.len()
     );
 
@@ -141,6 +161,12 @@ where
             Ok(Outcome::TimedOut { cut })
         }
     }
+}
+
+/// A socket registered with the runtime.
+enum Bound {
+    Stream(BoundListener),
+    Datagram(UdpSocket),
 }
 
 enum BoundListener {
@@ -169,18 +195,27 @@ impl BoundListener {
     }
 }
 
-/// std → tokio. listenfd does not set O_NONBLOCK and tokio requires it.
-fn register(listener: Listener) -> io::Result<(BoundListener, String)> {
+/// std → tokio, with a label for log lines (`127.0.0.1:8080`,
+/// `udp://127.0.0.1:5353`, `unix:/path`). Inherited fds arrive without
+/// O_NONBLOCK and tokio requires it.
+fn register(listener: Listener) -> io::Result<(Bound, String)> {
     Ok(match listener {
         Listener::Tcp(l) => {
             l.set_nonblocking(true)?;
             let label = l.local_addr()?.to_string();
-            (BoundListener::Tcp(TcpListener::from_std(l)?), label)
+            let l = BoundListener::Tcp(TcpListener::from_std(l)?);
+            (Bound::Stream(l), label)
         }
         Listener::Unix(l) => {
             l.set_nonblocking(true)?;
             let label = listeners::unix_label(&l.local_addr()?);
-            (BoundListener::Unix(UnixListener::from_std(l)?), label)
+            let l = BoundListener::Unix(UnixListener::from_std(l)?);
+            (Bound::Stream(l), label)
+        }
+        Listener::Udp(s) => {
+            s.set_nonblocking(true)?;
+            let label = format!("udp://{}", s.local_addr()?);
+            (Bound::Datagram(UdpSocket::from_std(s)?), label)
         }
     })
 }

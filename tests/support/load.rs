@@ -119,6 +119,9 @@ pub struct Report {
     pub generations_seen: BTreeSet<u64>,
     /// `pid=` values seen in `GET /` bodies.
     pub pids_seen: BTreeSet<i32>,
+    /// Ok `GET /` responses per worker pid and kind of client (the
+    /// connection-per-request figures show how new connections spread).
+    pub by_pid: BTreeMap<i32, BTreeMap<Mode, u64>>,
     pub by_mode: BTreeMap<Mode, ModeStats>,
     /// Connections opened by the keep-alive clients (first ones included).
     pub keepalive_connects: u64,
@@ -133,6 +136,15 @@ impl Report {
 
     pub fn mode(&self, mode: Mode) -> ModeStats {
         self.by_mode.get(&mode).cloned().unwrap_or_default()
+    }
+
+    /// Ok `GET /` responses from `pid` to clients of kind `mode`.
+    pub fn pid_count(&self, pid: i32, mode: Mode) -> u64 {
+        self.by_pid
+            .get(&pid)
+            .and_then(|modes| modes.get(&mode))
+            .copied()
+            .unwrap_or(0)
     }
 }
 
@@ -197,7 +209,8 @@ struct Tally {
     ok: u64,
     by_kind: BTreeMap<String, u64>,
     generations: BTreeSet<u64>,
-    pids: BTreeSet<i32>,
+    /// Ok `GET /` responses per pid.
+    pids: BTreeMap<i32, u64>,
     max_latency: Duration,
     connects: u64,
 }
@@ -321,7 +334,15 @@ impl Load {
                 *report.by_kind.entry(kind).or_default() += n;
             }
             report.generations_seen.extend(tally.generations);
-            report.pids_seen.extend(tally.pids);
+            for (pid, n) in tally.pids {
+                report.pids_seen.insert(pid);
+                *report
+                    .by_pid
+                    .entry(pid)
+                    .or_default()
+                    .entry(mode)
+                    .or_default() += n;
+            }
             if mode == Mode::KeepAlive {
                 report.keepalive_connects += tally.connects;
             }
@@ -400,7 +421,7 @@ async fn client(
             Ok(Ok(Response { body, .. })) if path == "/" => match parse_body(&body) {
                 Some((generation, pid)) => {
                     tally.generations.insert(generation);
-                    tally.pids.insert(pid);
+                    *tally.pids.entry(pid).or_default() += 1;
                     Ok(())
                 }
                 None => Err((ErrorKind::BadBody.to_string(), format!("{body:?}"))),
