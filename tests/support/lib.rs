@@ -16,6 +16,8 @@
 //!   long in-flight clients) with per-request accounting in a [`Report`].
 //! - [`tempdir`], [`wait`]: a self-removing temp dir, and a bounded wait for
 //!   conditions that have no log line.
+//! - [`systemd`]: a real systemd in private namespaces ([`systemd::Sandbox`],
+//!   torn down on drop) for the unit files in `systemd/`.
 //!
 //! Every wait in here is bounded and panics with what it was waiting for and
 //! the captured log, so a failing test explains itself.
@@ -25,6 +27,7 @@ pub mod http;
 pub mod load;
 pub mod process;
 pub mod procfs;
+pub mod systemd;
 pub mod tempdir;
 pub mod wait;
 

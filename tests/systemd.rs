@@ -1,0 +1,719 @@
+//! The unit files in `systemd/`, run by a real systemd.
+//!
+//! Each test boots its own systemd (252 on Debian 12) as PID 1 of private
+//! namespaces with `../shared/tools/systemd-sandbox.sh` (see
+//! `baton_e2e::systemd`), installs a copy of `demo.socket` and `demo.service`
+//! into it, drives them with plain `systemctl`, and tears the instance down
+//! on drop, whatever happened. The copy differs from the shipped units in
+//! three strings only, each of which must be found:
+//!
+//! - `/usr/local/bin/baton` → the `baton` built for this test run;
+//! - `/usr/local/bin/demo-app` → a symlink in the test's temp dir to the
+//!   built `demo-app`, which a test can replace (a deploy, or a broken one);
+//! - `ListenStream=127.0.0.1:8080` → a free loopback port.
+//!
+//! Everything else (Type=notify, ExecReload=, KillMode=, timeouts) is the
+//! shipped text; only the watchdog test adds a drop-in (a 2 s watchdog), the
+//! way an admin would tune the unit. `systemd-analyze verify` checks the
+//! shipped files themselves.
+//!
+//! What the tests defend: socket activation (baton adopts the socket systemd
+//! passes); `systemctl start` returning once baton is ready; `systemctl
+//! reload` returning once the new generation serves, without a failed
+//! request under load, and failing (old generation serving, the cause in
+//! `systemctl status`) when the new program cannot start; `systemctl stop`
+//! waiting for in-flight requests; `systemctl restart` under load losing
+//! nothing (the socket stays in systemd); the watchdog; baton's logs in the
+//! journal. The tests need root and a systemd binary; without them they
+//! are skipped with a message, unless `BATON_REQUIRE_SYSTEMD=1` (or `CI`) is
+//! set, where they fail instead. They run one at a time (a lock): each
+//! boots a whole init system and some put it under load.
+
+use std::collections::BTreeSet;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use baton_e2e::load::parse_body;
+use baton_e2e::systemd::{self, Sandbox};
+use baton_e2e::TempDir;
+use baton_e2e::{baton_bin, demo_app_bin, get, wait_until, workspace_root, Load, LoadConfig};
+
+const SERVICE: &str = "demo.service";
+const SOCKET: &str = "demo.socket";
+/// `--workers` in the shipped demo.service.
+const WORKERS: usize = 4;
+const LONG: Duration = Duration::from_secs(60);
+/// journald writes what it reads from a service's stderr within milliseconds.
+const JOURNAL: Duration = Duration::from_secs(10);
+
+/// One test at a time: each boots an init system.
+fn serial() -> MutexGuard<'static, ()> {
+    static SERIAL: Mutex<()> = Mutex::new(());
+    SERIAL
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// A systemd instance running the demo units, and what the test needs
+/// around it. Field order is drop order: the instance (and with it baton)
+/// goes before the directory that holds the program and the units.
+struct Demo {
+    sd: Sandbox,
+    rt: tokio::runtime::Runtime,
+    addr: SocketAddr,
+    /// The program demo.service runs (`/usr/local/bin/demo-app` in the
+    /// shipped unit): a symlink to the built demo-app.
+    app: PathBuf,
+    dir: TempDir,
+    _serial: MutexGuard<'static, ()>,
+}
+
+impl Demo {
+    /// Installs the units and boots systemd; starts no unit. `None` (after
+    /// saying why) where the tests cannot run.
+    fn boot(test: &str) -> Option<Demo> {
+        Demo::boot_with(test, None)
+    }
+
+    /// [`Demo::boot`], with a drop-in for demo.service (the way an admin
+    /// tunes a shipped unit: `demo.service.d/test.conf`).
+    fn boot_with(test: &str, service_dropin: Option<&str>) -> Option<Demo> {
+        if !systemd::available(test) {
+            return None;
+        }
+        let serial = serial();
+        let dir = TempDir::new();
+        let bin = dir.join("bin");
+        std::fs::create_dir(&bin).unwrap();
+        let app = bin.join("demo-app");
+        std::os::unix::fs::symlink(demo_app_bin(), &app).unwrap();
+        let port = free_port();
+        let units = dir.join("units");
+        std::fs::create_dir(&units).unwrap();
+        install(
+            "demo.socket",
+            &units,
+            &[(
+                "ListenStream=127.0.0.1:8080",
+                &format!("ListenStream=127.0.0.1:{port}"),
+            )],
+        );
+        install(
+            "demo.service",
+            &units,
+            &[
+                ("/usr/local/bin/baton", &baton_bin().display().to_string()),
+                ("/usr/local/bin/demo-app", &app.display().to_string()),
+            ],
+        );
+        if let Some(dropin) = service_dropin {
+            let dir = units.join("demo.service.d");
+            std::fs::create_dir(&dir).unwrap();
+            std::fs::write(dir.join("test.conf"), dropin).unwrap();
+        }
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let sd = Sandbox::start(&[&units]);
+        Some(Demo {
+            sd,
+            rt,
+            addr: SocketAddr::from(([127, 0, 0, 1], port)),
+            app,
+            dir,
+            _serial: serial,
+        })
+    }
+
+    /// `systemctl start demo.socket demo.service`: returns once baton said
+    /// READY=1, i.e. once the first generation serves.
+    fn start(&self) {
+        let out = self.sd.systemctl(&["start", SOCKET, SERVICE]);
+        assert!(
+            out.success(),
+            "systemctl start failed: {out}\n{}",
+            self.diagnostics()
+        );
+        self.assert_running();
+    }
+
+    fn property(&self, prop: &str) -> String {
+        self.sd.property(SERVICE, prop)
+    }
+
+    fn main_pid(&self) -> i32 {
+        self.property("MainPID").parse().unwrap()
+    }
+
+    #[track_caller]
+    fn assert_running(&self) {
+        let state = format!(
+            "{}/{}",
+            self.property("ActiveState"),
+            self.property("SubState")
+        );
+        assert_eq!(state, "active/running", "\n{}", self.diagnostics());
+    }
+
+    fn diagnostics(&self) -> String {
+        self.sd.diagnostics(SERVICE)
+    }
+
+    /// `GET /` on a fresh connection: (generation, worker pid).
+    #[track_caller]
+    fn get_root(&self) -> (u64, i32) {
+        let result = self
+            .rt
+            .block_on(async { tokio::time::timeout(LONG, get(self.addr, "/")).await });
+        match result {
+            Ok(Ok((200, body))) => parse_body(&body)
+                .unwrap_or_else(|| panic!("GET / answered {body:?}, not `generation=G pid=P`")),
+            Ok(Ok((status, body))) => panic!("GET / answered {status}: {body:?}"),
+            Ok(Err(e)) => panic!("GET / failed: {e}\n{}", self.diagnostics()),
+            Err(_) => panic!("GET / not answered in {LONG:?}\n{}", self.diagnostics()),
+        }
+    }
+
+    /// Waits until a fresh `GET /` is answered by `generation` (an old
+    /// worker may still answer for a moment: it is told to drain when the
+    /// new generation is ready, not before).
+    #[track_caller]
+    fn wait_generation(&self, generation: u64) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let (g, _) = self.get_root();
+            if g == generation {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "GET / still answered by generation {g}, not {generation}, 10s on\n{}",
+                self.diagnostics()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Replaces the program on disk, atomically (a rename), as a deploy
+    /// would.
+    fn deploy(&self, make: impl FnOnce(&Path)) {
+        let tmp = self.dir.join("bin/.deploy");
+        let _ = std::fs::remove_file(&tmp);
+        make(&tmp);
+        std::fs::rename(&tmp, &self.app).unwrap();
+    }
+
+    /// Deploys a program that exits 1 at once, before READY=1.
+    fn deploy_broken(&self) {
+        self.deploy(|path| {
+            std::fs::write(
+                path,
+                "#!/bin/sh\necho 'demo-app: broken build, exiting' >&2\nexit 1\n",
+            )
+            .unwrap();
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).unwrap();
+        });
+    }
+
+    /// Deploys the real demo-app again.
+    fn deploy_good(&self) {
+        self.deploy(|path| std::os::unix::fs::symlink(demo_app_bin(), path).unwrap());
+    }
+
+    /// The pids in demo.service's cgroup, with their `comm`.
+    fn cgroup_processes(&self) -> Vec<(i32, String)> {
+        let cgroup = self.property("ControlGroup");
+        let procs = self
+            .sd
+            .exec(&["cat", &format!("/sys/fs/cgroup{cgroup}/cgroup.procs")])
+            .ok();
+        procs
+            .stdout
+            .split_whitespace()
+            .map(|pid| {
+                let comm = self.sd.exec(&["cat", &format!("/proc/{pid}/comm")]);
+                (pid.parse().unwrap(), comm.stdout.trim().to_string())
+            })
+            .collect()
+    }
+}
+
+/// Copies `systemd/NAME` into `dir` with `subs` applied; each pattern must
+/// occur in the shipped file, so a change to the units that the tests no
+/// longer account for fails here instead of testing something else.
+fn install(name: &str, dir: &Path, subs: &[(&str, &str)]) {
+    let shipped = workspace_root().join("systemd").join(name);
+    let mut text = std::fs::read_to_string(&shipped)
+        .unwrap_or_else(|e| panic!("cannot read {}: {e}", shipped.display()));
+    for (from, to) in subs {
+        assert!(
+            text.contains(from),
+            "{} no longer contains {from:?}, which tests/systemd.rs rewrites",
+            shipped.display()
+        );
+        text = text.replace(from, to);
+    }
+    std::fs::write(dir.join(name), text).unwrap();
+}
+
+/// A loopback port nobody listens on right now.
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// `systemd-analyze verify` prints nothing for every shipped unit file,
+/// with their `/usr/local/bin` programs present (symlinks to the binaries
+/// built here, in a private mount namespace).
+#[test]
+fn units_pass_systemd_analyze_verify() {
+    if !systemd::available("units_pass_systemd_analyze_verify") {
+        return;
+    }
+    let dir = workspace_root().join("systemd");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| {
+            p.extension()
+                .is_some_and(|e| ["service", "socket"].iter().any(|x| e == *x))
+        })
+        .collect();
+    files.sort();
+    assert!(
+        files.len() >= 2,
+        "expected unit files in {}, found {files:?}",
+        dir.display()
+    );
+    let (baton, demo) = (baton_bin(), demo_app_bin());
+    let refs: Vec<&Path> = files.iter().map(PathBuf::as_path).collect();
+    let out = systemd::verify(&refs, &[("baton", &baton), ("demo-app", &demo)]);
+    assert!(
+        out.success() && out.stdout.trim().is_empty() && out.stderr.trim().is_empty(),
+        "systemd-analyze verify {files:?} is not clean: {out}"
+    );
+}
+
+/// The first connection to demo.socket starts demo.service; baton adopts
+/// the socket systemd passed it, runs the 4 workers in the unit's cgroup,
+/// tells systemd when it is ready and what it is doing, and logs to the
+/// journal.
+#[test]
+fn socket_activation_starts_baton_on_the_inherited_socket() {
+    let Some(demo) = Demo::boot("socket_activation_starts_baton_on_the_inherited_socket") else {
+        return;
+    };
+    demo.sd.systemctl(&["start", SOCKET]).ok();
+    assert_eq!(demo.sd.property(SOCKET, "SubState"), "listening");
+    assert_eq!(demo.property("ActiveState"), "inactive");
+
+    // Socket activation: this connection waits in the accept queue until
+    // baton's first generation accepts it. A worker may answer before
+    // baton has every READY=1 and sends its own: wait for systemd to see it.
+    let (generation, _) = demo.get_root();
+    assert_eq!(generation, 1);
+    wait_until(LONG, "demo.service is active/running", || {
+        demo.property("ActiveState") == "active" && demo.property("SubState") == "running"
+    });
+
+    let main_pid = demo.main_pid();
+    let procs = demo.cgroup_processes();
+    let baton: Vec<_> = procs.iter().filter(|(_, c)| c == "baton").collect();
+    let workers: Vec<_> = procs.iter().filter(|(_, c)| c == "demo-app").collect();
+    assert!(
+        baton.len() == 1 && baton[0].0 == main_pid && workers.len() == WORKERS,
+        "expected baton (MainPID {main_pid}) and {WORKERS} demo-app workers in the cgroup, \
+         found {procs:?}\n{}",
+        demo.diagnostics()
+    );
+
+    let status = demo.property("StatusText");
+    assert!(
+        status.contains("generation 1 serving")
+            && status.contains(&format!("{WORKERS}/{WORKERS} workers ready")),
+        "StatusText={status:?}"
+    );
+
+    let listening = demo
+        .sd
+        .wait_journal(SERVICE, "listening name=http", JOURNAL);
+    assert!(
+        listening.contains("inherited=true")
+            && listening.contains(&format!("addr=127.0.0.1:{}", demo.addr.port())),
+        "baton did not log the socket it inherited from demo.socket: {listening:?}"
+    );
+    demo.sd
+        .wait_journal(SERVICE, "generation serving generation=1", JOURNAL);
+}
+
+/// `systemctl reload` under load: it returns 0 only once the new generation
+/// serves, baton's pid never changes, and not one request fails.
+#[test]
+fn reload_under_load_serves_the_new_generation_without_a_failed_request() {
+    let Some(demo) =
+        Demo::boot("reload_under_load_serves_the_new_generation_without_a_failed_request")
+    else {
+        return;
+    };
+    demo.start();
+    let main_pid = demo.main_pid();
+    let load = Load::start(
+        demo.rt.handle(),
+        demo.addr,
+        LoadConfig {
+            keepalive_clients: 8,
+            newconn_clients: 8,
+            inflight_clients: 4,
+            inflight_path: "/sleep?ms=500".into(),
+            inflight_stagger: Duration::from_millis(500),
+            hard_limit: Duration::from_secs(90),
+            ..LoadConfig::default()
+        },
+    );
+    let progress = |after: u64| {
+        wait_until(LONG, "the load made progress", || {
+            load.completed() >= after + 100 || load.errors() > 0
+        })
+    };
+    progress(0);
+    for generation in 2..=4 {
+        // A deploy's cadence, not a burst: the generation before the serving
+        // one has finished draining. (baton SIGKILLs the oldest draining
+        // generation, in-flight requests and all, rather than let more than
+        // --max-draining (2) drain at once.)
+        if generation >= 3 {
+            demo.sd.wait_journal(
+                SERVICE,
+                &format!("generation exited generation={}", generation - 2),
+                LONG,
+            );
+        }
+        let out = demo
+            .sd
+            .systemctl_for(&["reload", SERVICE], Duration::from_secs(90));
+        assert!(
+            out.success(),
+            "systemctl reload (to generation {generation}) failed: {out}\n{}",
+            demo.diagnostics()
+        );
+        // Returned: the new generation is serving.
+        demo.wait_generation(generation);
+        assert_eq!(demo.main_pid(), main_pid, "MainPID changed on reload");
+        demo.assert_running();
+        progress(load.completed());
+    }
+    let report = demo.rt.block_on(load.finish());
+    eprintln!("{report}");
+    assert!(
+        report.errors() == 0,
+        "requests failed during reloads:\n{report}\n{}",
+        demo.diagnostics()
+    );
+    let expected: BTreeSet<u64> = (1..=4).collect();
+    assert!(
+        expected.is_subset(&report.generations_seen),
+        "the load did not see every generation:\n{report}"
+    );
+    assert_eq!(demo.property("ReloadResult"), "success");
+    demo.sd
+        .wait_journal(SERVICE, "generation serving generation=4", JOURNAL);
+    let status = demo.property("StatusText");
+    assert!(
+        status.contains("generation 4 serving"),
+        "StatusText={status:?}"
+    );
+}
+
+/// A reload of a program that cannot start: `systemctl reload` fails, the
+/// old generation keeps serving, and `systemctl status` says why. The next
+/// reload, of a good program, succeeds.
+#[test]
+fn reload_of_a_broken_program_fails_and_the_old_generation_keeps_serving() {
+    let Some(demo) =
+        Demo::boot("reload_of_a_broken_program_fails_and_the_old_generation_keeps_serving")
+    else {
+        return;
+    };
+    demo.start();
+    let main_pid = demo.main_pid();
+    let (generation, _) = demo.get_root();
+    assert_eq!(generation, 1);
+
+    demo.deploy_broken();
+    let out = demo
+        .sd
+        .systemctl_for(&["reload", SERVICE], Duration::from_secs(90));
+    assert!(
+        !out.success() && !out.timed_out,
+        "systemctl reload of a broken program should fail: {out}\n{}",
+        demo.diagnostics()
+    );
+    assert!(
+        out.stderr.contains("Job for demo.service failed"),
+        "systemctl reload did not report the failed job: {out}"
+    );
+
+    // Still up, same baton, old generation serving.
+    demo.assert_running();
+    assert_eq!(demo.main_pid(), main_pid);
+    assert_eq!(demo.property("ReloadResult"), "exit-code");
+    for _ in 0..20 {
+        let (g, _) = demo.get_root();
+        assert_eq!(g, 1, "a request was answered by the failed generation");
+    }
+
+    // Why, in `systemctl status`: baton's STATUS= and its log lines.
+    let failed = demo.sd.wait_journal(
+        SERVICE,
+        "reload failed, previous generation keeps serving",
+        LONG,
+    );
+    assert!(failed.contains("cause="), "no cause in {failed:?}");
+    let status = demo.sd.systemctl(&["status", "-l", "--lines=20", SERVICE]);
+    assert!(
+        status.stdout.contains("reload failed"),
+        "`systemctl status` does not say why the reload failed:\n{}",
+        status.stdout
+    );
+    let status_text = demo.property("StatusText");
+    assert!(
+        status_text.contains("generation 1 serving") && status_text.contains("reload"),
+        "StatusText={status_text:?}"
+    );
+
+    // Fixed: the next reload works.
+    demo.deploy_good();
+    let out = demo
+        .sd
+        .systemctl_for(&["reload", SERVICE], Duration::from_secs(90));
+    assert!(
+        out.success(),
+        "reload after the fix failed: {out}\n{}",
+        demo.diagnostics()
+    );
+    let (g, _) = demo.get_root();
+    assert!(g > 1, "still generation {g} after a successful reload");
+    assert_eq!(demo.property("ReloadResult"), "success");
+}
+
+/// Reads one HTTP/1.1 response with a `content-length` (demo-app never
+/// sends chunked): (status, connection-close, body).
+fn read_response(reader: &mut BufReader<TcpStream>) -> std::io::Result<(u16, bool, String)> {
+    let mut line = String::new();
+    reader.read_line(&mut line)?;
+    let status: u16 = line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| std::io::Error::other(format!("bad status line {line:?}")))?;
+    let (mut length, mut close) = (0, false);
+    loop {
+        line.clear();
+        reader.read_line(&mut line)?;
+        let header = line.trim_end();
+        if header.is_empty() {
+            break;
+        }
+        let (name, value) = header.split_once(':').unwrap_or((header, ""));
+        match name.to_ascii_lowercase().as_str() {
+            "content-length" => length = value.trim().parse().unwrap_or(0),
+            "connection" => close = value.to_ascii_lowercase().contains("close"),
+            _ => {}
+        }
+    }
+    let mut body = vec![0; length];
+    reader.read_exact(&mut body)?;
+    Ok((status, close, String::from_utf8_lossy(&body).into_owned()))
+}
+
+/// `systemctl stop` lets in-flight requests finish: baton drains the
+/// workers, exits 0, and nothing is left to SIGKILL.
+#[test]
+fn stop_drains_in_flight_requests() {
+    let Some(demo) = Demo::boot("stop_drains_in_flight_requests") else {
+        return;
+    };
+    demo.start();
+    const SLEEP_MS: u64 = 1500;
+    // Each connection is first proven to be served by a worker (a `GET /`
+    // answered), then carries a long request that is in the worker's
+    // socket when the stop begins: one not yet accepted would still be in
+    // demo.socket's queue and start the service again.
+    let mut conns = Vec::new();
+    let mut first_sent = None;
+    for _ in 0..4 {
+        let stream = TcpStream::connect(demo.addr).unwrap();
+        stream.set_read_timeout(Some(LONG)).unwrap();
+        let mut reader = BufReader::new(stream.try_clone().unwrap());
+        let mut writer = stream;
+        writer
+            .write_all(b"GET / HTTP/1.1\r\nHost: demo\r\n\r\n")
+            .unwrap();
+        let (status, _, body) = read_response(&mut reader).unwrap();
+        assert_eq!(status, 200, "{body}");
+        writer
+            .write_all(
+                format!("GET /sleep?ms={SLEEP_MS} HTTP/1.1\r\nHost: demo\r\n\r\n").as_bytes(),
+            )
+            .unwrap();
+        first_sent.get_or_insert_with(Instant::now);
+        conns.push((reader, writer));
+    }
+    let first_sent = first_sent.unwrap();
+
+    let out = demo.sd.systemctl(&["stop", SERVICE]);
+    let stop_returned = Instant::now();
+    assert!(
+        out.success(),
+        "systemctl stop failed: {out}\n{}",
+        demo.diagnostics()
+    );
+    for (mut reader, _writer) in conns {
+        let answer = read_response(&mut reader);
+        assert!(
+            matches!(answer, Ok((200, _, _))),
+            "an in-flight request did not complete during the stop: {answer:?}\n{}",
+            demo.diagnostics()
+        );
+    }
+    // No request can have ended before SLEEP_MS after the first was sent,
+    // and baton exits only once every worker has answered and exited.
+    let waited = stop_returned - first_sent;
+    assert!(
+        waited >= Duration::from_millis(SLEEP_MS),
+        "systemctl stop returned {waited:?} after the first {SLEEP_MS} ms request was sent: \
+         it did not wait for the in-flight requests"
+    );
+
+    assert_eq!(demo.property("ActiveState"), "inactive");
+    assert_eq!(demo.property("Result"), "success");
+    assert_eq!(demo.property("ExecMainStatus"), "0");
+    demo.sd
+        .wait_journal(SERVICE, "stopping signal=SIGTERM", JOURNAL);
+    // baton's last word (not demo-app's "stopped accepting").
+    demo.sd
+        .wait_journal_line(SERVICE, "baton's `stopped`", JOURNAL, |l| {
+            l.trim_end().ends_with(" stopped")
+        });
+    let journal = demo.sd.journal(SERVICE);
+    assert!(
+        !journal.contains("SIGKILL"),
+        "something had to be SIGKILLed at stop:\n{journal}"
+    );
+}
+
+/// `systemctl restart` under load: systemd keeps the listening socket open
+/// while baton is replaced, so connections wait in its queue instead of
+/// being refused, and none fails.
+#[test]
+fn restart_under_load_loses_no_request() {
+    let Some(demo) = Demo::boot("restart_under_load_loses_no_request") else {
+        return;
+    };
+    demo.start();
+    let old_main = demo.main_pid();
+    let load = Load::start(
+        demo.rt.handle(),
+        demo.addr,
+        LoadConfig {
+            keepalive_clients: 8,
+            newconn_clients: 8,
+            inflight_clients: 4,
+            inflight_path: "/sleep?ms=500".into(),
+            inflight_stagger: Duration::from_millis(500),
+            hard_limit: Duration::from_secs(90),
+            ..LoadConfig::default()
+        },
+    );
+    wait_until(LONG, "the load made progress", || {
+        load.completed() >= 100 || load.errors() > 0
+    });
+    let out = demo
+        .sd
+        .systemctl_for(&["restart", SERVICE], Duration::from_secs(90));
+    assert!(
+        out.success(),
+        "systemctl restart failed: {out}\n{}",
+        demo.diagnostics()
+    );
+    demo.assert_running();
+    let new_main = demo.main_pid();
+    assert_ne!(new_main, old_main, "restart did not replace baton");
+    let after = load.completed();
+    wait_until(LONG, "the load made progress after the restart", || {
+        load.completed() >= after + 100 || load.errors() > 0
+    });
+    let report = demo.rt.block_on(load.finish());
+    eprintln!("{report}");
+    assert!(
+        report.errors() == 0,
+        "requests failed across the restart:\n{report}\n{}",
+        demo.diagnostics()
+    );
+    assert!(
+        report.pids_seen.len() >= 2 * WORKERS,
+        "the load did not see both batons' workers:\n{report}"
+    );
+}
+
+/// The watchdog: baton pings it from its event loop, so the service lives
+/// well past WatchdogSec=; a baton that stops pinging (here: SIGSTOP) is
+/// killed by systemd and restarted, and the socket demo.socket kept open
+/// is served again by the new one.
+#[test]
+fn watchdog_restarts_a_hung_baton() {
+    // A 2 s watchdog keeps the test short (pings every 1 s); no core file of the SIGABRT.
+    let dropin = "[Service]\nWatchdogSec=2s\nLimitCORE=0\n";
+    let Some(demo) = Demo::boot_with("watchdog_restarts_a_hung_baton", Some(dropin)) else {
+        return;
+    };
+    demo.start();
+    assert_eq!(demo.property("WatchdogUSec"), "2s");
+    let old_main = demo.main_pid();
+
+    // Pinged: the last-ping timestamp moves, across more than WatchdogSec.
+    let started = Instant::now();
+    let mut pings = BTreeSet::new();
+    wait_until(LONG, "three watchdog pings spanning over 2s", || {
+        pings.insert(demo.property("WatchdogTimestampMonotonic"));
+        pings.len() >= 3 && started.elapsed() > Duration::from_millis(2200)
+    });
+    assert_eq!(demo.main_pid(), old_main);
+    assert_eq!(demo.property("NRestarts"), "0");
+    demo.assert_running();
+
+    // Hung: no more pings.
+    demo.sd.exec(&["kill", "-STOP", &old_main.to_string()]).ok();
+    wait_until(LONG, "systemd restarted the hung baton", || {
+        let main = demo.main_pid();
+        main != 0
+            && main != old_main
+            && demo.property("ActiveState") == "active"
+            && demo.property("SubState") == "running"
+    });
+    demo.sd.wait_journal(SERVICE, "Watchdog timeout", JOURNAL);
+    assert_eq!(demo.property("NRestarts"), "1");
+    let (generation, pid) = demo.get_root();
+    assert_eq!(generation, 1, "the new baton starts at generation 1");
+    let workers: Vec<i32> = demo
+        .cgroup_processes()
+        .into_iter()
+        .filter(|(_, comm)| comm == "demo-app")
+        .map(|(pid, _)| pid)
+        .collect();
+    assert!(
+        workers.len() == WORKERS && workers.contains(&pid),
+        "expected only the new baton's {WORKERS} workers in the cgroup, found {workers:?} \
+         (GET / answered by {pid})\n{}",
+        demo.diagnostics()
+    );
+}
