@@ -265,3 +265,30 @@ fn an_unreachable_baton_is_exit_code_3() {
     assert_eq!(code, Some(3), "{err}");
     assert!(err.contains("none.sock"), "{err}");
 }
+
+/// Without --control, the socket is NAME.sock in $XDG_RUNTIME_DIR/baton (or
+/// $RUNTIME_DIRECTORY, or /run/baton), NAME being the first listener's
+/// name; a client with the same environment finds it on its own.
+#[test]
+fn the_default_control_socket_is_found_without_flags() {
+    let dir = TempDir::new();
+    let mut cmd = Baton::command();
+    cmd.env("XDG_RUNTIME_DIR", dir.path())
+        .env_remove("RUNTIME_DIRECTORY")
+        .args(["--listen", "web=127.0.0.1:0", "--"])
+        .arg(demo_app_bin());
+    let baton = Baton::start_with(cmd);
+    baton.wait_log("generation serving generation=1", LONG);
+    let line = baton.wait_log("control socket", LONG);
+    let expected = dir.join("baton").join("web.sock");
+    assert!(line.contains(expected.to_str().unwrap()), "{line}");
+    let (code, out, err) = run({
+        let mut cmd = Command::new(baton_bin());
+        cmd.arg("status")
+            .env("XDG_RUNTIME_DIR", dir.path())
+            .env_remove("RUNTIME_DIRECTORY");
+        cmd
+    });
+    assert_eq!(code, Some(0), "{err}");
+    assert!(out.contains("generation 1  serving"), "{out}");
+}

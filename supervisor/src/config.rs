@@ -45,12 +45,12 @@ pub struct Cli {
     pub socket_owner: Option<String>,
 
     /// The control socket for `baton reload|status|stop` (default: NAME.sock in
-    /// $RUNTIME_DIRECTORY, $XDG_RUNTIME_DIR/baton or /run/baton).
+    /// $RUNTIME_DIRECTORY, $XDG_RUNTIME_DIR/baton or /run/baton, NAME being
+    /// --name, else the first listener's name, else its bound address).
     #[arg(long, value_name = "PATH")]
     pub control: Option<PathBuf>,
 
-    /// This baton's name: names the default control socket (default: the
-    /// first listener's address).
+    /// This baton's name: names the default control socket.
     #[arg(long, value_name = "NAME")]
     pub name: Option<String>,
 
@@ -127,6 +127,8 @@ impl std::fmt::Display for ListenAddr {
 pub struct ListenSpec {
     /// Name passed in LISTEN_FDNAMES. Never contains `:` (the separator).
     pub name: String,
+    /// The name was given (`NAME=ADDR`), not derived from the address.
+    pub named: bool,
     pub addr: ListenAddr,
 }
 
@@ -174,8 +176,9 @@ impl FromStr for ListenSpec {
         } else {
             ListenAddr::Tcp(inet(addr.strip_prefix("tcp://").unwrap_or(addr))?)
         };
+        let named = name.is_some();
         let name = name.unwrap_or_else(|| addr.to_string().replace("://", "_").replace(':', "_"));
-        Ok(ListenSpec { name, addr })
+        Ok(ListenSpec { name, named, addr })
     }
 }
 

@@ -41,6 +41,9 @@ impl Kind {
 #[derive(Debug)]
 pub struct Listener {
     pub name: String,
+    /// Named by the user or by systemd (FileDescriptorName=), rather than
+    /// after its address.
+    pub named: bool,
     pub kind: Kind,
     /// The address actually bound, as logged and passed in compat variables:
     /// `127.0.0.1:8080`, `[::1]:8080`, `udp://127.0.0.1:53`, `unix:/path`.
@@ -122,6 +125,7 @@ fn bind(spec: &ListenSpec, opts: &BindOptions) -> io::Result<Listener> {
             };
             Ok(Listener {
                 name: spec.name.clone(),
+                named: spec.named,
                 kind,
                 local,
                 inherited: false,
@@ -138,6 +142,7 @@ fn bind(spec: &ListenSpec, opts: &BindOptions) -> io::Result<Listener> {
             // From here the file is ours: `Drop` removes it if anything fails.
             let listener = Listener {
                 name: spec.name.clone(),
+                named: spec.named,
                 kind: Kind::Unix,
                 local: spec.addr.to_string(),
                 inherited: false,
@@ -233,16 +238,17 @@ pub fn inherit_from_env() -> Result<Vec<Listener>, ListenError> {
     (0..n)
         .map(|i| {
             let fd = 3 + i;
-            let name = names
-                .get(i as usize)
-                .filter(|n| !n.is_empty())
-                .map_or_else(|| format!("fd{fd}"), |n| n.to_string());
-            adopt(fd, name).map_err(|e| bad(format!("fd {fd}: {e}")))
+            // systemd names every socket (FileDescriptorName=, else the unit's
+            // name), but a hand-made LISTEN_FDS may not.
+            let name = names.get(i as usize).filter(|n| !n.is_empty());
+            let named = name.is_some();
+            let name = name.map_or_else(|| format!("fd{fd}"), |n| n.to_string());
+            adopt(fd, name, named).map_err(|e| bad(format!("fd {fd}: {e}")))
         })
         .collect()
 }
 
-fn adopt(fd: RawFd, name: String) -> io::Result<Listener> {
+fn adopt(fd: RawFd, name: String, named: bool) -> io::Result<Listener> {
     // SAFETY: F_GETFD only queries the descriptor table.
     if unsafe { libc::fcntl(fd, libc::F_GETFD) } == -1 {
         return Err(io::Error::last_os_error());
@@ -285,6 +291,7 @@ fn adopt(fd: RawFd, name: String) -> io::Result<Listener> {
     };
     Ok(Listener {
         name,
+        named,
         kind,
         local,
         inherited: true,

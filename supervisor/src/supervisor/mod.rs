@@ -166,10 +166,16 @@ fn bind_control(config: &Config, listeners: &[Listener]) -> Result<Option<Contro
     let (path, explicit) = match &config.control {
         Some(path) => (path.clone(), true),
         None => {
-            let name = config
-                .name
-                .clone()
-                .unwrap_or_else(|| listeners[0].local.replace("://", "_").replace(':', "_"));
+            // --name, else the first listener's name if it has one of its
+            // own, else its bound address (unique even for port 0).
+            let first = &listeners[0];
+            let name = config.name.clone().unwrap_or_else(|| {
+                if first.named {
+                    first.name.clone()
+                } else {
+                    first.local.replace("://", "_").replace(':', "_")
+                }
+            });
             (
                 control::default_dir().join(control::socket_name(&name)),
                 false,
