@@ -22,12 +22,14 @@ use crate::error::ConfigError;
     about = "Zero-downtime restart supervisor: owns the listening sockets, runs the app \
              as a pool of workers that inherit them, and replaces the pool on SIGHUP.",
     after_help = "Signals: HUP reload · TERM/INT graceful stop · QUIT fast stop.\n\
-                  Exit codes: 0 clean stop · 1 runtime failure · 2 usage or configuration error."
+                  Exit codes: 0 clean stop · 1 runtime failure · 2 usage or configuration error.\n\
+                  A running baton: baton reload|status|stop [--control PATH] (see baton reload --help)."
 )]
 pub struct Cli {
     /// Socket to bind and hand to every worker, in order from fd 3: `127.0.0.1:8080`,
-    /// `[::1]:8080` or `unix:/path/to.sock`, optionally named `NAME=ADDR` (for
-    /// LISTEN_FDNAMES). Repeatable.
+    /// `[::1]:8080`, `udp://127.0.0.1:53` or `unix:/path/to.sock`, optionally named
+    /// `NAME=ADDR` (for LISTEN_FDNAMES). Repeatable; optional when systemd passes
+    /// sockets (LISTEN_FDS), which come first.
     #[arg(long = "listen", value_name = "[NAME=]ADDR")]
     pub listen: Vec<String>,
 
