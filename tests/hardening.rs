@@ -212,11 +212,15 @@ fn wait_for_child_of(parent: i32, cmd: &str) -> i32 {
 /// generation still drains (a long request) cuts that oldest one.
 #[test]
 fn max_draining_kills_the_oldest_draining_generation() {
+    let dir = TempDir::new();
+    let control = dir.join("control.sock");
     let baton = Baton::start(&[
         "--listen",
         "127.0.0.1:0",
         "--max-draining",
         "1",
+        "--control",
+        control.to_str().unwrap(),
         "--",
         demo_app_bin().to_str().unwrap(),
     ]);
@@ -234,7 +238,18 @@ fn max_draining_kills_the_oldest_draining_generation() {
     baton.hup();
     baton.wait_log("generation serving generation=2", LONG);
     let _slow2 = hold(&rt);
-    baton.hup();
+    // `baton reload` says what the limit cut.
+    let out = std::process::Command::new(baton_e2e::baton_bin())
+        .args(["reload", "--control"])
+        .arg(&control)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(
+        stderr.contains("generation 1 was still draining and was killed (1 worker(s) cut)"),
+        "{stderr}"
+    );
     baton.wait_log("generation serving generation=3", LONG);
     let line = baton.wait_log("too many generations draining", LONG);
     assert!(

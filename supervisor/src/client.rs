@@ -96,6 +96,12 @@ fn run(command: ClientCommand) -> Result<(), Failure> {
                 started.elapsed().as_millis() as u64,
             ));
             let generation = reply.generation.unwrap_or(0);
+            for (generation, workers) in &reply.cut {
+                eprintln!(
+                    "baton: warning: generation {generation} was still draining and was killed \
+                     ({workers} worker(s) cut) to stay within --max-draining"
+                );
+            }
             if reply.ok {
                 let pids: Vec<String> = reply.pids.iter().map(|p| p.to_string()).collect();
                 println!(

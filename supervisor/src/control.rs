@@ -77,6 +77,9 @@ pub struct Reply {
     /// reload: from the request to the outcome.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub took_ms: Option<u64>,
+    /// reload: `[generation, workers]` SIGKILLed by --max-draining.
+    #[serde(skip_serializing_if = "Vec::is_empty", default)]
+    pub cut: Vec<(u64, usize)>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub status: Option<Status>,
     #[serde(skip_serializing_if = "std::ops::Not::not", default)]

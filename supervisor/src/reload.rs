@@ -24,6 +24,9 @@ pub struct Outcome {
     pub serving: Option<u64>,
     pub took: Duration,
     pub at: Instant,
+    /// Draining generations SIGKILLed by `--max-draining` when it served:
+    /// (generation, workers cut).
+    pub cut: Vec<(u64, usize)>,
 }
 
 pub type Waiter = oneshot::Sender<Outcome>;
@@ -99,6 +102,7 @@ mod tests {
             serving: Some(generation),
             took: Duration::ZERO,
             at: Instant::now(),
+            cut: Vec::new(),
         }
     }
 

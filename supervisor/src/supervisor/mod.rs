@@ -203,6 +203,7 @@ pub(super) fn reload_reply(o: Outcome) -> Reply {
         serving: o.serving,
         pids: o.pids,
         took_ms: Some(o.took.as_millis() as u64),
+        cut: o.cut,
         ..Reply::default()
     }
 }

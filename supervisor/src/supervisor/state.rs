@@ -207,7 +207,7 @@ impl Supervisor {
             info!(generation = old_gen.id, workers = old_gen.live_count(), signal = %drain_signal.as_str(), "draining");
             signal_workers(old_gen, drain_signal, self.config.signal_group);
             info!(generation = id, previous = old_gen.id, took = %took, "reload complete");
-            self.limit_draining();
+            let cut = self.limit_draining();
             let pids = self.generations[gi]
                 .live_pids()
                 .map(|p| p.as_raw())
@@ -220,6 +220,7 @@ impl Supervisor {
                 serving: Some(id),
                 took: now.duration_since(since),
                 at: now,
+                cut,
             });
         }
         // READY=1 for the first generation, and at the end of a reload.
@@ -229,12 +230,14 @@ impl Supervisor {
 
     /// `--max-draining`: long-lived connections must not pile up old
     /// generations without bound; the oldest draining ones are cut.
-    fn limit_draining(&mut self) {
+    /// Returns the generations cut, with how many workers each had left.
+    fn limit_draining(&mut self) -> Vec<(u64, usize)> {
         let group = self.config.signal_group;
         let draining: Vec<usize> = (0..self.generations.len())
             .filter(|&i| matches!(self.generations[i].state(), GenState::Draining { .. }))
             .collect();
         let excess = draining.len().saturating_sub(self.config.max_draining);
+        let mut cut = Vec::new();
         for &i in &draining[..excess] {
             let gen = &mut self.generations[i];
             warn!(
@@ -243,9 +246,11 @@ impl Supervisor {
                 max_draining = self.config.max_draining,
                 "too many generations draining: killing the oldest"
             );
+            cut.push((gen.id, gen.live_count()));
             signal_workers(gen, Signal::SIGKILL, group);
             gen.set_state(GenState::Killed);
         }
+        cut
     }
 
     /// A starting generation will never be ready: it drains (a worker that
@@ -275,6 +280,7 @@ impl Supervisor {
             serving,
             took: started.elapsed(),
             at: Instant::now(),
+            cut: Vec::new(),
         });
         // The reload has ended (rolled back): READY=1, with the cause in STATUS=.
         self.notify_ready();
