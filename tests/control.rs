@@ -44,11 +44,8 @@ impl Setup {
     }
 
     fn write_app(dir: &TempDir, body: &str) -> PathBuf {
-        let tmp = dir.join("app.new");
-        std::fs::write(&tmp, format!("#!/bin/sh\n{body}\n")).unwrap();
-        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o755)).unwrap();
         let app = dir.join("app");
-        std::fs::rename(&tmp, &app).unwrap();
+        baton_e2e::write_script(&app, body);
         app
     }
 

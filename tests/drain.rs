@@ -116,11 +116,7 @@ fn twenty_reloads_under_load_lose_nothing() {
 
     // The load runs on its own runtime threads; this thread only does
     // blocking waits (log lines, counters) and short probes.
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("tokio runtime");
+    let rt = baton_e2e::runtime();
     let load = Load::start(
         rt.handle(),
         addr,

@@ -16,14 +16,6 @@ use nix::sys::signal::Signal;
 
 const LONG: Duration = Duration::from_secs(60);
 
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
-}
-
 fn light_load() -> LoadConfig {
     LoadConfig {
         keepalive_clients: 4,
@@ -37,10 +29,7 @@ fn light_load() -> LoadConfig {
 
 fn script(dir: &TempDir, name: &str, body: &str) -> PathBuf {
     let path = dir.join(name);
-    let tmp = dir.join(format!("{name}.new"));
-    std::fs::write(&tmp, format!("#!/bin/sh\n{body}\n")).unwrap();
-    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o755)).unwrap();
-    std::fs::rename(&tmp, &path).unwrap();
+    baton_e2e::write_script(&path, body);
     path
 }
 
@@ -226,7 +215,7 @@ fn max_draining_kills_the_oldest_draining_generation() {
     ]);
     baton.wait_log("generation serving generation=1", LONG);
     let addr = baton.addr();
-    let rt = runtime();
+    let rt = baton_e2e::runtime();
     let hold = |rt: &tokio::runtime::Runtime| {
         let slow = rt.spawn(request(addr, "/sleep?ms=30000", true));
         // Accepted: a later connection was answered (the queue is FIFO).
@@ -350,7 +339,7 @@ fn a_reload_that_hits_the_fd_limit_fails_cleanly() {
     ]);
     baton.wait_log("generation serving generation=1", LONG);
     let addr = baton.addr();
-    let rt = runtime();
+    let rt = baton_e2e::runtime();
     let load = Load::start(rt.handle(), addr, light_load());
 
     let old = set_nofile(baton.pid(), fd_count(baton.pid()) as u64);
@@ -451,7 +440,7 @@ fn a_reload_whose_fork_fails_fails_cleanly() {
         .parse()
         .unwrap();
     std::fs::write(cg.0.join("pids.max"), current.to_string()).unwrap();
-    let rt = runtime();
+    let rt = baton_e2e::runtime();
     let load = Load::start(rt.handle(), addr, light_load());
 
     baton.hup();

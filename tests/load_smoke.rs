@@ -10,11 +10,7 @@ use baton_e2e::{DemoApp, Load, LoadConfig, Mode};
 fn load_against_demo_app_alone_has_no_errors() {
     let app = DemoApp::start(&["--bind", "127.0.0.1:0"]);
     let addr = app.addr();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("tokio runtime");
+    let rt = baton_e2e::runtime();
 
     // The clients end by themselves at the hard bound.
     let load = Load::start(

@@ -6,8 +6,7 @@
 //! READY=1 comes from it), and rewrites that script between reloads the way
 //! a deploy would.
 
-use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use baton_e2e::load::parse_body;
@@ -19,7 +18,8 @@ const LONG: Duration = Duration::from_secs(60);
 
 /// The program baton runs, rewritten atomically between reloads.
 struct Deploy {
-    dir: TempDir,
+    /// Holds the script; removed with the test.
+    _dir: TempDir,
     app: PathBuf,
 }
 
@@ -27,7 +27,7 @@ impl Deploy {
     fn new() -> Deploy {
         let dir = TempDir::new();
         let app = dir.join("app");
-        Deploy { dir, app }
+        Deploy { _dir: dir, app }
     }
 
     fn app(&self) -> &str {
@@ -42,22 +42,8 @@ impl Deploy {
 
     /// Any shell body (a broken build).
     fn write(&self, body: &str) {
-        write_script(&self.dir.join("app.new"), &self.app, body);
+        baton_e2e::write_script(&self.app, body);
     }
-}
-
-fn write_script(tmp: &Path, path: &Path, body: &str) {
-    std::fs::write(tmp, format!("#!/bin/sh\n{body}\n")).unwrap();
-    std::fs::set_permissions(tmp, std::fs::Permissions::from_mode(0o755)).unwrap();
-    std::fs::rename(tmp, path).unwrap();
-}
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
 }
 
 /// The generation that answers a fresh `GET /`.
@@ -92,7 +78,7 @@ fn a_generation_that_exits_at_start_never_replaces_the_serving_one() {
     ]);
     baton.wait_log("generation serving generation=1", LONG);
     let addr = baton.addr();
-    let rt = runtime();
+    let rt = baton_e2e::runtime();
     let load = Load::start(rt.handle(), addr, light_load());
     let serving: Vec<i32> = baton.generation_workers(1).iter().map(|w| w.pid).collect();
 
@@ -143,7 +129,7 @@ fn a_generation_that_never_says_ready_is_killed_at_the_timeout() {
     ]);
     baton.wait_log("generation serving generation=1", LONG);
     let addr = baton.addr();
-    let rt = runtime();
+    let rt = baton_e2e::runtime();
     let load = Load::start(rt.handle(), addr, light_load());
 
     // Accepts on the inherited sockets but never sends READY=1. At the
@@ -238,7 +224,7 @@ fn a_serving_worker_killed_from_outside_is_respawned_in_its_slot() {
         ),
         LONG,
     );
-    let rt = runtime();
+    let rt = baton_e2e::runtime();
     assert_eq!(generation(&rt, addr), 1);
 }
 
@@ -294,7 +280,7 @@ fn fifty_hups_in_100ms_cause_at_most_two_reloads_and_no_failed_request() {
     ]);
     baton.wait_log("generation serving generation=1", LONG);
     let addr = baton.addr();
-    let rt = runtime();
+    let rt = baton_e2e::runtime();
     let load = Load::start(rt.handle(), addr, light_load());
 
     let start = std::time::Instant::now();

@@ -39,14 +39,6 @@ use nix::unistd::Pid;
 
 const LONG: Duration = Duration::from_secs(60);
 
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
-}
-
 fn demo() -> String {
     demo_app_bin().to_str().expect("utf-8 path").to_string()
 }
@@ -238,7 +230,7 @@ fn reuseport_twenty_reloads_under_load_lose_nothing_and_spread() {
         "each slot has its own socket: {first_sockets:?}"
     );
 
-    let rt = runtime();
+    let rt = baton_e2e::runtime();
     let load = Load::start(
         rt.handle(),
         addr,
@@ -386,7 +378,7 @@ fn reuseport_killed_worker_queue_is_served_by_its_replacement() {
         ),
         LONG,
     );
-    let rt = runtime();
+    let rt = baton_e2e::runtime();
     let started = Instant::now();
     let results: Vec<(Answer, Duration)> = rt.block_on(async {
         let tasks: Vec<_> = (0..CONNECTIONS)
@@ -555,7 +547,7 @@ fn udp_echo_across_reloads(reuseport: bool) {
     let addr = udp_addr(field(&line, "addr").unwrap());
     baton.wait_log("generation serving generation=1", LONG);
 
-    let rt = runtime();
+    let rt = baton_e2e::runtime();
     let stop = Arc::new(AtomicBool::new(false));
     let seen: Vec<Arc<AtomicU64>> = (0..CLIENTS).map(|_| Arc::default()).collect();
     let clients: Vec<_> = (0..CLIENTS)
@@ -710,7 +702,7 @@ fn systemd_sockets_are_adopted_and_passed_on_unchanged() {
         assert_eq!(field(line, "inherited"), Some("true"), "{line}");
     }
     baton.wait_log("generation serving generation=1", LONG);
-    let rt = runtime();
+    let rt = baton_e2e::runtime();
 
     for generation in [1, 2] {
         if generation == 2 {
@@ -785,7 +777,7 @@ fn ipv6_and_unix_listeners_serve_across_reloads() {
     );
     baton.wait_log("generation serving generation=1", LONG);
 
-    let rt = runtime();
+    let rt = baton_e2e::runtime();
     let load = v6_addr.map(|addr| {
         Load::start(
             rt.handle(),
@@ -885,7 +877,7 @@ fn compat_app_serves_across_a_reload(from: &str, var: &str, serves_udp: bool) {
     let tcp: SocketAddr = field(&lines[0], "addr").unwrap().parse().unwrap();
     let udp = udp_addr(field(&lines[1], "addr").unwrap());
     baton.wait_log("generation serving generation=1", LONG);
-    let rt = runtime();
+    let rt = baton_e2e::runtime();
 
     for generation in [1u64, 2] {
         if generation == 2 {

@@ -21,11 +21,7 @@ fn sigterm_drains_every_worker_and_exits_0() {
     baton.wait_log("generation serving generation=1", LONG);
     let addr = baton.addr();
     let workers = baton.generation_workers(1);
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = baton_e2e::runtime();
     let inflight: Vec<_> = (0..6)
         .map(|_| rt.spawn(request(addr, "/sleep?ms=1500", true)))
         .collect();

@@ -115,11 +115,7 @@ impl Demo {
             std::fs::create_dir(&dir).unwrap();
             std::fs::write(dir.join("test.conf"), dropin).unwrap();
         }
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .unwrap();
+        let rt = baton_e2e::runtime();
         let sd = Sandbox::start(&[&units]);
         Some(Demo {
             sd,

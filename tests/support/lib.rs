@@ -14,6 +14,7 @@
 //!   ([`get`]), or a keep-alive [`Conn`]; errors are classified by kind.
 //! - [`load`]: a tokio load generator (keep-alive, connection-per-request and
 //!   long in-flight clients) with per-request accounting in a [`Report`].
+//! - [`fixtures`]: the tests' tokio runtime, and deployable scripts.
 //! - [`tempdir`], [`wait`]: a self-removing temp dir, and a bounded wait for
 //!   conditions that have no log line.
 //! - [`systemd`]: a real systemd in private namespaces ([`systemd::Sandbox`],
@@ -23,6 +24,7 @@
 //! the captured log, so a failing test explains itself.
 
 pub mod bins;
+pub mod fixtures;
 pub mod http;
 pub mod load;
 pub mod process;
@@ -32,6 +34,7 @@ pub mod tempdir;
 pub mod wait;
 
 pub use bins::{baton_bin, demo_app_bin, workspace_root};
+pub use fixtures::{runtime, write_script};
 pub use http::{get, request, Conn, ErrorKind, RequestError, Response};
 pub use load::{Load, LoadConfig, Mode, ModeStats, Report};
 pub use process::{field, Baton, DemoApp, Proc, WorkerInfo};

@@ -82,13 +82,12 @@ pub async fn run(config: Config, inherited: Vec<Listener>) -> Result<(), Error> 
 
     let control = bind_control(&config, &listeners)?;
     let (commands_tx, mut commands) = mpsc::channel::<Command>(64);
-    let serve_control = async {
+    let mut serve_control = Box::pin(async {
         match &control {
             Some(c) => c.serve(commands_tx).await,
             None => std::future::pending().await,
         }
-    };
-    tokio::pin!(serve_control);
+    });
 
     let devnull: OwnedFd = std::fs::File::open("/dev/null")?.into();
     let mut sup = Supervisor {
@@ -150,7 +149,14 @@ pub async fn run(config: Config, inherited: Vec<Listener>) -> Result<(), Error> 
         sup.on_deadlines(Instant::now());
         sup.publish_status();
     }
-    match sup.fatal.take() {
+    let fatal = sup.fatal.take();
+    // Clean up before saying "stopped": the listeners (unix socket files),
+    // the control socket and the notify socket are removed by their Drop.
+    drop(sup);
+    drop(serve_control);
+    drop(control);
+    drop(notify);
+    match fatal {
         Some((generation, cause)) => Err(Error::FirstGeneration { generation, cause }),
         None => {
             info!("stopped");

@@ -1,0 +1,27 @@
+//! Small things many tests need: the runtime the load and HTTP helpers run
+//! on, and a deployable program (a shell script replaced atomically, the way
+//! a deploy replaces the program on disk).
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+
+/// A multi-thread tokio runtime with 2 workers: load clients run on it
+/// while the test thread does blocking waits (log lines, /proc).
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("tokio runtime")
+}
+
+/// Writes `#!/bin/sh` + `body` to `path`, executable, through a rename so
+/// that a spawn never sees a half-written file. A script that `exec`s the
+/// real program keeps the pid baton forked (READY=1 comes from it).
+pub fn write_script(path: &Path, body: &str) {
+    let tmp = path.with_extension("new");
+    std::fs::write(&tmp, format!("#!/bin/sh\n{body}\n"))
+        .unwrap_or_else(|e| panic!("{}: {e}", tmp.display()));
+    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::rename(&tmp, path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+}
