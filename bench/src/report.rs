@@ -1,0 +1,1295 @@
+//! What a benchmark run found: the JSON document, the goals, the console
+//! table and BENCHMARKS.md.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use serde::{Deserialize, Serialize};
+
+use crate::load::{FailureRecord, Scenario};
+use crate::reloads::Summary;
+use crate::startup::Startup;
+use crate::targets::{Env, Kind};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Status {
+    Ok,
+    Skipped,
+    Error,
+}
+
+#[derive(Clone, Copy, Debug, Serialize, Deserialize)]
+pub struct LatencyMs {
+    pub p50: f64,
+    pub p99: f64,
+    pub max: f64,
+}
+
+/// One target under one load, with or without reloads.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct RunResult {
+    pub target: String,
+    pub config: Kind,
+    pub scenario: Scenario,
+    /// A reload every `reload_every_ms` during the load.
+    pub with_reloads: bool,
+    pub status: Status,
+    pub note: Option<String>,
+    pub clients: usize,
+    pub planned_s: f64,
+    pub elapsed_s: f64,
+    pub requests: u64,
+    pub ok: u64,
+    pub failed: u64,
+    pub failed_by_kind: BTreeMap<String, u64>,
+    /// The first failed requests (time order; all are counted above).
+    pub failures: Vec<FailureRecord>,
+    /// Successful responses per second over the whole run.
+    pub rps: f64,
+    /// Of successful requests.
+    pub latency_ms: Option<LatencyMs>,
+    /// rps / rps of the demo-app-alone run under the same load nearest in
+    /// time.
+    pub vs_demo_app: Option<f64>,
+    pub connects: u64,
+    pub signals_sent: usize,
+    pub reloads_done: usize,
+    pub reloads_failed: usize,
+    pub hup_to_ready: Option<Summary>,
+    pub hup_to_old_exited: Option<Summary>,
+    pub drain_to_old_exited: Option<Summary>,
+    /// The supervisor process (baton, start_server, nginx's or HAProxy's
+    /// master; demo-app itself when alone).
+    pub sup_pid: Option<i32>,
+    pub sup_peak_rss_kib: Option<u64>,
+    /// CPU time used during the run (start of load → settled).
+    pub sup_cpu_s: Option<f64>,
+    pub sup_fds_before: Option<usize>,
+    pub sup_fds_after: Option<usize>,
+}
+
+impl RunResult {
+    pub fn new(kind: Kind, scenario: Scenario, with_reloads: bool, planned_s: f64) -> RunResult {
+        RunResult {
+            target: kind.id(),
+            config: kind,
+            scenario,
+            with_reloads,
+            status: Status::Ok,
+            note: None,
+            clients: scenario.clients(),
+            planned_s,
+            elapsed_s: 0.0,
+            requests: 0,
+            ok: 0,
+            failed: 0,
+            failed_by_kind: BTreeMap::new(),
+            failures: Vec::new(),
+            rps: 0.0,
+            latency_ms: None,
+            vs_demo_app: None,
+            connects: 0,
+            signals_sent: 0,
+            reloads_done: 0,
+            reloads_failed: 0,
+            hup_to_ready: None,
+            hup_to_old_exited: None,
+            drain_to_old_exited: None,
+            sup_pid: None,
+            sup_peak_rss_kib: None,
+            sup_cpu_s: None,
+            sup_fds_before: None,
+            sup_fds_after: None,
+        }
+    }
+
+    pub fn label(&self) -> String {
+        format!(
+            "{} · {} · {}",
+            self.target,
+            self.scenario.id(),
+            if self.with_reloads {
+                "reloads"
+            } else {
+                "no reloads"
+            }
+        )
+    }
+}
+
+/// Reloads with no load: the clean HUP → ready and drain → gone times.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct IdleResult {
+    pub target: String,
+    pub config: Kind,
+    pub status: Status,
+    pub note: Option<String>,
+    pub signals_sent: usize,
+    pub reloads_done: usize,
+    pub reloads_failed: usize,
+    pub hup_to_ready: Option<Summary>,
+    pub hup_to_old_exited: Option<Summary>,
+    pub drain_to_old_exited: Option<Summary>,
+    pub sup_peak_rss_kib: Option<u64>,
+    pub sup_fds_before: Option<usize>,
+    pub sup_fds_after: Option<usize>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct SoakSample {
+    pub reloads: usize,
+    pub fds: Option<usize>,
+    pub rss_kib: Option<u64>,
+    pub peak_rss_kib: Option<u64>,
+    pub cpu_s: Option<f64>,
+    pub at_s: f64,
+}
+
+/// Many reloads in a row under light load: does baton leak?
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct SoakResult {
+    pub target: String,
+    pub config: Kind,
+    pub status: Status,
+    pub note: Option<String>,
+    pub reloads_requested: usize,
+    pub signals_sent: usize,
+    pub reloads_done: usize,
+    pub reloads_failed: usize,
+    pub elapsed_s: f64,
+    pub load: String,
+    pub requests: u64,
+    pub ok: u64,
+    pub failed: u64,
+    pub failed_by_kind: BTreeMap<String, u64>,
+    pub failures: Vec<FailureRecord>,
+    pub hup_to_ready: Option<Summary>,
+    pub drain_to_old_exited: Option<Summary>,
+    /// fds, RSS and CPU of baton at rest, every 100 reloads.
+    pub samples: Vec<SoakSample>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Verdict {
+    Met,
+    Missed,
+    NotMeasured,
+}
+
+impl Verdict {
+    fn mark(self) -> &'static str {
+        match self {
+            Verdict::Met => "met",
+            Verdict::Missed => "**MISSED**",
+            Verdict::NotMeasured => "not measured",
+        }
+    }
+
+    fn plain(self) -> &'static str {
+        match self {
+            Verdict::Met => "met",
+            Verdict::Missed => "MISSED",
+            Verdict::NotMeasured => "not measured",
+        }
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Goal {
+    pub goal: String,
+    pub verdict: Verdict,
+    pub detail: Vec<String>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Machine {
+    pub os: String,
+    pub kernel: String,
+    pub cpu: String,
+    pub cpus: usize,
+    pub memory_gib: f64,
+    pub loadavg_at_start: String,
+    pub rustc: String,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct LoadSettings {
+    pub duration_s: BTreeMap<String, f64>,
+    pub reload_every_ms: u64,
+    pub request_timeout_s: f64,
+    pub idle_reloads: usize,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Report {
+    pub tool: String,
+    pub mode: String,
+    pub command: String,
+    pub date_utc: String,
+    pub wall_time_s: f64,
+    pub machine: Machine,
+    pub env: Env,
+    pub settings: LoadSettings,
+    pub skipped: Vec<String>,
+    pub startup: Vec<Startup>,
+    pub runs: Vec<RunResult>,
+    pub idle: Vec<IdleResult>,
+    pub soak: Option<SoakResult>,
+    pub goals: Vec<Goal>,
+}
+
+// ---- goals -------------------------------------------------------------
+
+fn ms(v: f64) -> String {
+    if v >= 100.0 {
+        format!("{v:.0} ms")
+    } else {
+        format!("{v:.1} ms")
+    }
+}
+
+fn with_reloads_label(r: &RunResult) -> &'static str {
+    if r.with_reloads {
+        "reloads"
+    } else {
+        "no reloads"
+    }
+}
+
+/// demo-app alone under one load: the mean and range of its runs.
+#[derive(Clone, Copy, Debug)]
+pub struct Baseline {
+    pub runs: usize,
+    pub mean: f64,
+    pub min: f64,
+    pub max: f64,
+}
+
+pub fn baselines(runs: &[RunResult]) -> BTreeMap<Scenario, Baseline> {
+    let mut out: BTreeMap<Scenario, Baseline> = BTreeMap::new();
+    for r in runs
+        .iter()
+        .filter(|r| r.config == Kind::DemoApp && r.status == Status::Ok && r.rps > 0.0)
+    {
+        let b = out.entry(r.scenario).or_insert(Baseline {
+            runs: 0,
+            mean: 0.0,
+            min: f64::INFINITY,
+            max: 0.0,
+        });
+        b.mean = (b.mean * b.runs as f64 + r.rps) / (b.runs + 1) as f64;
+        b.runs += 1;
+        b.min = b.min.min(r.rps);
+        b.max = b.max.max(r.rps);
+    }
+    out
+}
+
+/// Sets `vs_demo_app` on every run that has a demo-app-alone baseline
+/// under the same load: the demo-app run nearest in time (in run order,
+/// the earlier one on a tie), because on a shared machine the throughput
+/// drifts by more than the goals' margins over a few minutes.
+pub fn fill_ratios(runs: &mut [RunResult]) {
+    let base: Vec<(usize, Scenario, f64)> = runs
+        .iter()
+        .enumerate()
+        .filter(|(_, r)| r.config == Kind::DemoApp && r.status == Status::Ok && r.rps > 0.0)
+        .map(|(i, r)| (i, r.scenario, r.rps))
+        .collect();
+    for (i, r) in runs.iter_mut().enumerate() {
+        if r.status == Status::Ok && r.config != Kind::DemoApp {
+            r.vs_demo_app = base
+                .iter()
+                .filter(|(_, sc, _)| *sc == r.scenario)
+                .min_by_key(|(j, _, _)| (i.abs_diff(*j), *j > i))
+                .map(|(_, _, rps)| r.rps / rps);
+        }
+    }
+}
+
+pub fn evaluate(report: &Report) -> Vec<Goal> {
+    let baton_runs: Vec<&RunResult> = report
+        .runs
+        .iter()
+        .filter(|r| r.config.is_baton() && r.status != Status::Skipped)
+        .collect();
+    let mut goals = Vec::new();
+
+    // 1. Zero failed requests.
+    {
+        let mut detail = Vec::new();
+        let mut missed = false;
+        for r in &baton_runs {
+            if r.status == Status::Error {
+                missed = true;
+                detail.push(format!(
+                    "{}: run error: {}",
+                    r.label(),
+                    r.note.clone().unwrap_or_default()
+                ));
+            } else if r.failed > 0 {
+                missed = true;
+                detail.push(format!(
+                    "{}: {} of {} failed ({}){}",
+                    r.label(),
+                    r.failed,
+                    r.requests,
+                    kinds(&r.failed_by_kind),
+                    r.note
+                        .as_ref()
+                        .map(|n| format!(" — {n}"))
+                        .unwrap_or_default()
+                ));
+            }
+        }
+        if let Some(s) = &report.soak {
+            if s.failed > 0 || s.status == Status::Error {
+                missed = true;
+                detail.push(format!(
+                    "soak: {} of {} failed {:?}{}",
+                    s.failed,
+                    s.requests,
+                    s.failed_by_kind,
+                    s.note
+                        .as_ref()
+                        .map(|n| format!(" ({n})"))
+                        .unwrap_or_default()
+                ));
+            }
+        }
+        let total: u64 = baton_runs.iter().map(|r| r.requests).sum::<u64>()
+            + report.soak.as_ref().map_or(0, |s| s.requests);
+        if !missed {
+            detail.push(format!(
+                "{} baton runs{}, {total} requests, 0 failed",
+                baton_runs.len(),
+                if report.soak.is_some() {
+                    " + the soak"
+                } else {
+                    ""
+                }
+            ));
+        }
+        goals.push(Goal {
+            goal: "Zero failed requests in every baton run".into(),
+            verdict: if baton_runs.is_empty() {
+                Verdict::NotMeasured
+            } else if missed {
+                Verdict::Missed
+            } else {
+                Verdict::Met
+            },
+            detail,
+        });
+    }
+
+    // 2. HUP → ready within 50 ms of demo-app's own start-up.
+    {
+        let mut detail = Vec::new();
+        let mut verdicts = Vec::new();
+        for i in report.idle.iter().filter(|i| i.config.is_baton()) {
+            let Kind::Baton { workers, .. } = i.config else {
+                continue;
+            };
+            let (Some(h), Some(s)) = (
+                i.hup_to_ready,
+                report.startup.iter().find(|s| s.concurrent == workers),
+            ) else {
+                continue;
+            };
+            let ok = h.p50_ms <= s.ready.p50_ms + 50.0 && h.p99_ms <= s.ready.p99_ms + 50.0;
+            verdicts.push(ok);
+            detail.push(format!(
+                "{} (idle, {} reloads): HUP → ready p50 {} / p99 {}; {workers} demo-app(s) start in p50 {} / p99 {}: {}",
+                i.target,
+                h.n,
+                ms(h.p50_ms),
+                ms(h.p99_ms),
+                ms(s.ready.p50_ms),
+                ms(s.ready.p99_ms),
+                if ok {
+                    let d = h.p50_ms - s.ready.p50_ms;
+                    format!("{:+.1} ms at p50", if d.abs() < 0.05 { 0.0 } else { d })
+                } else {
+                    format!(
+                        "MISSED by {} (p50) / {} (p99)",
+                        ms(h.p50_ms - s.ready.p50_ms - 50.0),
+                        ms(h.p99_ms - s.ready.p99_ms - 50.0)
+                    )
+                }
+            ));
+        }
+        let loaded: Vec<&RunResult> = baton_runs
+            .iter()
+            .copied()
+            .filter(|r| r.with_reloads && r.hup_to_ready.is_some())
+            .collect();
+        if !loaded.is_empty() {
+            let lo = loaded
+                .iter()
+                .map(|r| r.hup_to_ready.unwrap().p50_ms)
+                .fold(f64::INFINITY, f64::min);
+            let hi = loaded
+                .iter()
+                .map(|r| r.hup_to_ready.unwrap().p50_ms)
+                .fold(0.0, f64::max);
+            let worst = loaded
+                .iter()
+                .map(|r| r.hup_to_ready.unwrap().p99_ms)
+                .fold(0.0, f64::max);
+            detail.push(format!(
+                "under load (a reload every {} ms, CPU shared with the load): p50 {} – {}, worst p99 {} (see the table)",
+                report.settings.reload_every_ms,
+                ms(lo),
+                ms(hi),
+                ms(worst)
+            ));
+        }
+        goals.push(Goal {
+            goal: "HUP → new generation ready within 50 ms of demo-app's own start-up time (idle reloads, p50 and p99, against as many demo-apps started at once as baton has workers)".into(),
+            verdict: verdict_of(&verdicts),
+            detail,
+        });
+    }
+
+    // 3. Idle old generation gone within 100 ms of the drain signal.
+    {
+        let mut detail = Vec::new();
+        let mut verdicts = Vec::new();
+        for i in report.idle.iter().filter(|i| i.config.is_baton()) {
+            if let Some(d) = i.drain_to_old_exited {
+                let ok = d.max_ms <= 100.0;
+                verdicts.push(ok);
+                detail.push(format!(
+                    "{}: drain → generation exited p50 {} / p99 {} / max {}{}",
+                    i.target,
+                    ms(d.p50_ms),
+                    ms(d.p99_ms),
+                    ms(d.max_ms),
+                    if ok { "" } else { ": MISSED" }
+                ));
+            }
+        }
+        goals.push(Goal {
+            goal: "Idle old generation gone within 100 ms of the drain signal (max over the idle reloads)".into(),
+            verdict: verdict_of(&verdicts),
+            detail,
+        });
+    }
+
+    // 4. RSS under 5 MiB with 16 workers.
+    {
+        let w16: Vec<(String, u64)> = report
+            .runs
+            .iter()
+            .filter(|r| matches!(r.config, Kind::Baton { workers: 16, .. }))
+            .filter_map(|r| Some((r.label(), r.sup_peak_rss_kib?)))
+            .chain(
+                report
+                    .idle
+                    .iter()
+                    .filter(|i| matches!(i.config, Kind::Baton { workers: 16, .. }))
+                    .filter_map(|i| {
+                        Some((format!("{} · idle reloads", i.target), i.sup_peak_rss_kib?))
+                    }),
+            )
+            .collect();
+        let worst = w16.iter().max_by_key(|(_, k)| *k);
+        let mut detail = Vec::new();
+        if let Some((label, kib)) = worst {
+            detail.push(format!(
+                "highest peak RSS (VmHWM) of baton over {} runs with 16 workers: {:.2} MiB ({label})",
+                w16.len(),
+                *kib as f64 / 1024.0
+            ));
+        }
+        let all_max = report
+            .runs
+            .iter()
+            .filter(|r| r.config.is_baton())
+            .filter_map(|r| r.sup_peak_rss_kib)
+            .max();
+        if let Some(k) = all_max {
+            detail.push(format!(
+                "highest over every baton run: {:.2} MiB",
+                k as f64 / 1024.0
+            ));
+        }
+        goals.push(Goal {
+            goal: "baton's RSS under 5 MiB with 16 workers".into(),
+            verdict: match worst {
+                None => Verdict::NotMeasured,
+                Some((_, k)) if *k < 5 * 1024 => Verdict::Met,
+                Some(_) => Verdict::Missed,
+            },
+            detail,
+        });
+    }
+
+    // 5. No fd growth over 1,000 reloads.
+    {
+        let mut detail = Vec::new();
+        let verdict = match &report.soak {
+            Some(s) if s.status == Status::Ok => {
+                let first = s.samples.first().and_then(|x| x.fds);
+                let last = s.samples.last().and_then(|x| x.fds);
+                detail.push(format!(
+                    "soak: {} reloads done ({} failed); baton's fds {} before → {} after; sampled every 100: {}",
+                    s.reloads_done,
+                    s.reloads_failed,
+                    opt(first),
+                    opt(last),
+                    s.samples
+                        .iter()
+                        .map(|x| opt(x.fds))
+                        .collect::<Vec<_>>()
+                        .join(" ")
+                ));
+                match (first, last) {
+                    (Some(a), Some(b)) if b <= a && s.reloads_done >= 1000 => Verdict::Met,
+                    (Some(a), Some(b)) if b <= a => {
+                        detail.push(format!(
+                            "no growth, but only {} reloads (the goal is about 1,000)",
+                            s.reloads_done
+                        ));
+                        Verdict::NotMeasured
+                    }
+                    (Some(_), Some(_)) => Verdict::Missed,
+                    _ => Verdict::NotMeasured,
+                }
+            }
+            Some(s) => {
+                detail.push(format!(
+                    "soak failed: {}",
+                    s.note.clone().unwrap_or_default()
+                ));
+                Verdict::Missed
+            }
+            None => {
+                detail.push("no soak in this run (`--reloads 1000`)".into());
+                Verdict::NotMeasured
+            }
+        };
+        let grew: Vec<String> = baton_runs
+            .iter()
+            .filter_map(|r| match (r.sup_fds_before, r.sup_fds_after) {
+                (Some(a), Some(b)) if b > a => Some(format!("{}: {a} → {b}", r.label())),
+                _ => None,
+            })
+            .collect();
+        if grew.is_empty() {
+            detail.push(format!(
+                "every baton load run ended with the fds it started with ({} runs)",
+                baton_runs
+                    .iter()
+                    .filter(|r| r.sup_fds_after.is_some())
+                    .count()
+            ));
+        } else {
+            detail.push(format!("load runs whose fds grew: {}", grew.join("; ")));
+        }
+        goals.push(Goal {
+            goal: "No growth of baton's fds over 1,000 reloads".into(),
+            verdict,
+            detail,
+        });
+    }
+
+    // 6, 7. Throughput against demo-app alone.
+    for (with_reloads, bound) in [(false, 0.99), (true, 0.95)] {
+        let mut detail = Vec::new();
+        let mut verdicts = Vec::new();
+        let mut info: BTreeMap<Scenario, Vec<String>> = BTreeMap::new();
+        for r in baton_runs
+            .iter()
+            .filter(|r| r.with_reloads == with_reloads && r.status == Status::Ok)
+        {
+            let Some(x) = r.vs_demo_app else {
+                continue;
+            };
+            // demo-app alone is one process: baton with one worker is the
+            // same app with baton beside it, so that is the comparison the
+            // goal is about. More workers are more app processes on the
+            // same cores: shown, not held to it.
+            if matches!(r.config, Kind::Baton { workers: 1, .. }) {
+                let ok = x >= bound;
+                verdicts.push(ok);
+                detail.push(format!(
+                    "{} · {}: {:.0}/s = {x:.3} × demo-app{}",
+                    r.target,
+                    r.scenario.id(),
+                    r.rps,
+                    if ok { "" } else { ": MISSED" }
+                ));
+            } else {
+                info.entry(r.scenario)
+                    .or_default()
+                    .push(format!("{} {x:.3}", r.target.trim_start_matches("baton-")));
+            }
+        }
+        for (sc, v) in info {
+            detail.push(format!(
+                "for information, more app processes than demo-app alone · {}: {}",
+                sc.id(),
+                v.join(", ")
+            ));
+        }
+        for (sc, b) in baselines(&report.runs) {
+            if b.runs > 1 {
+                detail.push(format!(
+                    "noise: demo-app alone · {} ran {} times: {:.0} – {:.0}/s, a spread of {:.1} % of the mean",
+                    sc.id(),
+                    b.runs,
+                    b.min,
+                    b.max,
+                    (b.max - b.min) / b.mean * 100.0
+                ));
+            }
+        }
+        goals.push(Goal {
+            goal: format!(
+                "Throughput {} ≥ {bound} × demo-app alone (same load; held against baton with 1 worker, the same number of app processes)",
+                if with_reloads {
+                    "with a reload every 500 ms"
+                } else {
+                    "without reloads"
+                }
+            ),
+            verdict: verdict_of(&verdicts),
+            detail,
+        });
+    }
+    goals
+}
+
+fn verdict_of(v: &[bool]) -> Verdict {
+    if v.is_empty() {
+        Verdict::NotMeasured
+    } else if v.iter().all(|&ok| ok) {
+        Verdict::Met
+    } else {
+        Verdict::Missed
+    }
+}
+
+fn opt<T: std::fmt::Display>(v: Option<T>) -> String {
+    v.map_or_else(|| "–".to_owned(), |v| v.to_string())
+}
+
+fn opt_ms(v: Option<f64>) -> String {
+    v.map_or_else(|| "–".to_owned(), |v| format!("{v:.1}"))
+}
+
+fn pair(s: Option<Summary>) -> String {
+    match s {
+        Some(s) => format!("{:.1} / {:.1}", s.p50_ms, s.p99_ms),
+        None => "–".into(),
+    }
+}
+
+fn kinds(map: &BTreeMap<String, u64>) -> String {
+    if map.is_empty() {
+        return String::new();
+    }
+    map.iter()
+        .map(|(k, n)| format!("{k} {n}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn mib(k: Option<u64>) -> String {
+    k.map_or_else(|| "–".to_owned(), |k| format!("{:.2}", k as f64 / 1024.0))
+}
+
+/// One row per run, for the console and BENCHMARKS.md.
+fn run_row(r: &RunResult) -> Vec<String> {
+    let status = match r.status {
+        Status::Ok => String::new(),
+        Status::Skipped => "skipped".into(),
+        Status::Error => "ERROR".into(),
+    };
+    if r.status != Status::Ok {
+        return vec![
+            r.target.clone(),
+            r.scenario.id().into(),
+            with_reloads_label(r).into(),
+            status,
+            r.note.clone().unwrap_or_default(),
+        ];
+    }
+    vec![
+        r.target.clone(),
+        r.scenario.id().into(),
+        with_reloads_label(r).into(),
+        r.requests.to_string(),
+        if r.failed == 0 {
+            "0".into()
+        } else {
+            format!("{} ({})", r.failed, kinds(&r.failed_by_kind))
+        },
+        format!("{:.0}", r.rps),
+        r.vs_demo_app
+            .map_or_else(|| "–".into(), |x| format!("{x:.3}")),
+        opt_ms(r.latency_ms.map(|l| l.p50)),
+        opt_ms(r.latency_ms.map(|l| l.p99)),
+        opt_ms(r.latency_ms.map(|l| l.max)),
+        if r.with_reloads {
+            format!(
+                "{}/{}{}",
+                r.reloads_done,
+                r.signals_sent,
+                if r.reloads_failed > 0 {
+                    format!(" ({} failed)", r.reloads_failed)
+                } else {
+                    String::new()
+                }
+            )
+        } else {
+            "–".into()
+        },
+        pair(r.hup_to_ready),
+        pair(r.hup_to_old_exited),
+        mib(r.sup_peak_rss_kib),
+        r.sup_cpu_s
+            .map_or_else(|| "–".into(), |c| format!("{c:.2}")),
+        format!("{} → {}", opt(r.sup_fds_before), opt(r.sup_fds_after)),
+    ]
+}
+
+const RUN_HEADERS: [&str; 16] = [
+    "target",
+    "scenario",
+    "reloads",
+    "requests",
+    "failed",
+    "req/s",
+    "vs demo-app",
+    "p50 ms",
+    "p99 ms",
+    "max ms",
+    "reloads done/sent",
+    "HUP→ready p50/p99 ms",
+    "HUP→old exited p50/p99 ms",
+    "sup. peak RSS MiB",
+    "sup. CPU s",
+    "sup. fds",
+];
+
+/// A plain-text table for the console.
+pub fn console_table(report: &Report) -> String {
+    let mut rows: Vec<Vec<String>> = vec![RUN_HEADERS.iter().map(|s| s.to_string()).collect()];
+    rows.extend(report.runs.iter().map(run_row));
+    let mut out = align(&rows);
+    for r in report
+        .runs
+        .iter()
+        .filter(|r| r.status == Status::Ok && r.note.is_some())
+    {
+        let _ = writeln!(
+            out,
+            "note: {}: {}",
+            r.label(),
+            r.note.clone().unwrap_or_default()
+        );
+    }
+    if !report.idle.is_empty() {
+        out.push('\n');
+        let mut rows: Vec<Vec<String>> = vec![[
+            "idle reloads",
+            "done/sent",
+            "HUP→ready p50/p99 ms",
+            "drain→old exited p50/p99/max ms",
+            "HUP→old exited p50/p99 ms",
+            "sup. peak RSS MiB",
+            "sup. fds",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()];
+        rows.extend(report.idle.iter().map(idle_row));
+        out.push_str(&align(&rows));
+    }
+    if !report.startup.is_empty() {
+        let _ = writeln!(out);
+        for s in &report.startup {
+            let _ = writeln!(
+                out,
+                "demo-app start-up (spawn → READY=1), {} at once: p50 {:.1} ms, p99 {:.1} ms ({} samples)",
+                s.concurrent, s.ready.p50_ms, s.ready.p99_ms, s.ready.n
+            );
+        }
+    }
+    if let Some(s) = &report.soak {
+        let _ = writeln!(out);
+        let _ = writeln!(out, "{}", soak_summary(s));
+    }
+    let _ = writeln!(out);
+    for g in &report.goals {
+        let _ = writeln!(out, "[{}] {}", g.verdict.plain(), g.goal);
+        for d in &g.detail {
+            let _ = writeln!(out, "      {d}");
+        }
+    }
+    out
+}
+
+fn idle_row(i: &IdleResult) -> Vec<String> {
+    if i.status != Status::Ok {
+        return vec![
+            i.target.clone(),
+            format!("{:?}", i.status).to_lowercase(),
+            i.note.clone().unwrap_or_default(),
+        ];
+    }
+    vec![
+        i.target.clone(),
+        format!(
+            "{}/{}{}",
+            i.reloads_done,
+            i.signals_sent,
+            if i.reloads_failed > 0 {
+                format!(" ({} failed)", i.reloads_failed)
+            } else {
+                String::new()
+            }
+        ),
+        pair(i.hup_to_ready),
+        match i.drain_to_old_exited {
+            Some(d) => format!("{:.1} / {:.1} / {:.1}", d.p50_ms, d.p99_ms, d.max_ms),
+            None => "–".into(),
+        },
+        pair(i.hup_to_old_exited),
+        mib(i.sup_peak_rss_kib),
+        format!("{} → {}", opt(i.sup_fds_before), opt(i.sup_fds_after)),
+    ]
+}
+
+fn soak_summary(s: &SoakResult) -> String {
+    if s.status != Status::Ok {
+        return format!(
+            "soak ({}): {:?}: {}",
+            s.target,
+            s.status,
+            s.note.clone().unwrap_or_default()
+        );
+    }
+    format!(
+        "soak ({}, {}): {} of {} reloads done ({} failed) in {:.0} s; {} requests, {} failed{}; HUP→ready p50/p99 {}; drain→old exited p50/p99 {}; fds {}; RSS MiB {}",
+        s.target,
+        s.load,
+        s.reloads_done,
+        s.reloads_requested,
+        s.reloads_failed,
+        s.elapsed_s,
+        s.requests,
+        s.failed,
+        if s.failed > 0 {
+            format!(" ({})", kinds(&s.failed_by_kind))
+        } else {
+            String::new()
+        },
+        pair(s.hup_to_ready),
+        pair(s.drain_to_old_exited),
+        s.samples
+            .iter()
+            .map(|x| opt(x.fds))
+            .collect::<Vec<_>>()
+            .join(" "),
+        s.samples
+            .iter()
+            .map(|x| mib(x.rss_kib))
+            .collect::<Vec<_>>()
+            .join(" "),
+    )
+}
+
+fn align(rows: &[Vec<String>]) -> String {
+    let cols = rows.iter().map(Vec::len).max().unwrap_or(0);
+    let mut widths = vec![0; cols];
+    for row in rows {
+        // Short (skipped/error) rows do not widen the columns they spill into.
+        if row.len() < cols {
+            continue;
+        }
+        for (i, cell) in row.iter().enumerate() {
+            widths[i] = widths[i].max(cell.chars().count());
+        }
+    }
+    let mut out = String::new();
+    for row in rows {
+        let mut line = String::new();
+        for (i, cell) in row.iter().enumerate() {
+            if i + 1 == row.len() {
+                line.push_str(cell);
+            } else {
+                let pad = widths[i].saturating_sub(cell.chars().count());
+                line.push_str(cell);
+                line.push_str(&" ".repeat(pad + 2));
+            }
+        }
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+fn md_table(headers: &[&str], rows: &[Vec<String>]) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "| {} |", headers.join(" | "));
+    let _ = writeln!(
+        out,
+        "|{}",
+        headers.iter().map(|_| "---|").collect::<String>()
+    );
+    for row in rows {
+        let mut cells: Vec<String> = row.iter().map(|c| c.replace('|', "\\|")).collect();
+        while cells.len() < headers.len() {
+            cells.push(String::new());
+        }
+        let _ = writeln!(out, "| {} |", cells.join(" | "));
+    }
+    out
+}
+
+/// BENCHMARKS.md.
+pub fn markdown(report: &Report, peer_configs: &[(String, String)]) -> String {
+    let mut o = String::new();
+    let m = &report.machine;
+    let _ = writeln!(o, "# baton benchmarks\n");
+    let _ = writeln!(
+        o,
+        "Generated by the benchmark tool (`bench/`) on {} — do not edit by hand; \
+         rerun it instead (see [How to run](#how-to-run)).\n",
+        report.date_utc
+    );
+    let _ = writeln!(
+        o,
+        "- **Run:** `{}` ({} mode, {:.0} s wall time)",
+        report.command, report.mode, report.wall_time_s
+    );
+    let _ = writeln!(
+        o,
+        "- **Machine:** {} × {}, {:.1} GiB RAM, {}, kernel {}; load average at start {} \
+         (a machine shared with other work: see the spread of the demo-app-alone runs under the throughput goals)",
+        m.cpus, m.cpu, m.memory_gib, m.os, m.kernel, m.loadavg_at_start
+    );
+    let _ = writeln!(o, "- **Toolchain:** {}; release builds", m.rustc);
+    let _ = writeln!(
+        o,
+        "- **baton's extra arguments:** {}",
+        if report.env.baton_args.is_empty() {
+            "none (baton's defaults, `--max-draining 2` included)".to_string()
+        } else {
+            format!(
+                "`{}`{}",
+                report.env.baton_args.join(" "),
+                if report
+                    .env
+                    .baton_args
+                    .iter()
+                    .any(|a| a.starts_with("--max-draining"))
+                {
+                    ". The in-flight scenario keeps about 5 generations draining (2 s requests, a \
+                     reload every 500 ms); with baton's default `--max-draining 2` the oldest are \
+                     SIGKILLed by design and most in-flight requests are cut (run the tool with \
+                     `--max-draining 0` to see it)"
+                } else {
+                    ""
+                }
+            )
+        }
+    );
+    let peers: Vec<String> = report.env.versions.iter().map(|(_, v)| v.clone()).collect();
+    let _ = writeln!(
+        o,
+        "- **Peers:** {}",
+        if peers.is_empty() {
+            "none installed".into()
+        } else {
+            peers.join("; ")
+        }
+    );
+    let _ = writeln!(
+        o,
+        "- **Features detected:** baton `--reuseport`: {}; demo-app `--sockets-from`: {}",
+        if report.env.reuseport {
+            "yes"
+        } else {
+            "no (runs skipped)"
+        },
+        if report.env.sockets_from {
+            "yes"
+        } else {
+            "no (Server::Starter runs use a `LISTEN_FDS=1` shim, see notes)"
+        }
+    );
+    for s in &report.skipped {
+        let _ = writeln!(o, "- **Skipped:** {s}");
+    }
+    let _ = writeln!(o);
+
+    let _ = writeln!(o, "## Goals\n");
+    let rows: Vec<Vec<String>> = report
+        .goals
+        .iter()
+        .map(|g| vec![g.goal.clone(), g.verdict.mark().into()])
+        .collect();
+    o.push_str(&md_table(&["goal", "verdict"], &rows));
+    let _ = writeln!(o);
+    for g in &report.goals {
+        let _ = writeln!(o, "**{}** — {}\n", g.goal, g.verdict.mark());
+        for d in &g.detail {
+            let _ = writeln!(o, "- {d}");
+        }
+        let _ = writeln!(o);
+    }
+
+    let _ = writeln!(o, "## Load runs\n");
+    let durations: Vec<String> = report
+        .settings
+        .duration_s
+        .iter()
+        .map(|(k, v)| format!("{k} {v} s"))
+        .collect();
+    let _ = writeln!(
+        o,
+        "Each run: a fresh target, the load for a fixed time ({}), with reloads a signal every {} ms \
+         from 0.5 s on (HUP; SIGUSR2 for HAProxy), then a wait (≤ 6 s) until every reload is done and every \
+         old generation has exited, then a graceful stop. `req/s` counts successful responses over the \
+         whole run; latencies are of successful requests. `sup.` is the supervisor process (baton, \
+         start_server, the nginx or HAProxy master; demo-app itself when alone): peak RSS is VmHWM, CPU is \
+         user+system time during the run, fds before the load → after it settled. Request timeout {} s.\n",
+        durations.join(", "),
+        report.settings.reload_every_ms,
+        report.settings.request_timeout_s
+    );
+    for sc in Scenario::ALL {
+        let runs: Vec<&RunResult> = report.runs.iter().filter(|r| r.scenario == sc).collect();
+        if runs.is_empty() {
+            continue;
+        }
+        let _ = writeln!(o, "### {}: {}\n", sc.id(), sc.describe());
+        let rows: Vec<Vec<String>> = runs.iter().map(|r| run_row(r)).collect();
+        o.push_str(&md_table(&RUN_HEADERS, &rows));
+        let _ = writeln!(o);
+    }
+
+    let failed: Vec<&RunResult> = report
+        .runs
+        .iter()
+        .filter(|r| r.failed > 0 && !r.failures.is_empty())
+        .collect();
+    if !failed.is_empty() {
+        let _ = writeln!(o, "### Failed requests (first few of each run)\n");
+        for r in failed {
+            let _ = writeln!(
+                o,
+                "- **{}**: {} failed ({})",
+                r.label(),
+                r.failed,
+                kinds(&r.failed_by_kind)
+            );
+            for f in r.failures.iter().take(3) {
+                let _ = writeln!(
+                    o,
+                    "  - at {:.0} ms, client {} request #{} ({} earlier on its connection): {}: {}",
+                    f.at_ms, f.client, f.request, f.conn_served, f.kind, f.detail
+                );
+            }
+        }
+        let _ = writeln!(o);
+    }
+
+    let noted: Vec<&RunResult> = report
+        .runs
+        .iter()
+        .filter(|r| r.status == Status::Ok && r.note.is_some())
+        .collect();
+    if !noted.is_empty() {
+        let _ = writeln!(o, "### Run notes\n");
+        for r in noted {
+            let _ = writeln!(
+                o,
+                "- **{}**: {}",
+                r.label(),
+                r.note.clone().unwrap_or_default()
+            );
+        }
+        let _ = writeln!(o);
+    }
+
+    if !report.idle.is_empty() {
+        let _ = writeln!(o, "## Idle reloads\n");
+        let _ = writeln!(
+            o,
+            "No load: {} reloads per target (the first 0.5 s after start-up), each sent once the \
+             previous one is done and its old generation has exited, 100 ms apart. drain → old exited is from the drain signal \
+             (baton's `draining` line; nginx's `gracefully shutting down`; HAProxy's old proxy \
+             stopping; start_server's `sending TERM`) to the last old worker's exit.\n",
+            report.settings.idle_reloads
+        );
+        let rows: Vec<Vec<String>> = report.idle.iter().map(idle_row).collect();
+        o.push_str(&md_table(
+            &[
+                "target",
+                "done/sent",
+                "HUP→ready p50/p99 ms",
+                "drain→old exited p50/p99/max ms",
+                "HUP→old exited p50/p99 ms",
+                "sup. peak RSS MiB",
+                "sup. fds",
+            ],
+            &rows,
+        ));
+        let _ = writeln!(o);
+    }
+
+    if !report.startup.is_empty() {
+        let _ = writeln!(o, "## demo-app start-up\n");
+        let _ = writeln!(
+            o,
+            "Spawn → `READY=1` on the benchmark's own notify socket (`demo-app --bind 127.0.0.1:0`), \
+             N processes started at once, until the last is ready: the floor under HUP → ready.\n"
+        );
+        let rows: Vec<Vec<String>> = report
+            .startup
+            .iter()
+            .map(|s| {
+                vec![
+                    s.concurrent.to_string(),
+                    s.ready.n.to_string(),
+                    format!("{:.1}", s.ready.p50_ms),
+                    format!("{:.1}", s.ready.p99_ms),
+                    format!("{:.1}", s.ready.max_ms),
+                ]
+            })
+            .collect();
+        o.push_str(&md_table(
+            &["at once", "samples", "p50 ms", "p99 ms", "max ms"],
+            &rows,
+        ));
+        let _ = writeln!(o);
+    }
+
+    if let Some(s) = &report.soak {
+        let _ = writeln!(o, "## Soak\n");
+        let _ = writeln!(o, "{}\n", soak_summary(s));
+        let rows: Vec<Vec<String>> = s
+            .samples
+            .iter()
+            .map(|x| {
+                vec![
+                    x.reloads.to_string(),
+                    format!("{:.0}", x.at_s),
+                    opt(x.fds),
+                    mib(x.rss_kib),
+                    mib(x.peak_rss_kib),
+                    x.cpu_s.map_or_else(|| "–".into(), |c| format!("{c:.2}")),
+                ]
+            })
+            .collect();
+        o.push_str(&md_table(
+            &[
+                "reloads",
+                "at s",
+                "baton fds",
+                "RSS MiB",
+                "peak RSS MiB",
+                "CPU s",
+            ],
+            &rows,
+        ));
+        let _ = writeln!(o);
+    }
+
+    let _ = writeln!(o, "## How to run\n");
+    let _ = writeln!(
+        o,
+        "```sh\n\
+         bench/setup.sh                                   # the peers, from Debian's packages (optional; missing peers are skipped)\n\
+         cargo run --release -p bench -- --quick          # CI smoke: 1-2 s per run, about 30 s\n\
+         cargo run --release -p bench -- --full --markdown BENCHMARKS.md   # the whole matrix, ~11 min\n\
+         cargo run --release -p bench -- --reloads 1000   # soak: 1,000 reloads under light load, fds and RSS every 100, ~1 min\n\
+         cargo run --release -p bench -- --full --reloads 1000 --markdown BENCHMARKS.md   # both, as for this file\n\
+         ```\n"
+    );
+    let _ = writeln!(
+        o,
+        "`--only SUBSTRING` keeps the runs whose `target scenario reloads|no-reloads` label \
+         contains it; `--duration 20s` lengthens every run; `--baton-arg=ARG` adds a flag to \
+         every baton command (shown in the commands below); `--logs DIR` keeps every target's \
+         stderr with the benchmark's arrival times and the signals sent; `--render JSON \
+         --markdown FILE` writes this file again from a run's JSON; the JSON (every figure, the first failed \
+         requests with their client, request number and error) goes to `target/bench/` \
+         unless `--json PATH`. The tool builds `baton` and `demo-app` (release) first; exit \
+         status: 0, or 1 if a baton run had failed requests, 2 if the tool itself failed.\n"
+    );
+
+    let _ = writeln!(o, "## Notes\n");
+    let _ = writeln!(
+        o,
+        "- Targets, same load: `demo-app` alone (no supervisor, no reloads: the baseline for \
+         `vs demo-app`, against the demo-app run under the same load nearest in time); baton with 1, 4 and 16 workers, shared socket and `--reuseport`; \
+         Server::Starter, nginx and HAProxy. Commands:"
+    );
+    let mut seen = Vec::new();
+    for r in &report.runs {
+        if !seen.contains(&r.target) {
+            seen.push(r.target.clone());
+            let _ = writeln!(o, "  - {}: `{}`", r.target, r.config.command(&report.env));
+        }
+    }
+    let _ = writeln!(
+        o,
+        "- The load generator is in the benchmark's own process (tokio, {} threads) on the same \
+         machine as the servers: every run shares the {} cores between load and server, so \
+         absolute req/s are low and the ratios are what compares.",
+        m.cpus.min(2),
+        m.cpus
+    );
+    let _ = writeln!(
+        o,
+        "- Failure kinds: `refused` (connect got ECONNREFUSED), `reset` (ECONNRESET/EPIPE), \
+         `eof` (connection closed before a complete response — on a reused keep-alive \
+         connection this is the idle-close race), `timeout`, `status-NNN` (not 200), \
+         `connect-error`, `bad-response`, `io-error`. A response with `Connection: close` is \
+         not a failure; the client reconnects for its next request."
+    );
+    let _ = writeln!(
+        o,
+        "- HUP → ready: baton's `generation serving` line; Server::Starter's `new worker is now \
+         running` (it sleeps its `--interval`, 1 s by default, after starting the new worker; the \
+         next HUP cuts that sleep short, hence about 500 ms at a HUP every 500 ms; it queues one \
+         reload per HUP); nginx: all new workers started; \
+         HAProxy: `Loading success.`. All lines are timestamped by the benchmark when they arrive on the \
+         supervisor's stderr pipe."
+    );
+    let _ = writeln!(
+        o,
+        "- nginx and HAProxy answer `GET /` themselves (`return 200` / `http-request return \
+         status 200`) and proxy `/sleep` to a demo-app for the in-flight scenario (so that \
+         scenario measures whether their reload cuts proxied in-flight requests). nginx: \
+         worker_processes {n}, reload by SIGHUP to the master (what `nginx -s reload` sends); HAProxy: \
+         master-worker, nbthread {n}, reload by SIGUSR2 to the master, default options \
+         (no `option idle-close-on-response`).",
+        n = crate::targets::PEER_WORKERS
+    );
+    if !report.env.sockets_from {
+        let _ = writeln!(
+            o,
+            "- This demo-app had no `--sockets-from`: Server::Starter ran it as `start_server \
+             --port 127.0.0.1:PORT=3 -- env LISTEN_FDS=1 demo-app` (the socket on fd 3, \
+             announced as systemd's LISTEN_FDS; `env` execs, so the worker is demo-app itself)."
+        );
+    }
+    for (name, conf) in peer_configs {
+        let _ = writeln!(
+            o,
+            "\n<details><summary>{name} config</summary>\n\n```\n{}```\n</details>",
+            conf
+        );
+    }
+    o
+}
