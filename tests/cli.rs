@@ -240,11 +240,7 @@ fn bad_input_gets_one_line_and_an_exit_code() {
             out.status.code()
         );
         assert_eq!(out.status.code(), Some(code), "{what}");
-        assert_eq!(
-            stderr.lines().filter(|l| l.starts_with("baton: ")).count(),
-            1,
-            "{what}"
-        );
+        assert_eq!(stderr.lines().count(), 1, "exactly one line: {what}");
         let line = stderr.lines().find(|l| l.starts_with("baton: ")).unwrap();
         assert!(
             line.contains(culprit),

@@ -514,3 +514,71 @@ fn a_term_during_start_up_drains_what_started() {
         );
     }
 }
+
+/// Starts baton with `signal` already pending and blocked, as if it had
+/// arrived before baton's handlers existed (pending signals and the mask
+/// survive `execve`): baton must neither die of it nor lose it.
+fn baton_with_a_pending_signal(signal: Signal, args: &[&str]) -> Baton {
+    use std::os::unix::process::CommandExt;
+    let mut cmd = Baton::command();
+    cmd.args(args);
+    let signo = signal as libc::c_int;
+    // SAFETY: runs in the forked child before exec and only calls the
+    // async-signal-safe sigemptyset, sigaddset, sigprocmask and raise on a
+    // sigset_t local to the closure.
+    unsafe {
+        cmd.pre_exec(move || {
+            let mut set: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut set);
+            libc::sigaddset(&mut set, signo);
+            if libc::sigprocmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) != 0
+                || libc::raise(signo) != 0
+            {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    Baton::start_with(cmd)
+}
+
+/// A HUP that arrives before baton's handlers exist (here: pending at exec)
+/// neither kills baton nor is lost: it becomes a reload once the first
+/// generation serves.
+#[test]
+fn a_hup_before_the_handlers_exist_becomes_a_reload() {
+    let baton = baton_with_a_pending_signal(
+        Signal::SIGHUP,
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--",
+            demo_app_bin().to_str().unwrap(),
+        ],
+    );
+    baton.wait_log("generation serving generation=1", LONG);
+    baton.wait_log("generation serving generation=2", LONG);
+    baton.wait_log("generation exited generation=1", LONG);
+    assert_eq!(baton.count_log("reload started"), 1);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let (status, body) = rt.block_on(get(baton.addr(), "/")).unwrap();
+    assert_eq!(status, 200);
+    assert!(body.starts_with("generation=2 "), "{body}");
+}
+
+/// Likewise a TERM: a graceful stop of what started, exit 0.
+#[test]
+fn a_term_before_the_handlers_exist_stops_gracefully() {
+    let mut baton = baton_with_a_pending_signal(
+        Signal::SIGTERM,
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--",
+            demo_app_bin().to_str().unwrap(),
+        ],
+    );
+    let status = baton.wait_exit(LONG);
+    assert_eq!(status.code(), Some(0), "{}", baton.lines().join("\n"));
+    baton.wait_log("stopped", LONG);
+}

@@ -16,6 +16,9 @@ fn main() -> ExitCode {
     {
         return baton::client::main(args);
     }
+    // Until the event loop's handlers exist, a HUP or TERM would kill baton
+    // (their default action): hold them pending, `run` lets them through.
+    baton::process::block_control_signals();
     let cli = match baton::Cli::try_parse_from(args) {
         Ok(cli) => cli,
         Err(e) => return baton::usage_error(e),

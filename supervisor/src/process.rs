@@ -98,3 +98,37 @@ pub fn orphans(known: &[Pid]) -> Vec<Pid> {
         .filter(|pid| !known.contains(pid))
         .collect()
 }
+
+/// The signals baton turns into events (HUP, TERM, INT, QUIT, CHLD), blocked
+/// in the calling thread. `main` calls it first thing, before the event loop's
+/// handlers exist: a HUP or TERM sent right after baton was started would
+/// otherwise take its default action and kill baton.
+pub fn block_control_signals() {
+    control_signal_mask(nix::sys::signal::SigmaskHow::SIG_BLOCK);
+}
+
+/// Undoes [`block_control_signals`] once the handlers are installed: what
+/// arrived in between is delivered now and becomes an event. Also undoes a
+/// mask inherited from baton's parent (pending signals survive `execve`, and
+/// so does a blocked SIGTERM or SIGCHLD, which would leave baton deaf to
+/// stops or to its workers' exits).
+pub fn unblock_control_signals() {
+    control_signal_mask(nix::sys::signal::SigmaskHow::SIG_UNBLOCK);
+}
+
+fn control_signal_mask(how: nix::sys::signal::SigmaskHow) {
+    use nix::sys::signal::SigSet;
+    let mut set = SigSet::empty();
+    for s in [
+        Signal::SIGHUP,
+        Signal::SIGTERM,
+        Signal::SIGINT,
+        Signal::SIGQUIT,
+        Signal::SIGCHLD,
+    ] {
+        set.add(s);
+    }
+    if let Err(e) = nix::sys::signal::pthread_sigmask(how, Some(&set), None) {
+        debug!(error = %e, "pthread_sigmask failed");
+    }
+}

@@ -35,11 +35,6 @@ use state::Supervisor;
 /// `inherited` are the sockets systemd passed ([`listeners::inherit_from_env`],
 /// which must run before anything, the runtime included, opens an fd).
 pub async fn run(config: Config, inherited: Vec<Listener>) -> Result<(), Error> {
-    info!(
-        pid = std::process::id(),
-        version = env!("CARGO_PKG_VERSION"),
-        "baton starting"
-    );
     // Orphans of workers (their children that outlive them) are ours to reap.
     crate::process::become_subreaper();
     // The user's mistakes first, before anything is bound or started.
@@ -56,6 +51,12 @@ pub async fn run(config: Config, inherited: Vec<Listener>) -> Result<(), Error> 
     if listeners.is_empty() {
         return Err(ConfigError::NoListeners.into());
     }
+    // Only now: a mistake above gets its one error line and nothing else.
+    info!(
+        pid = std::process::id(),
+        version = env!("CARGO_PKG_VERSION"),
+        "baton starting"
+    );
     for (i, l) in listeners.iter().enumerate() {
         info!(
             name = %l.name,
@@ -79,6 +80,8 @@ pub async fn run(config: Config, inherited: Vec<Listener>) -> Result<(), Error> 
     let mut int = sig(SignalKind::interrupt())?;
     let mut quit = sig(SignalKind::quit())?;
     let mut chld = sig(SignalKind::child())?;
+    // The handlers exist: what arrived since `main` blocked it is delivered.
+    crate::process::unblock_control_signals();
 
     let control = bind_control(&config, &listeners)?;
     let (commands_tx, mut commands) = mpsc::channel::<Command>(64);
