@@ -1054,3 +1054,50 @@ fn unix_socket_file_of_a_live_server_is_an_error() {
     let _client = UnixStream::connect(&sock).expect("the live server still answers");
     let (_conn, _) = live.accept().expect("and it is the live server");
 }
+
+/// SO_REUSEPORT would let a second baton (or any process of the same uid)
+/// join the first one's group, take a share of its connections and reset
+/// what is queued on its sockets when it exits: in `--reuseport` mode an
+/// address that anything holds is "in use", for TCP and UDP, and the first
+/// baton keeps every connection.
+#[test]
+fn reuseport_refuses_an_address_another_group_holds() {
+    let first = Baton::start(&[
+        "--reuseport",
+        "--workers",
+        "2",
+        "--listen",
+        "web=127.0.0.1:0",
+        "--listen",
+        "dns=udp://127.0.0.1:0",
+        "--",
+        &demo(),
+    ]);
+    first.wait_log_count("worker ready generation=1", 2, LONG);
+    let held = first.listeners(2);
+    let tcp = held[0].1.clone();
+    let udp = held[1].1.clone();
+    assert!(udp.starts_with("udp://"), "{held:?}");
+    for addr in [&tcp, &udp] {
+        let mut second = Baton::start(&["--reuseport", "--listen", addr, "--", &demo()]);
+        let line = second.wait_log("baton: ", LONG);
+        let status = second.wait_exit(LONG);
+        assert_eq!(
+            status.code(),
+            Some(1),
+            "{addr}: exited with {status}: {line}"
+        );
+        assert!(line.contains(addr.trim_start_matches("udp://")), "{line}");
+        assert!(second.workers().is_empty(), "no worker may start: {line}");
+    }
+    // Every connection still lands on the first baton's workers.
+    let first_pids: BTreeSet<i32> = first.workers().iter().map(|w| w.pid).collect();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    for _ in 0..20 {
+        let (_, pid) = answer(&rt, tcp.parse().unwrap());
+        assert!(
+            first_pids.contains(&pid),
+            "answered by {pid}, not {first_pids:?}"
+        );
+    }
+}

@@ -108,6 +108,9 @@ fn bind(spec: &ListenSpec, opts: &BindOptions) -> io::Result<Listener> {
                 Kind::Udp
             };
             let count = opts.reuseport_slots.unwrap_or(1);
+            if opts.reuseport_slots.is_some() && addr.port() != 0 {
+                refuse_a_taken_port(kind, *addr)?;
+            }
             let mut sockets = Vec::with_capacity(count);
             let mut bound = *addr;
             for _ in 0..count {
@@ -162,11 +165,32 @@ fn bind(spec: &ListenSpec, opts: &BindOptions) -> io::Result<Listener> {
     }
 }
 
-fn inet_socket(kind: Kind, addr: std::net::SocketAddr, opts: &BindOptions) -> io::Result<Socket> {
-    let (ty, proto) = match kind {
+/// SO_REUSEPORT lets any process of the same uid join a group: a second
+/// baton (or the app started by hand) on the same address would bind
+/// happily, take a share of the connections, and reset what is queued on
+/// its sockets when it exits. A probe bound without SO_REUSEPORT fails with
+/// EADDRINUSE if anything holds the address, reuseport group or not; it is
+/// closed before the group binds. (TCP: with SO_REUSEADDR, so that a
+/// previous run's TIME_WAIT connections do not count; a listener still
+/// does. UDP: without it, since SO_REUSEADDR would let it share the port.)
+fn refuse_a_taken_port(kind: Kind, addr: std::net::SocketAddr) -> io::Result<()> {
+    let (ty, proto) = socket_type(kind);
+    let probe = Socket::new(Domain::for_address(addr), ty, Some(proto))?;
+    if kind == Kind::Tcp {
+        probe.set_reuse_address(true)?;
+    }
+    probe.bind(&SockAddr::from(addr))
+}
+
+fn socket_type(kind: Kind) -> (Type, Protocol) {
+    match kind {
         Kind::Udp => (Type::DGRAM, Protocol::UDP),
         _ => (Type::STREAM, Protocol::TCP),
-    };
+    }
+}
+
+fn inet_socket(kind: Kind, addr: std::net::SocketAddr, opts: &BindOptions) -> io::Result<Socket> {
+    let (ty, proto) = socket_type(kind);
     let socket = Socket::new(Domain::for_address(addr), ty, Some(proto))?;
     // Lets a restarted baton bind while old connections sit in TIME_WAIT.
     socket.set_reuse_address(true)?;
