@@ -219,7 +219,7 @@ fn raw(path: &Path, bytes: &[u8]) -> String {
 fn garbage_and_silent_clients_change_nothing_and_block_no_one() {
     let s = Setup::start(&[], "");
     // Says nothing, holds its connection.
-    let _silent = UnixStream::connect(s.control()).unwrap();
+    let silent = UnixStream::connect(s.control()).unwrap();
     let answer = raw(&s.control(), b"\x00\xffnot json\n");
     assert!(
         answer.contains("\"ok\":false") && answer.contains("invalid request"),
@@ -235,6 +235,15 @@ fn garbage_and_silent_clients_change_nothing_and_block_no_one() {
     let (code, out, err) = run(s.client(&["status"]));
     assert_eq!(code, Some(0), "{err}");
     assert!(out.contains("generation 1  serving"), "{out}");
+    // ... and still waits: baton has not given up on it (it would close it
+    // after 5 s without a request). Had baton served one client at a time,
+    // everything above would have waited for that close.
+    silent.set_nonblocking(true).unwrap();
+    let mut byte = [0u8; 1];
+    match (&silent).read(&mut byte) {
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+        other => panic!("the silent client's connection ended early: {other:?}"),
+    }
     assert_eq!(s.baton.count_log("reload started"), 0);
     assert_eq!(s.baton.count_log("stopping"), 0);
 }

@@ -30,6 +30,8 @@ use crate::status::Status;
 pub const MAX_REQUEST: usize = 4096;
 /// How long a client may take to send its request.
 const READ_TIMEOUT: Duration = Duration::from_secs(5);
+/// What is read and dropped after refusing a request (see `refuse`).
+const DRAIN_LIMIT: u64 = 1 << 20;
 
 #[derive(Debug, Serialize, PartialEq, Eq)]
 #[serde(tag = "command", rename_all = "lowercase")]
@@ -213,24 +215,21 @@ async fn handle(stream: UnixStream, own_uid: u32, commands: mpsc::Sender<Command
             return;
         }
     };
-    let (read, mut write) = stream.into_split();
+    let (mut read, mut write) = stream.into_split();
     if uid != 0 && uid != own_uid {
         warn!(
             uid,
             "control request refused: uid is neither root nor baton's"
         );
-        let _ = send(
-            &mut write,
-            &Reply::error(format!("permission denied for uid {uid}")),
-        )
-        .await;
+        let reply = Reply::error(format!("permission denied for uid {uid}"));
+        refuse(read, write, &reply).await;
         return;
     }
-    let request = match read_request(read).await {
+    let request = match read_request(&mut read).await {
         Ok(r) => r,
         Err(e) => {
             debug!(error = %e, "bad control request");
-            let _ = send(&mut write, &Reply::error(e)).await;
+            refuse(read, write, &Reply::error(e)).await;
             return;
         }
     };
@@ -253,7 +252,29 @@ async fn handle(stream: UnixStream, own_uid: u32, commands: mpsc::Sender<Command
     }
 }
 
-async fn read_request(read: tokio::net::unix::OwnedReadHalf) -> Result<Request, String> {
+/// Replies with an error and closes without a reset: closing a socket with
+/// unread data queued (the rest of an oversized request) makes the kernel
+/// send RST, which can destroy the reply before the client has read it. So:
+/// the reply, then FIN, then what the client still sends is read and
+/// dropped (bounded in bytes and time) until it closes its end.
+async fn refuse(
+    mut read: tokio::net::unix::OwnedReadHalf,
+    mut write: tokio::net::unix::OwnedWriteHalf,
+    reply: &Reply,
+) {
+    if send(&mut write, reply).await.is_err() {
+        return;
+    }
+    let _ = write.shutdown().await;
+    let mut rest = (&mut read).take(DRAIN_LIMIT);
+    let _ = tokio::time::timeout(
+        READ_TIMEOUT,
+        tokio::io::copy(&mut rest, &mut tokio::io::sink()),
+    )
+    .await;
+}
+
+async fn read_request(read: &mut tokio::net::unix::OwnedReadHalf) -> Result<Request, String> {
     let mut line = Vec::new();
     let mut reader = BufReader::new(read).take(MAX_REQUEST as u64 + 1);
     let n = tokio::time::timeout(READ_TIMEOUT, reader.read_until(b'\n', &mut line))
