@@ -164,7 +164,7 @@ fn signal_group_drains_a_workers_own_children() {
         "app",
         &format!("sleep 300 &\nexec {}", demo_app_bin().display()),
     );
-    let baton = Baton::start(&[
+    let mut baton = Baton::start(&[
         "--listen",
         "127.0.0.1:0",
         "--signal-group",
@@ -180,6 +180,13 @@ fn signal_group_drains_a_workers_own_children() {
         !pid_alive(helper)
     });
     baton.wait_log("generation exited generation=1", LONG);
+    // A stop reaches generation 2's own child the same way.
+    let helper = wait_for_child_of(baton.generation_workers(2)[0].pid, "sleep 300");
+    baton.signal(Signal::SIGTERM);
+    assert_eq!(baton.wait_exit(LONG).code(), Some(0));
+    wait_until(LONG, "generation 2's own child is gone", || {
+        !pid_alive(helper)
+    });
 }
 
 fn wait_for_child_of(parent: i32, cmd: &str) -> i32 {
@@ -273,6 +280,7 @@ def drain(*_):
     time.sleep(0.2)
     os._exit(0)
 signal.signal(signal.SIGTERM, drain)
+say(b"READY=1\nX=" + b"x" * 5000)
 say(b"READY=1")
 say(b"READY=1\nMAINPID=1")
 say(bytes(range(256)))
@@ -311,18 +319,96 @@ while True:
     // Still one serving generation and no second one; baton is fine.
     assert_eq!(baton.count_log("generation serving"), 1);
     assert_eq!(baton.count_log("stopping"), 0);
-    let warnings = baton.count_log(" ignored");
+    let warnings = baton.count_log("notify message from a pid that is not a worker ignored");
     assert!(
-        warnings <= 3,
+        warnings <= 2,
         "{warnings} warnings for 300+ hostile datagrams:\n{}",
         baton.lines().join("\n")
     );
 
+    // The worker's own oddities were each seen and ignored.
+    for why in [
+        "oversized message ignored",
+        "repeated READY=1 ignored",
+        "MAINPID= from a worker ignored",
+    ] {
+        baton.wait_log(why, LONG);
+    }
+
     // READY=1 after the drain began changes nothing either.
     baton.hup();
     baton.wait_log("generation serving generation=2", LONG);
+    baton.wait_log("READY=1 after the drain began ignored", LONG);
     baton.wait_log("generation exited generation=1", LONG);
     assert_eq!(baton.count_log("generation serving"), 2);
+}
+
+/// A stranger's READY=1 cannot promote a starting generation: generation 2
+/// never says READY=1 itself, a process that is not a worker floods the
+/// notify socket with READY=1 while it starts, and the reload still fails
+/// at the readiness timeout with generation 1 serving every request.
+#[test]
+fn a_strangers_ready_cannot_promote_a_starting_generation() {
+    let dir = TempDir::new();
+    let app = script(
+        &dir,
+        "app.sh",
+        &format!(
+            "if [ \"$BATON_GENERATION\" = 1 ]; then exec {demo}; else exec {demo} --no-ready; fi",
+            demo = demo_app_bin().display()
+        ),
+    );
+    let mut baton = Baton::start(&[
+        "--listen",
+        "127.0.0.1:0",
+        "--workers",
+        "2",
+        "--ready-timeout",
+        "3s",
+        "--",
+        app.to_str().unwrap(),
+    ]);
+    baton.wait_log("generation serving generation=1", LONG);
+    let pid = baton.generation_workers(1)[0].pid;
+    let env = std::fs::read_to_string(format!("/proc/{pid}/environ")).unwrap();
+    let notify = env
+        .split('\0')
+        .find_map(|kv| kv.strip_prefix("NOTIFY_SOCKET="))
+        .unwrap()
+        .to_string();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let load = Load::start(rt.handle(), baton.addr(), light_load());
+
+    baton.hup();
+    baton.wait_log_count("worker spawned generation=2", 2, LONG);
+    let stranger = UnixDatagram::unbound().unwrap();
+    // Until the reload's outcome is logged (bounded: the timeout is 3 s).
+    wait_until(LONG, "the reload's outcome is logged", || {
+        let _ = stranger.send_to(b"READY=1", &notify);
+        let _ = stranger.send_to(b"READY=1\nSTATUS=serving", &notify);
+        baton.count_log("reload failed") > 0
+    });
+    let failed = baton.wait_log("reload failed", LONG);
+    assert!(failed.contains("generation=2"), "{failed}");
+    assert_eq!(baton.count_log("generation serving generation=2"), 0);
+    assert_eq!(baton.count_log("worker ready generation=2"), 0);
+    baton.wait_log(
+        "notify message from a pid that is not a worker ignored",
+        LONG,
+    );
+    let report = rt.block_on(load.finish());
+    println!("{report}");
+    assert_eq!(
+        report.errors(),
+        0,
+        "failed requests: {:?}",
+        report.first_errors
+    );
+    let (status, body) = rt.block_on(get(baton.addr(), "/")).unwrap();
+    assert_eq!(status, 200);
+    assert!(body.starts_with("generation=1 "), "{body}");
+    baton.signal(Signal::SIGTERM);
+    assert_eq!(baton.wait_exit(LONG).code(), Some(0));
 }
 
 /// EMFILE: with baton's fd limit at what it holds, a reload fails cleanly
@@ -398,7 +484,10 @@ fn a_reload_whose_fork_fails_fails_cleanly() {
             ok
         })
     else {
-        println!("SKIP: no writable cgroup with the pids controller (not root?)");
+        baton_e2e::skip(
+            "a_reload_whose_fork_fails_fails_cleanly",
+            "no writable cgroup with the pids controller (not root?)",
+        );
         return;
     };
     let cg = root.join(format!("baton-test-{}", std::process::id()));
@@ -430,7 +519,10 @@ fn a_reload_whose_fork_fails_fails_cleanly() {
     let worker = baton.generation_workers(1)[0].pid;
     for pid in [baton.pid(), worker] {
         if std::fs::write(cg.0.join("cgroup.procs"), pid.to_string()).is_err() {
-            println!("SKIP: cannot move processes into {}", cg.0.display());
+            baton_e2e::skip(
+                "a_reload_whose_fork_fails_fails_cleanly",
+                &format!("cannot move processes into {}", cg.0.display()),
+            );
             return;
         }
     }

@@ -19,7 +19,10 @@ const LONG: Duration = Duration::from_secs(60);
 #[test]
 fn baton_as_pid_1_reaps_orphans_and_stops_on_sigterm() {
     if !nix::unistd::geteuid().is_root() {
-        println!("SKIP: creating a pid namespace needs root");
+        baton_e2e::skip(
+            "baton_as_pid_1_reaps_orphans_and_stops_on_sigterm",
+            "creating a pid namespace needs root",
+        );
         return;
     }
     let dir = TempDir::new();

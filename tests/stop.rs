@@ -1,5 +1,6 @@
-//! Stopping: SIGTERM drains every worker (in-flight requests complete) and
-//! baton exits 0; SIGQUIT kills at once.
+//! Stopping: SIGTERM and SIGINT drain every worker (in-flight requests
+//! complete) and baton exits 0; SIGQUIT kills at once. `--drain-signal`
+//! is what the workers get.
 
 use std::time::Duration;
 
@@ -10,6 +11,15 @@ const LONG: Duration = Duration::from_secs(60);
 
 #[test]
 fn sigterm_drains_every_worker_and_exits_0() {
+    graceful_stop(Signal::SIGTERM);
+}
+
+#[test]
+fn sigint_drains_every_worker_and_exits_0() {
+    graceful_stop(Signal::SIGINT);
+}
+
+fn graceful_stop(signal: Signal) {
     let mut baton = Baton::start(&[
         "--listen",
         "127.0.0.1:0",
@@ -30,9 +40,10 @@ fn sigterm_drains_every_worker_and_exits_0() {
     let (status, _) = rt.block_on(get(addr, "/healthz")).unwrap();
     assert_eq!(status, 200);
 
-    baton.signal(Signal::SIGTERM);
+    baton.signal(signal);
     let status = baton.wait_exit(LONG);
     assert_eq!(status.code(), Some(0), "baton exit status {status:?}");
+    baton.wait_log(&format!("stopping signal={}", signal.as_str()), LONG);
     for handle in inflight {
         let resp = rt
             .block_on(handle)
@@ -79,4 +90,36 @@ fn sigquit_kills_every_worker_at_once() {
         assert!(exited.contains("SIGKILL"), "{exited}");
     }
     assert!(child_zombies(pid).is_empty());
+}
+
+/// `--drain-signal USR1`: old workers get USR1 on a reload and on a stop,
+/// never TERM. The worker exits 0 on USR1 and 3 on TERM, so its exit
+/// status tells which one it got.
+#[test]
+fn drain_signal_is_what_workers_get() {
+    let dir = baton_e2e::TempDir::new();
+    let app = dir.join("app.sh");
+    baton_e2e::write_script(
+        &app,
+        "trap 'exit 0' USR1\ntrap 'exit 3' TERM\nwhile :; do sleep 0.1 & wait $!; done",
+    );
+    let mut baton = Baton::start(&[
+        "--listen",
+        "127.0.0.1:0",
+        "--ready-after",
+        "200ms",
+        "--drain-signal",
+        "USR1",
+        "--",
+        app.to_str().unwrap(),
+    ]);
+    baton.wait_log("generation serving generation=1", LONG);
+    baton.hup();
+    baton.wait_log("generation serving generation=2", LONG);
+    let exited = baton.wait_log("worker exited generation=1", LONG);
+    assert!(exited.contains("exited 0"), "USR1, not TERM: {exited}");
+    baton.signal(Signal::SIGTERM);
+    assert_eq!(baton.wait_exit(LONG).code(), Some(0));
+    let exited = baton.wait_log("worker exited generation=2", LONG);
+    assert!(exited.contains("exited 0"), "USR1 on stop too: {exited}");
 }

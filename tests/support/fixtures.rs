@@ -25,3 +25,14 @@ pub fn write_script(path: &Path, body: &str) {
     std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o755)).unwrap();
     std::fs::rename(&tmp, path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
 }
+
+/// A test that cannot run on this machine (no root, no writable cgroup…)
+/// says so and returns; where the tests must all run (CI, or
+/// `BATON_REQUIRE_SYSTEMD=1`: see [`crate::systemd::required`]) that is a
+/// failure instead, so a missing capability cannot pass CI by skipping.
+pub fn skip(test: &str, why: &str) {
+    if crate::systemd::required() {
+        panic!("{test} must run here (CI or BATON_REQUIRE_SYSTEMD is set), but {why}");
+    }
+    println!("SKIP {test}: {why}");
+}

@@ -34,10 +34,12 @@ pub mod tempdir;
 pub mod wait;
 
 pub use bins::{baton_bin, demo_app_bin, workspace_root};
-pub use fixtures::{runtime, write_script};
+pub use fixtures::{runtime, skip, write_script};
 pub use http::{get, request, Conn, ErrorKind, RequestError, Response};
 pub use load::{Load, LoadConfig, Mode, ModeStats, Report};
 pub use process::{field, Baton, DemoApp, Proc, WorkerInfo};
-pub use procfs::{child_zombies, cmdline, fd_count, fd_targets, pid_alive, proc_state};
+pub use procfs::{
+    child_zombies, cmdline, fd_count, fd_targets, group_members, pid_alive, proc_state,
+};
 pub use tempdir::TempDir;
 pub use wait::wait_until;

@@ -17,7 +17,7 @@ use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
 use crate::bins::{baton_bin, demo_app_bin};
-use crate::procfs::{cmdline, pid_alive};
+use crate::procfs::{cmdline, group_members, pid_alive};
 
 /// The value of `key=` in a `key=value` log line (surrounding double quotes
 /// removed), e.g. `field(line, "addr")`.
@@ -425,6 +425,28 @@ impl Drop for Baton {
                     worker.pid
                 );
                 let _ = kill(Pid::from_raw(worker.pid), Signal::SIGKILL);
+            }
+        }
+        // What a worker started (in its process group, which baton made
+        // with the worker's pid as its id) outlives it. Only once no process
+        // has the worker's pid: then the group's members are the worker's
+        // own leftovers, since the kernel gives out no pid that is still a
+        // process group's id.
+        for worker in self.workers() {
+            let gone = || !std::path::Path::new(&format!("/proc/{}", worker.pid)).exists();
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while !gone() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            if gone() {
+                for pid in group_members(worker.pid) {
+                    eprintln!(
+                        "[baton {}] killing pid={pid} left in worker pid={}'s process group",
+                        self.pid(),
+                        worker.pid
+                    );
+                    let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+                }
             }
         }
     }

@@ -68,3 +68,25 @@ pub fn child_zombies(pid: i32) -> Vec<i32> {
     zombies.sort();
     zombies
 }
+
+/// The live processes whose process group is `pgid`.
+pub fn group_members(pgid: i32) -> Vec<i32> {
+    let Ok(dir) = fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|&pid| {
+            let Ok(stat) = fs::read_to_string(format!("/proc/{pid}/stat")) else {
+                return false;
+            };
+            let Some(close) = stat.rfind(')') else {
+                return false;
+            };
+            // After the command: state, ppid, pgrp.
+            let mut fields = stat[close + 1..].split_whitespace();
+            let state = fields.next().and_then(|s| s.chars().next());
+            let pgrp = fields.nth(1).and_then(|g| g.parse::<i32>().ok());
+            pgrp == Some(pgid) && !matches!(state, Some('Z' | 'X'))
+        })
+        .collect()
+}
