@@ -679,7 +679,14 @@ fn systemd_sockets_are_adopted_and_passed_on_unchanged() {
     cmd.arg("-c")
         .arg(r#"LISTEN_PID=$$ exec "$0" "$@""#)
         .arg(baton_bin())
-        .args(["--workers", "2", "--", &demo()])
+        .args([
+            "--workers",
+            "2",
+            "--listen",
+            "extra=127.0.0.1:0",
+            "--",
+            &demo(),
+        ])
         .env("LISTEN_FDS", "2")
         .env("LISTEN_FDNAMES", "web:dns")
         .env_remove("LISTEN_PID");
@@ -690,16 +697,19 @@ fn systemd_sockets_are_adopted_and_passed_on_unchanged() {
         cmd.pre_exec(move || place_fds(fds));
     }
     let baton = Baton::start_with(cmd);
-    let lines = listening_lines(&baton, 2);
-    for (line, (name, addr, kind, fd)) in lines.iter().zip([
-        ("web", tcp_addr.to_string(), "tcp", "3"),
-        ("dns", format!("udp://{udp_addr}"), "udp", "4"),
+    // systemd's sockets first, in its order, then the one `--listen` adds.
+    let lines = listening_lines(&baton, 3);
+    let extra_addr: SocketAddr = field(&lines[2], "addr").unwrap().parse().unwrap();
+    for (line, (name, addr, kind, fd, inherited)) in lines.iter().zip([
+        ("web", tcp_addr.to_string(), "tcp", "3", "true"),
+        ("dns", format!("udp://{udp_addr}"), "udp", "4", "true"),
+        ("extra", extra_addr.to_string(), "tcp", "5", "false"),
     ]) {
         assert_eq!(field(line, "name"), Some(name), "{line}");
         assert_eq!(field(line, "addr"), Some(addr.as_str()), "{line}");
         assert_eq!(field(line, "kind"), Some(kind), "{line}");
         assert_eq!(field(line, "fd"), Some(fd), "{line}");
-        assert_eq!(field(line, "inherited"), Some("true"), "{line}");
+        assert_eq!(field(line, "inherited"), Some(inherited), "{line}");
     }
     baton.wait_log("generation serving generation=1", LONG);
     let rt = baton_e2e::runtime();
@@ -710,11 +720,15 @@ fn systemd_sockets_are_adopted_and_passed_on_unchanged() {
             baton.wait_log("generation serving generation=2", LONG);
         }
         wait_generation("GET / on web", generation, || answer(&rt, tcp_addr).0);
+        wait_generation("GET / on extra", generation, || answer(&rt, extra_addr).0);
         let reply = wait_udp_generation(udp_addr, generation);
         assert!(reply.starts_with("probe generation="), "{reply:?}");
         for w in baton.generation_workers(generation) {
-            assert_eq!(env_var(w.pid, "LISTEN_FDNAMES").as_deref(), Some("web:dns"));
-            assert_eq!(env_var(w.pid, "LISTEN_FDS").as_deref(), Some("2"));
+            assert_eq!(
+                env_var(w.pid, "LISTEN_FDNAMES").as_deref(),
+                Some("web:dns:extra")
+            );
+            assert_eq!(env_var(w.pid, "LISTEN_FDS").as_deref(), Some("3"));
             assert_eq!(
                 env_var(w.pid, "LISTEN_PID"),
                 Some(w.pid.to_string()),
@@ -726,6 +740,39 @@ fn systemd_sockets_are_adopted_and_passed_on_unchanged() {
     }
     println!(
         "socket activation: web={tcp_addr} dns=udp://{udp_addr} served by generations 1 and 2"
+    );
+}
+
+/// A socket systemd passes must be one baton can hand to workers: a TCP
+/// socket that is not listening (a `.socket` unit with `Accept=yes`, or a
+/// stray fd) is refused with one line naming it, before any worker starts.
+#[test]
+fn a_passed_socket_that_is_not_listening_is_refused() {
+    // A connected TCP socket: a stream socket that accepts nothing.
+    let server = TcpListener::bind("127.0.0.1:0").unwrap();
+    let bound = std::net::TcpStream::connect(server.local_addr().unwrap()).unwrap();
+    let udp = StdUdpSocket::bind("127.0.0.1:0").unwrap();
+    let fds = [bound.as_raw_fd(), udp.as_raw_fd()];
+    let mut cmd = Command::new("sh");
+    cmd.arg("-c")
+        .arg(r#"LISTEN_PID=$$ exec "$0" "$@""#)
+        .arg(baton_bin())
+        .args(["--", &demo()])
+        .env("LISTEN_FDS", "2")
+        .env("LISTEN_FDNAMES", "web:dns")
+        .env_remove("LISTEN_PID");
+    // SAFETY: as in the test above: `place_fds` is async-signal-safe and the
+    // sockets stay open in this process for the whole spawn.
+    unsafe {
+        cmd.pre_exec(move || place_fds(fds));
+    }
+    let out = cmd.output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.contains("fd 3") && stderr.contains("listening"),
+        "names the fd and what is wrong: {stderr}"
     );
 }
 
