@@ -32,6 +32,10 @@ pub enum ClientCommand {
     Reload {
         #[command(flatten)]
         target: Target,
+        /// Workers of the new generation, and of every later one until changed
+        /// again (default: keep the current count).
+        #[arg(long, value_name = "N", value_parser = parse_workers)]
+        workers: Option<usize>,
         /// How long to wait for the outcome.
         #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = parse_duration)]
         timeout: Duration,
@@ -89,9 +93,13 @@ type Failure = (u8, String);
 
 fn run(command: ClientCommand) -> Result<(), Failure> {
     match command {
-        ClientCommand::Reload { target, timeout } => {
+        ClientCommand::Reload {
+            target,
+            workers,
+            timeout,
+        } => {
             let started = Instant::now();
-            let (reply, _) = request(&target, Request::Reload, timeout)?;
+            let (reply, _) = request(&target, Request::Reload { workers }, timeout)?;
             let took = humantime::format_duration(Duration::from_millis(
                 started.elapsed().as_millis() as u64,
             ));
@@ -104,8 +112,12 @@ fn run(command: ClientCommand) -> Result<(), Failure> {
             }
             if reply.ok {
                 let pids: Vec<String> = reply.pids.iter().map(|p| p.to_string()).collect();
+                // A baton from before worker counts could change sends none.
+                let count = reply.workers.map_or_else(String::new, |n| {
+                    format!(", {n} worker{}", if n == 1 { "" } else { "s" })
+                });
                 println!(
-                    "generation {generation} serving (pids {}) after {took}",
+                    "generation {generation} serving (pids {}) after {took}{count}",
                     pids.join(" ")
                 );
                 Ok(())
@@ -171,6 +183,15 @@ fn run(command: ClientCommand) -> Result<(), Failure> {
                 }
             }
         }
+    }
+}
+
+/// `--workers N`: a count of at least 1.
+fn parse_workers(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(0) => Err("must be at least 1".to_string()),
+        Ok(n) => Ok(n),
+        Err(_) => Err(format!("{s:?} is not a number of workers")),
     }
 }
 

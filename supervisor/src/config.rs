@@ -35,6 +35,7 @@ pub struct Cli {
 
     /// One SO_REUSEPORT socket per worker slot for every TCP/UDP listener:
     /// the kernel spreads connections across workers, no thundering herd.
+    /// Sockets are never closed: with fewer workers, each serves several.
     #[arg(long)]
     pub reuseport: bool,
 
@@ -60,7 +61,8 @@ pub struct Cli {
     #[arg(long)]
     pub no_compat_env: bool,
 
-    /// Worker processes per generation.
+    /// Worker processes per generation (`baton reload --workers N` changes it
+    /// for the next generations).
     #[arg(long, value_name = "N", default_value = "1")]
     pub workers: usize,
 

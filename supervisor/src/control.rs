@@ -3,7 +3,8 @@
 //!
 //! Protocol: a unix stream socket (mode 0600, peers checked with
 //! SO_PEERCRED: root or baton's own uid only). The client sends one JSON
-//! line, `{"command":"reload"|"status"|"stop"}`; baton answers one JSON line
+//! line, `{"command":"reload"|"status"|"stop"}` (a reload may add
+//! `"workers": N`, the new generation's count); baton answers one JSON line
 //! ([`Reply`]). For `reload` the answer comes when the reload that covers the
 //! request has finished. For `stop`, baton answers at once and keeps the
 //! connection open until it exits, so the client's EOF means "stopped".
@@ -36,24 +37,48 @@ const DRAIN_LIMIT: u64 = 1 << 20;
 #[derive(Debug, Serialize, PartialEq, Eq)]
 #[serde(tag = "command", rename_all = "lowercase")]
 pub enum Request {
-    Reload,
+    Reload {
+        /// The worker count of the new generation and those after it;
+        /// `None` keeps the current count.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        workers: Option<usize>,
+    },
     Status,
     Stop,
 }
 
 impl Request {
-    /// Exactly `{"command": NAME}`: anything else is refused rather than
-    /// half-understood (serde's `deny_unknown_fields` does not apply to
-    /// internally tagged enums).
+    /// Exactly `{"command": NAME}`, or `{"command": "reload", "workers": N}`
+    /// with N ≥ 1: anything else is refused rather than half-understood
+    /// (serde's `deny_unknown_fields` does not apply to internally tagged
+    /// enums).
     pub fn parse(line: &[u8]) -> Result<Request, String> {
         let value: serde_json::Value =
             serde_json::from_slice(line).map_err(|e| format!("invalid request: {e}"))?;
         let obj = value
             .as_object()
-            .filter(|o| o.len() == 1)
+            .filter(|o| o.contains_key("command"))
             .ok_or("invalid request: expected {\"command\": \"reload|status|stop\"}")?;
-        match obj.get("command").and_then(|c| c.as_str()) {
-            Some("reload") => Ok(Request::Reload),
+        let command = obj.get("command").and_then(|c| c.as_str());
+        let workers = match (command, obj.get("workers")) {
+            (_, None) => None,
+            (Some("reload"), Some(n)) => Some(
+                n.as_u64()
+                    .filter(|&n| n >= 1)
+                    .and_then(|n| usize::try_from(n).ok())
+                    .ok_or_else(|| {
+                        format!("invalid request: workers must be at least 1, not {n}")
+                    })?,
+            ),
+            (_, Some(_)) => {
+                return Err("invalid request: only reload takes workers".to_string());
+            }
+        };
+        if obj.len() != 1 + usize::from(workers.is_some()) {
+            return Err("invalid request: unknown field".to_string());
+        }
+        match command {
+            Some("reload") => Ok(Request::Reload { workers }),
             Some("status") => Ok(Request::Status),
             Some("stop") => Ok(Request::Stop),
             _ => Err("invalid request: command must be reload, status or stop".to_string()),
@@ -76,6 +101,9 @@ pub struct Reply {
     /// reload: the new workers' pids.
     #[serde(skip_serializing_if = "Vec::is_empty", default)]
     pub pids: Vec<i32>,
+    /// reload: the new generation's worker count.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub workers: Option<usize>,
     /// reload: from the request to the outcome.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub took_ms: Option<u64>,
@@ -303,11 +331,29 @@ mod tests {
     #[test]
     fn requests_parse_strictly() {
         let ok = |s: &str| Request::parse(s.as_bytes());
-        assert_eq!(ok(r#"{"command":"reload"}"#).unwrap(), Request::Reload);
+        assert_eq!(
+            ok(r#"{"command":"reload"}"#).unwrap(),
+            Request::Reload { workers: None }
+        );
+        assert_eq!(
+            ok(r#"{"command":"reload","workers":3}"#).unwrap(),
+            Request::Reload { workers: Some(3) }
+        );
         assert_eq!(ok(r#"{"command":"status"}"#).unwrap(), Request::Status);
         assert!(ok(r#"{"command":"rm -rf"}"#).is_err());
         assert!(ok(r#"{"command":"reload","x":1}"#).is_err());
+        assert!(ok(r#"{"command":"reload","workers":3,"x":1}"#).is_err());
+        for bad in ["0", "-1", "1.5", "\"3\"", "null"] {
+            let line = format!(r#"{{"command":"reload","workers":{bad}}}"#);
+            assert!(ok(&line).is_err(), "{line} accepted");
+        }
+        assert!(ok(r#"{"command":"status","workers":3}"#).is_err());
         assert!(ok("garbage").is_err());
+        // What the client sends is what the server parses.
+        let sent = serde_json::to_string(&Request::Reload { workers: Some(2) }).unwrap();
+        assert_eq!(ok(&sent).unwrap(), Request::Reload { workers: Some(2) });
+        let sent = serde_json::to_string(&Request::Reload { workers: None }).unwrap();
+        assert_eq!(sent, r#"{"command":"reload"}"#);
     }
 
     #[test]

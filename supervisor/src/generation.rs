@@ -94,6 +94,9 @@ pub struct Worker {
 #[derive(Debug)]
 pub struct Generation {
     pub id: u64,
+    /// How many workers it runs (slots 0..count), fixed for its life: a
+    /// respawned worker gets the sockets of its slot in a pool of this size.
+    pub count: usize,
     state: GenState,
     /// When `state` last changed.
     pub changed: Instant,
@@ -149,9 +152,10 @@ pub fn backoff(quick_deaths: u32) -> Duration {
 }
 
 impl Generation {
-    pub fn new(id: u64, now: Instant) -> Generation {
+    pub fn new(id: u64, count: usize, now: Instant) -> Generation {
         Generation {
             id,
+            count,
             state: GenState::Starting { since: now },
             changed: now,
             workers: Vec::new(),
@@ -229,7 +233,7 @@ mod tests {
     #[test]
     fn deadlines() {
         let now = Instant::now();
-        let mut g = Generation::new(1, now);
+        let mut g = Generation::new(1, 1, now);
         // A pid that cannot exist: pidfd_open fails, nothing is signalled.
         g.workers.push(Worker::new(
             0,

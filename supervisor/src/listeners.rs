@@ -5,13 +5,24 @@
 //! connection.
 //!
 //! In `--reuseport` mode every TCP/UDP listener is one SO_REUSEPORT socket
-//! per worker slot. Slot i of every generation gets socket i, so the
-//! kernel's reuseport group never changes: closing a member would reset the
-//! connections queued on it and reshuffle the hash → socket mapping (UDP
-//! flows would move), which is why baton never closes one while it runs.
+//! per worker slot, S of them, S being the largest worker count any
+//! generation has had. Closing a member would reset the connections queued
+//! on it and reshuffle the hash → socket mapping (UDP flows would move),
+//! which is why baton never closes one while it runs: a reload to more
+//! workers adds sockets to the group ([`Listener::grow`]), a reload to fewer
+//! keeps them all, and worker i of a generation of N gets every socket j
+//! with j mod N == i ([`Listener::slots_for`]), so each one always has a
+//! worker accepting on it.
+//!
+//! A socket added to the group starts getting connections the moment it
+//! listens, but its worker only accepts once its generation is ready, and
+//! never if that generation is rolled back. So before adding sockets baton
+//! attaches a classic BPF program to the group that picks among the first K
+//! (served) sockets only ([`Listener::guard_served`]), and removes it once a
+//! generation that holds every socket serves ([`Listener::all_served`]).
 
 use std::io;
-use std::os::fd::{AsFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::path::PathBuf;
 
@@ -52,18 +63,101 @@ pub struct Listener {
     pub inherited: bool,
     /// One shared socket, or one per worker slot (`--reuseport`).
     sockets: Vec<OwnedFd>,
+    /// A SO_REUSEPORT group with one socket per slot (`--reuseport`, TCP or
+    /// UDP), rather than one socket every worker shares.
+    per_slot: bool,
+    /// How many of `sockets` (the first ones) the kernel may pick: fewer than
+    /// all only while sockets added for a reload to more workers have no
+    /// serving worker yet (a BPF program on the group enforces it).
+    served: usize,
     /// Set for unix sockets that baton created: removed on a clean stop.
     unix_path: Option<PathBuf>,
 }
 
 impl Listener {
-    /// The socket worker `slot` gets.
-    pub fn fd_for_slot(&self, slot: usize) -> BorrowedFd<'_> {
-        self.sockets[slot % self.sockets.len()].as_fd()
+    /// The indexes of the sockets worker `slot` of a generation of `workers`
+    /// gets: every j with j mod workers == slot when the listener has a
+    /// socket per slot (so with fewer workers than sockets, each socket still
+    /// has a worker), else the one shared socket.
+    pub fn slots_for(&self, slot: usize, workers: usize) -> Vec<usize> {
+        if !self.per_slot {
+            return vec![0];
+        }
+        let workers = workers.max(1);
+        (slot..self.sockets.len()).step_by(workers).collect()
+    }
+
+    /// The sockets worker `slot` of a generation of `workers` gets, in order.
+    pub fn fds_for(&self, slot: usize, workers: usize) -> Vec<BorrowedFd<'_>> {
+        self.slots_for(slot, workers)
+            .into_iter()
+            .map(|j| self.sockets[j].as_fd())
+            .collect()
     }
 
     pub fn socket_count(&self) -> usize {
         self.sockets.len()
+    }
+
+    /// One SO_REUSEPORT socket per slot (`--reuseport`, TCP or UDP).
+    pub fn per_slot(&self) -> bool {
+        self.per_slot
+    }
+
+    /// How many sockets the kernel hands connections to (see `served`).
+    pub fn served_count(&self) -> usize {
+        self.served
+    }
+
+    /// Make sure there are at least `slots` sockets in the group, binding
+    /// the missing ones at the address actually bound (so a port-0 listener
+    /// keeps its port). Before the first new one listens, the kernel is told
+    /// to keep picking among the sockets served so far: the new ones get
+    /// connections only once [`Listener::all_served`] says a generation
+    /// that accepts on them serves. Returns how many sockets were added.
+    pub fn grow(&mut self, slots: usize, backlog: i32) -> io::Result<usize> {
+        if !self.per_slot || slots <= self.sockets.len() {
+            return Ok(0);
+        }
+        let addr: std::net::SocketAddr = self
+            .bare_addr()
+            .parse()
+            .map_err(|_| io::Error::other(format!("bound address {:?} unparsable", self.local)))?;
+        self.guard_served()?;
+        let opts = BindOptions {
+            backlog,
+            reuseport_slots: Some(slots),
+            ..BindOptions::default()
+        };
+        let before = self.sockets.len();
+        while self.sockets.len() < slots {
+            let socket = inet_socket(self.kind, addr, &opts)?;
+            self.sockets.push(OwnedFd::from(socket));
+        }
+        Ok(self.sockets.len() - before)
+    }
+
+    /// Attach (or replace) the group's program so that the kernel picks only
+    /// among the first `served` sockets. A no-op while every socket is
+    /// served and there is nothing to add yet, apart from attaching.
+    fn guard_served(&mut self) -> io::Result<()> {
+        attach_first_k(self.sockets[0].as_fd(), self.served)
+    }
+
+    /// A generation that holds every socket of the group now serves: let the
+    /// kernel pick among all of them again, with its own hash (which keeps
+    /// a UDP flow on one socket), by detaching the program.
+    pub fn all_served(&mut self) -> io::Result<()> {
+        if !self.per_slot || self.served == self.sockets.len() {
+            return Ok(());
+        }
+        match detach_program(self.sockets[0].as_fd()) {
+            Ok(()) => {}
+            // Kernels before 5.3 cannot detach: pick among all, at random.
+            Err(_) => attach_first_k(self.sockets[0].as_fd(), self.sockets.len())?,
+        }
+        self.served = self.sockets.len();
+        Ok(())
     }
 
     /// The bound address without the `udp://` / `unix:` prefix.
@@ -132,7 +226,9 @@ fn bind(spec: &ListenSpec, opts: &BindOptions) -> io::Result<Listener> {
                 kind,
                 local,
                 inherited: false,
+                served: sockets.len(),
                 sockets,
+                per_slot: opts.reuseport_slots.is_some(),
                 unix_path: None,
             })
         }
@@ -150,6 +246,8 @@ fn bind(spec: &ListenSpec, opts: &BindOptions) -> io::Result<Listener> {
                 local: spec.addr.to_string(),
                 inherited: false,
                 sockets: vec![socket.into()],
+                per_slot: false,
+                served: 1,
                 unix_path: Some(path.clone()),
             };
             // Mode and owner before listen(2): nobody can connect before.
@@ -202,6 +300,82 @@ fn inet_socket(kind: Kind, addr: std::net::SocketAddr, opts: &BindOptions) -> io
         socket.listen(opts.backlog)?;
     }
     Ok(socket)
+}
+
+/// `SO_ATTACH_REUSEPORT_CBPF` and `SO_DETACH_REUSEPORT_BPF` (asm-generic
+/// values, used by every architecture baton builds for; not in `libc`).
+const SO_ATTACH_REUSEPORT_CBPF: libc::c_int = 51;
+const SO_DETACH_REUSEPORT_BPF: libc::c_int = 68;
+
+/// Attach to `member`'s reuseport group a classic BPF program that returns
+/// `random % k`: the index (in the order the sockets joined, which is slot
+/// order since baton never closes one) of the socket that gets a new
+/// connection or datagram. Random, not a hash of the flow, because classic
+/// BPF only sees the packet's own hash, which is often unset; a UDP flow
+/// may thus move between the served sockets until the program is removed.
+fn attach_first_k(member: BorrowedFd<'_>, k: usize) -> io::Result<()> {
+    let k = u32::try_from(k.max(1)).map_err(|_| io::Error::other("too many sockets"))?;
+    let code = |code: u32| code as u16;
+    let program = [
+        // A = a random u32 (ancillary load).
+        libc::sock_filter {
+            code: code(libc::BPF_LD | libc::BPF_W | libc::BPF_ABS),
+            jt: 0,
+            jf: 0,
+            k: (libc::SKF_AD_OFF + libc::SKF_AD_RANDOM) as u32,
+        },
+        // A %= k
+        libc::sock_filter {
+            code: code(libc::BPF_ALU | libc::BPF_MOD | libc::BPF_K),
+            jt: 0,
+            jf: 0,
+            k,
+        },
+        // return A: the socket's index in the group.
+        libc::sock_filter {
+            code: code(libc::BPF_RET | libc::BPF_A),
+            jt: 0,
+            jf: 0,
+            k: 0,
+        },
+    ];
+    let fprog = libc::sock_fprog {
+        len: program.len() as u16,
+        filter: program.as_ptr().cast_mut(),
+    };
+    // SAFETY: `fprog` points to `program`, both alive for the call; the
+    // kernel copies the program and keeps no pointer to it.
+    let rc = unsafe {
+        libc::setsockopt(
+            member.as_raw_fd(),
+            libc::SOL_SOCKET,
+            SO_ATTACH_REUSEPORT_CBPF,
+            (&fprog as *const libc::sock_fprog).cast(),
+            std::mem::size_of::<libc::sock_fprog>() as libc::socklen_t,
+        )
+    };
+    if rc == -1 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+fn detach_program(member: BorrowedFd<'_>) -> io::Result<()> {
+    let unused: libc::c_int = 0;
+    // SAFETY: a plain int option value, alive for the call.
+    let rc = unsafe {
+        libc::setsockopt(
+            member.as_raw_fd(),
+            libc::SOL_SOCKET,
+            SO_DETACH_REUSEPORT_BPF,
+            (&unused as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc == -1 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 /// A socket file left by a crashed run is replaced; one that a live server
@@ -320,6 +494,8 @@ fn adopt(fd: RawFd, name: String, named: bool) -> io::Result<Listener> {
         local,
         inherited: true,
         sockets: vec![owned],
+        per_slot: false,
+        served: 1,
         unix_path: None,
     })
 }

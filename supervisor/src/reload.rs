@@ -6,6 +6,10 @@
 //! arrives while a generation is starting is covered by the *next* reload
 //! (the program on disk may have changed since the running one began): all
 //! such requests coalesce into exactly one more reload after it.
+//!
+//! A request may ask for a worker count (`baton reload --workers N`); among
+//! coalesced requests the newest count asked for wins, and one that asks for
+//! none keeps whatever the reload would use otherwise.
 
 use std::time::{Duration, Instant};
 
@@ -20,6 +24,8 @@ pub struct Outcome {
     pub cause: Option<String>,
     /// The pids of the new generation (success only).
     pub pids: Vec<i32>,
+    /// The new generation's worker count.
+    pub workers: usize,
     /// The generation serving after it.
     pub serving: Option<u64>,
     pub took: Duration,
@@ -35,6 +41,8 @@ pub type Waiter = oneshot::Sender<Outcome>;
 pub struct Reloads {
     /// One more reload is due after the one in progress.
     queued: bool,
+    /// The worker count the queued reload was asked for (newest wins).
+    queued_workers: Option<usize>,
     /// Waiting for the reload of a given generation.
     waiting: Vec<(u64, Waiter)>,
     /// Waiting for the queued reload (its generation is not known yet).
@@ -47,19 +55,24 @@ impl Reloads {
         self.queued
     }
 
-    /// A request arrived while a generation is starting.
-    pub fn queue(&mut self, waiter: Option<Waiter>) {
+    /// A request arrived while a generation is starting; `workers` is the
+    /// count it asks for, if any.
+    pub fn queue(&mut self, waiter: Option<Waiter>, workers: Option<usize>) {
         self.queued = true;
+        if workers.is_some() {
+            self.queued_workers = workers;
+        }
         self.waiting_queued.extend(waiter);
     }
 
-    /// The queued reload is starting now as `generation`: hand it its waiters.
-    pub fn take_queued(&mut self, generation: u64) -> bool {
-        let was = std::mem::take(&mut self.queued);
+    /// The queued reload is starting now as `generation`: hand it its
+    /// waiters. Returns the worker count it was asked for, if any.
+    pub fn take_queued(&mut self, generation: u64) -> Option<usize> {
+        self.queued = false;
         for w in self.waiting_queued.drain(..) {
             self.waiting.push((generation, w));
         }
-        was
+        self.queued_workers.take()
     }
 
     /// A request will be answered by the reload of `generation`.
@@ -84,6 +97,7 @@ impl Reloads {
     /// tells every waiter so.
     pub fn cancel_all(&mut self) {
         self.queued = false;
+        self.queued_workers = None;
         self.waiting.clear();
         self.waiting_queued.clear();
     }
@@ -99,6 +113,7 @@ mod tests {
             ok,
             cause: None,
             pids: vec![],
+            workers: 1,
             serving: Some(generation),
             took: Duration::ZERO,
             at: Instant::now(),
@@ -113,13 +128,13 @@ mod tests {
         let (b, mut rb) = oneshot::channel();
         let (c, mut rc) = oneshot::channel();
         r.wait_for(2, a);
-        r.queue(Some(b));
-        r.queue(Some(c));
+        r.queue(Some(b), None);
+        r.queue(Some(c), None);
         assert!(r.is_queued());
         r.finish(outcome(2, false));
         assert_eq!(ra.try_recv().unwrap().generation, 2);
         assert!(rb.try_recv().is_err());
-        assert!(r.take_queued(3));
+        assert_eq!(r.take_queued(3), None);
         assert!(!r.is_queued());
         r.finish(outcome(3, true));
         assert!(rb.try_recv().unwrap().ok);
@@ -128,12 +143,24 @@ mod tests {
     }
 
     #[test]
+    fn the_newest_worker_count_wins_and_a_plain_request_keeps_it() {
+        let mut r = Reloads::default();
+        r.queue(None, Some(5));
+        r.queue(None, Some(3));
+        r.queue(None, None);
+        assert_eq!(r.take_queued(2), Some(3));
+        r.queue(None, None);
+        assert_eq!(r.take_queued(3), None, "a count applies to one reload only");
+    }
+
+    #[test]
     fn stopping_drops_every_waiter() {
         let mut r = Reloads::default();
         let (a, mut ra) = oneshot::channel();
-        r.queue(Some(a));
+        r.queue(Some(a), Some(2));
         r.cancel_all();
         assert!(ra.try_recv().is_err());
         assert!(!r.is_queued());
+        assert_eq!(r.take_queued(2), None);
     }
 }

@@ -423,15 +423,27 @@ unsafe fn child_fail(err_fd: RawFd, stage: Stage) -> ! {
 /// The socket-passing variables, in systemd's protocol and, unless
 /// `--no-compat-env`, in Server::Starter's and einhorn's too, so that apps
 /// written for those supervisors run unchanged.
+///
+/// `sockets` is what this worker gets: each listener with how many of its
+/// sockets (more than one only with `--reuseport` and fewer workers than
+/// sockets), placed together from fd 3 in listener order. Every fd is named
+/// in every protocol: `LISTEN_FDNAMES` repeats a listener's name once per
+/// socket, `SERVER_STARTER_PORT` repeats its address (`ADDR=3;ADDR=4`), and
+/// einhorn lists every fd; so an app serves all it got, whichever it reads.
 pub fn worker_env(
-    listeners: &[Listener],
+    sockets: &[(&Listener, usize)],
     notify: &std::path::Path,
     compat: bool,
 ) -> Vec<(String, String)> {
-    let fds: Vec<usize> = (3..3 + listeners.len()).collect();
-    let names: Vec<&str> = listeners.iter().map(|l| l.name.as_str()).collect();
+    // (listener, fd) for every fd the worker gets, in order.
+    let fds: Vec<(&Listener, usize)> = sockets
+        .iter()
+        .flat_map(|&(l, n)| (0..n).map(move |_| l))
+        .zip(3..)
+        .collect();
+    let names: Vec<&str> = fds.iter().map(|(l, _)| l.name.as_str()).collect();
     let mut env: Vec<(String, String)> = vec![
-        ("LISTEN_FDS".into(), listeners.len().to_string()),
+        ("LISTEN_FDS".into(), fds.len().to_string()),
         ("LISTEN_FDNAMES".into(), names.join(":")),
         (
             "NOTIFY_SOCKET".into(),
@@ -440,19 +452,18 @@ pub fn worker_env(
     ];
     if compat {
         // Server::Starter: `host:port=fd;path=fd` (stream sockets only).
-        let starter: Vec<String> = listeners
+        let starter: Vec<String> = fds
             .iter()
-            .zip(&fds)
             .filter(|(l, _)| l.kind != Kind::Udp)
             .map(|(l, fd)| format!("{}={fd}", l.bare_addr()))
             .collect();
         if !starter.is_empty() {
             env.push(("SERVER_STARTER_PORT".into(), starter.join(";")));
         }
-        let list: Vec<String> = fds.iter().map(|fd| fd.to_string()).collect();
+        let list: Vec<String> = fds.iter().map(|(_, fd)| fd.to_string()).collect();
         env.push(("EINHORN_FDS".into(), list.join(" ")));
         env.push(("EINHORN_FD_COUNT".into(), fds.len().to_string()));
-        for (i, fd) in fds.iter().enumerate() {
+        for (i, (_, fd)) in fds.iter().enumerate() {
             env.push((format!("EINHORN_FD_{i}"), fd.to_string()));
         }
     }

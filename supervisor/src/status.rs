@@ -12,10 +12,12 @@ use crate::generation::{GenState, Generation, WorkerState};
 use crate::listeners::Listener;
 use crate::reload::Reloads;
 
-/// Snapshot the supervisor's state.
+/// Snapshot the supervisor's state; `workers` is the count the next reload
+/// uses.
 pub fn collect(
     generations: &[Generation],
     listeners: &[Listener],
+    workers: usize,
     reloads: &Reloads,
     stopping: bool,
     started: Instant,
@@ -27,6 +29,7 @@ pub fn collect(
         version: env!("CARGO_PKG_VERSION").to_string(),
         uptime_ms: ms(now.duration_since(started)),
         state: if stopping { "stopping" } else { "running" }.to_string(),
+        workers,
         listeners: listeners
             .iter()
             .enumerate()
@@ -34,8 +37,14 @@ pub fn collect(
                 name: l.name.clone(),
                 addr: l.local.clone(),
                 kind: l.kind.as_str().to_string(),
-                fd: 3 + i as u32,
+                // Where worker slot 0 of a generation of `workers` gets it.
+                fd: 3 + listeners[..i]
+                    .iter()
+                    .map(|p| p.slots_for(0, workers).len() as u32)
+                    .sum::<u32>(),
                 sockets: l.socket_count(),
+                per_slot: l.per_slot(),
+                served: l.served_count(),
                 inherited: l.inherited,
             })
             .collect(),
@@ -44,6 +53,7 @@ pub fn collect(
             .rev()
             .map(|g| GenerationStatus {
                 generation: g.id,
+                worker_count: g.count,
                 state: g.state().name().to_string(),
                 state_age_ms: ms(now.duration_since(g.changed)),
                 deadline_in_ms: match g.state() {
@@ -67,6 +77,7 @@ pub fn collect(
                         .to_string(),
                         uptime_ms: ms(now.duration_since(w.started)),
                         restarts: w.restarts,
+                        socket_slots: slots_of(listeners, w.slot, g.count),
                     })
                     .collect(),
             })
@@ -82,6 +93,16 @@ pub fn collect(
     }
 }
 
+/// Which of each per-slot listener's sockets worker `slot` of a generation
+/// of `count` holds (the same indexes for every such listener); `[0]` when
+/// no listener has a socket per slot.
+fn slots_of(listeners: &[Listener], slot: usize, count: usize) -> Vec<usize> {
+    listeners
+        .iter()
+        .find(|l| l.per_slot())
+        .map_or_else(|| vec![0], |l| l.slots_for(slot, count))
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Status {
     pub pid: u32,
@@ -89,6 +110,10 @@ pub struct Status {
     pub uptime_ms: u64,
     /// "running", "stopping".
     pub state: String,
+    /// The worker count the next reload uses (that of the last generation
+    /// that served, or `--workers`).
+    #[serde(default)]
+    pub workers: usize,
     pub listeners: Vec<ListenerStatus>,
     /// Newest first.
     pub generations: Vec<GenerationStatus>,
@@ -102,16 +127,28 @@ pub struct ListenerStatus {
     pub addr: String,
     /// "tcp", "udp", "unix".
     pub kind: String,
-    /// The fd workers get it at.
+    /// The fd worker slot 0 gets it at (its first socket, with
+    /// --reuseport and fewer workers than sockets).
     pub fd: u32,
-    /// Sockets baton holds for it (one per slot with --reuseport).
+    /// Sockets baton holds for it: one, or with --reuseport one per slot
+    /// of the largest generation so far (never closed while baton runs).
     pub sockets: usize,
+    /// One SO_REUSEPORT socket per slot (--reuseport, TCP/UDP).
+    #[serde(default)]
+    pub per_slot: bool,
+    /// How many of `sockets` get connections: fewer only while sockets
+    /// added for a larger generation wait for it to serve.
+    #[serde(default)]
+    pub served: usize,
     pub inherited: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct GenerationStatus {
     pub generation: u64,
+    /// How many workers it runs (slots 0..worker_count).
+    #[serde(default)]
+    pub worker_count: usize,
     /// "starting", "serving", "draining", "failed", "killed".
     pub state: String,
     /// Time since it entered that state.
@@ -130,6 +167,10 @@ pub struct WorkerStatus {
     pub state: String,
     pub uptime_ms: u64,
     pub restarts: u32,
+    /// The sockets it accepts on, as indexes into each per-slot listener's
+    /// sockets (slot, slot + worker_count, …); `[0]` in shared mode.
+    #[serde(default)]
+    pub socket_slots: Vec<usize>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -147,23 +188,31 @@ impl Status {
         let mut out = String::new();
         let _ = writeln!(
             out,
-            "baton {} pid {} {}, up {}",
+            "baton {} pid {} {}, up {}, {} worker{} per generation",
             self.version,
             self.pid,
             self.state,
-            ms(self.uptime_ms)
+            ms(self.uptime_ms),
+            self.workers,
+            plural(self.workers)
         );
         let _ = writeln!(out, "listeners:");
         for l in &self.listeners {
+            let per_slot = match (l.per_slot, l.served < l.sockets) {
+                (false, _) => String::new(),
+                (true, false) => ", reuseport".to_string(),
+                (true, true) => format!(", reuseport, {} served", l.served),
+            };
             let _ = writeln!(
                 out,
-                "  fd {}  {}  {} ({}, {} socket{}{})",
+                "  fd {}  {}  {} ({}, {} socket{}{}{})",
                 l.fd,
                 l.name,
                 l.addr,
                 l.kind,
                 l.sockets,
-                if l.sockets == 1 { "" } else { "s" },
+                plural(l.sockets),
+                per_slot,
                 if l.inherited { ", from systemd" } else { "" }
             );
         }
@@ -174,22 +223,33 @@ impl Status {
                 .unwrap_or_default();
             let _ = writeln!(
                 out,
-                "generation {}  {} for {}{}",
+                "generation {}  {} for {}{}, {} worker{}",
                 g.generation,
                 g.state,
                 ms(g.state_age_ms),
-                deadline
+                deadline,
+                g.worker_count,
+                plural(g.worker_count)
             );
+            let per_slot = self.listeners.iter().any(|l| l.per_slot);
             for w in &g.workers {
                 let pid = w.pid.map_or_else(|| "-".to_string(), |p| p.to_string());
+                // Which reuseport sockets it holds, when that says something.
+                let sockets = if per_slot && w.socket_slots != [w.slot] {
+                    let list: Vec<String> = w.socket_slots.iter().map(|s| s.to_string()).collect();
+                    format!("  sockets {}", list.join(","))
+                } else {
+                    String::new()
+                };
                 let _ = writeln!(
                     out,
-                    "  slot {}  pid {}  {}  up {}  restarts {}",
+                    "  slot {}  pid {}  {}  up {}  restarts {}{}",
                     w.slot,
                     pid,
                     w.state,
                     ms(w.uptime_ms),
-                    w.restarts
+                    w.restarts,
+                    sockets
                 );
             }
         }
@@ -221,6 +281,14 @@ impl Status {
             }
         }
         out
+    }
+}
+
+fn plural(n: usize) -> &'static str {
+    if n == 1 {
+        ""
+    } else {
+        "s"
     }
 }
 

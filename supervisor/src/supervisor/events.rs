@@ -22,8 +22,9 @@ use crate::status;
 
 impl Supervisor {
     /// A HUP (`waiter` None) or `baton reload` (answered with the outcome
-    /// of the reload that covers it).
-    pub(super) fn on_reload_request(&mut self, waiter: Option<Waiter>) {
+    /// of the reload that covers it), asking for `workers` workers or
+    /// (None) the current count.
+    pub(super) fn on_reload_request(&mut self, waiter: Option<Waiter>, workers: Option<usize>) {
         if self.stop.is_some() || self.fatal.is_some() {
             info!("reload request ignored: stopping");
             return; // dropping the waiter answers "baton is stopping"
@@ -35,13 +36,13 @@ impl Supervisor {
                     "reload queued: a generation is still starting"
                 );
             }
-            self.reloads.queue(waiter);
+            self.reloads.queue(waiter, workers);
             return;
         }
         if let Some(w) = waiter {
             self.reloads.wait_for(self.next_id, w);
         }
-        self.start_reload();
+        self.start_reload(workers);
     }
 
     pub(super) fn on_command(&mut self, cmd: Command) {
@@ -50,6 +51,7 @@ impl Supervisor {
                 let status = status::collect(
                     &self.generations,
                     &self.listeners,
+                    self.workers,
                     &self.reloads,
                     self.stop.is_some(),
                     self.started,
@@ -60,8 +62,11 @@ impl Supervisor {
                     ..Reply::default()
                 });
             }
-            Request::Reload => {
-                info!("reload requested on the control socket");
+            Request::Reload { workers } => {
+                match workers {
+                    Some(n) => info!(workers = n, "reload requested on the control socket"),
+                    None => info!("reload requested on the control socket"),
+                }
                 let (tx, rx) = oneshot::channel();
                 tokio::spawn(async move {
                     let reply = match rx.await {
@@ -70,7 +75,7 @@ impl Supervisor {
                     };
                     let _ = cmd.reply.send(reply);
                 });
-                self.on_reload_request(Some(tx));
+                self.on_reload_request(Some(tx), workers);
             }
             Request::Stop => {
                 let _ = cmd.reply.send(Reply {

@@ -94,7 +94,8 @@ pub async fn run(config: Config, inherited: Vec<Listener>) -> Result<(), Error> 
 
     let devnull: OwnedFd = std::fs::File::open("/dev/null")?.into();
     let mut sup = Supervisor {
-        worker_env: spawn::worker_env(&listeners, notify.path(), config.compat_env),
+        notify_path: notify.path().to_path_buf(),
+        workers: config.workers,
         config,
         listeners,
         devnull,
@@ -108,7 +109,7 @@ pub async fn run(config: Config, inherited: Vec<Listener>) -> Result<(), Error> 
         stop: None,
         fatal: None,
     };
-    sup.start_generation()?;
+    sup.start_generation(sup.workers)?;
     // Pings from the event loop itself: a stuck loop stops them.
     let mut watchdog = tokio::time::interval(
         sup.manager
@@ -126,7 +127,7 @@ pub async fn run(config: Config, inherited: Vec<Listener>) -> Result<(), Error> 
             }
         };
         tokio::select! {
-            _ = hup.recv() => sup.on_reload_request(None),
+            _ = hup.recv() => sup.on_reload_request(None, None),
             _ = term.recv() => sup.on_stop(false, "SIGTERM"),
             _ = int.recv() => sup.on_stop(false, "SIGINT"),
             _ = quit.recv() => sup.on_stop(true, "SIGQUIT"),
@@ -211,6 +212,7 @@ pub(super) fn reload_reply(o: Outcome) -> Reply {
         generation: Some(o.generation),
         serving: o.serving,
         pids: o.pids,
+        workers: Some(o.workers),
         took_ms: Some(o.took.as_millis() as u64),
         cut: o.cut,
         ..Reply::default()

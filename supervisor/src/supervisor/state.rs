@@ -2,6 +2,7 @@
 //! generation transition (each one logged, and published to systemd).
 
 use std::os::fd::{AsFd, OwnedFd};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
@@ -27,9 +28,12 @@ pub(super) struct Stop {
 pub(super) struct Supervisor {
     pub(super) config: Config,
     pub(super) listeners: Vec<Listener>,
-    /// What every worker gets in its environment besides its generation and
-    /// slot (the same for all: fd numbers do not depend on the slot).
-    pub(super) worker_env: Vec<(String, String)>,
+    /// Where workers send `READY=1`.
+    pub(super) notify_path: PathBuf,
+    /// The worker count of the next generation: `--workers`, then that of
+    /// the last generation that served (`baton reload --workers N` changes
+    /// it when its generation serves; a rolled-back reload does not).
+    pub(super) workers: usize,
     pub(super) devnull: OwnedFd,
     /// Oldest first. At most one is Starting and at most one Serving.
     pub(super) generations: Vec<Generation>,
@@ -78,18 +82,40 @@ impl Supervisor {
 
     // ---- spawning -------------------------------------------------------
 
-    /// Start a new generation with every worker slot filled. A spawn error
-    /// fails it at once (and is returned for the first generation, whose
-    /// failure ends baton).
-    pub(super) fn start_generation(&mut self) -> Result<(), Error> {
+    /// Start a new generation of `count` workers, every slot filled. With
+    /// `--reuseport`, a count above the sockets held first adds sockets to
+    /// each group (they get connections once this generation serves). A
+    /// spawn error fails it at once (and is returned for the first
+    /// generation, whose failure ends baton).
+    pub(super) fn start_generation(&mut self, count: usize) -> Result<(), Error> {
         let id = self.next_id;
         self.next_id += 1;
         let now = Instant::now();
-        self.generations.push(Generation::new(id, now));
+        self.generations.push(Generation::new(id, count, now));
         let idx = self.generations.len() - 1;
-        for slot in 0..self.config.workers {
+        let backlog = i32::try_from(self.config.backlog).unwrap_or(i32::MAX);
+        for l in &mut self.listeners {
+            match l.grow(count, backlog) {
+                Ok(0) => {}
+                Ok(added) => info!(
+                    name = %l.name,
+                    addr = %l.local,
+                    added,
+                    sockets = l.socket_count(),
+                    served = l.served_count(),
+                    "listener grown"
+                ),
+                Err(e) => {
+                    let cause = format!("cannot add sockets to {} (to {count}): {e}", l.local);
+                    error!(generation = id, cause = %cause, "reload failed");
+                    self.fail_generation(idx, cause);
+                    return Ok(());
+                }
+            }
+        }
+        for slot in 0..count {
             let state = self.starting_state(now);
-            match self.spawn_worker(id, slot) {
+            match self.spawn_worker(id, slot, count) {
                 Ok(pid) => self.generations[idx]
                     .workers
                     .push(Worker::new(slot, pid, state, now)),
@@ -113,9 +139,29 @@ impl Supervisor {
         }
     }
 
-    pub(super) fn spawn_worker(&self, generation: u64, slot: usize) -> Result<Pid, SpawnError> {
-        let fds: Vec<_> = self.listeners.iter().map(|l| l.fd_for_slot(slot)).collect();
-        let mut env = self.worker_env.clone();
+    /// Spawn worker `slot` of a generation of `count`: each listener's
+    /// sockets for that slot (see `Listener::slots_for`), together, in
+    /// listener order from fd 3.
+    pub(super) fn spawn_worker(
+        &self,
+        generation: u64,
+        slot: usize,
+        count: usize,
+    ) -> Result<Pid, SpawnError> {
+        let per_listener: Vec<_> = self
+            .listeners
+            .iter()
+            .map(|l| (l, l.fds_for(slot, count)))
+            .collect();
+        let fds: Vec<_> = per_listener
+            .iter()
+            .flat_map(|(_, fds)| fds.iter().copied())
+            .collect();
+        let counts: Vec<_> = per_listener
+            .iter()
+            .map(|(l, fds)| (*l, fds.len()))
+            .collect();
+        let mut env = spawn::worker_env(&counts, &self.notify_path, self.config.compat_env);
         env.push(("BATON_GENERATION".into(), generation.to_string()));
         env.push(("BATON_WORKER".into(), slot.to_string()));
         let pid = spawn::spawn(&WorkerSpec {
@@ -127,17 +173,24 @@ impl Supervisor {
             env: &env,
         })
         .inspect_err(|e| error!(generation, slot, error = %e, "spawn failed"))?;
-        info!(generation, slot, pid = pid.as_raw(), "worker spawned");
+        info!(
+            generation,
+            slot,
+            pid = pid.as_raw(),
+            fds = fds.len(),
+            "worker spawned"
+        );
         Ok(pid)
     }
 
     /// Respawn a dead worker of the serving generation in its slot.
     pub(super) fn respawn(&mut self, gi: usize, wi: usize, now: Instant) {
-        let (id, slot) = (
+        let (id, count, slot) = (
             self.generations[gi].id,
+            self.generations[gi].count,
             self.generations[gi].workers[wi].slot,
         );
-        let result = self.spawn_worker(id, slot);
+        let result = self.spawn_worker(id, slot, count);
         let starting = self.starting_state(now);
         let w = &mut self.generations[gi].workers[wi];
         w.restarts += 1;
@@ -158,14 +211,28 @@ impl Supervisor {
 
     // ---- events ---------------------------------------------------------
 
-    pub(super) fn start_reload(&mut self) {
-        info!(generation = self.next_id, "reload started");
-        let text = format!("reloading: starting generation {}", self.next_id);
+    /// Start a reload with `workers` workers, or the current count.
+    pub(super) fn start_reload(&mut self, workers: Option<usize>) {
+        let count = workers.unwrap_or(self.workers);
+        if count != self.workers {
+            info!(
+                generation = self.next_id,
+                workers = count,
+                previous = self.workers,
+                "reload started"
+            );
+        } else {
+            info!(generation = self.next_id, workers = count, "reload started");
+        }
+        let text = format!(
+            "reloading: starting generation {} ({count} workers)",
+            self.next_id
+        );
         if let Some(m) = &mut self.manager {
             m.reloading(&text);
         }
         // Errors are logged and fail only the new generation.
-        let _ = self.start_generation();
+        let _ = self.start_generation(count);
     }
 
     // ---- transitions ----------------------------------------------------
@@ -196,6 +263,19 @@ impl Supervisor {
         };
         self.generations[gi].set_state(GenState::Serving { since: now });
         let id = self.generations[gi].id;
+        let count = self.generations[gi].count;
+        // The worker count sticks from here on (not before: a rolled-back
+        // reload keeps the old one).
+        self.workers = count;
+        // Its workers hold every socket: sockets added for it may get
+        // connections now.
+        for l in &mut self.listeners {
+            if let Err(e) = l.all_served() {
+                // The sockets stay held; the kernel keeps picking among the
+                // served ones (every connection is still served).
+                warn!(name = %l.name, addr = %l.local, error = %e, "cannot open the added sockets to connections");
+            }
+        }
         let took = humantime::format_duration(round_ms(now.duration_since(since)));
         info!(generation = id, workers = self.generations[gi].workers.len(), took = %took, "generation serving");
         if let Some(oi) = old {
@@ -217,6 +297,7 @@ impl Supervisor {
                 ok: true,
                 cause: None,
                 pids,
+                workers: count,
                 serving: Some(id),
                 took: now.duration_since(since),
                 at: now,
@@ -260,6 +341,7 @@ impl Supervisor {
         let deadline = Instant::now() + self.config.drain_timeout;
         let gen = &mut self.generations[gi];
         let started = gen.changed;
+        let count = gen.count;
         gen.set_state(GenState::Failed { deadline });
         signal_workers(gen, self.config.drain_signal, self.config.signal_group);
         let id = gen.id;
@@ -277,6 +359,7 @@ impl Supervisor {
             ok: false,
             cause: Some(cause.clone()),
             pids: Vec::new(),
+            workers: count,
             serving,
             took: started.elapsed(),
             at: Instant::now(),
@@ -305,7 +388,7 @@ impl Supervisor {
                 "generation {} serving, {}/{} workers ready",
                 g.id,
                 g.ready_count(),
-                self.config.workers
+                g.count
             ));
         }
         if let Some(gi) = self.starting() {
@@ -355,8 +438,8 @@ impl Supervisor {
 
     pub(super) fn after_reload(&mut self) {
         if self.reloads.is_queued() && self.stop.is_none() && self.fatal.is_none() {
-            self.reloads.take_queued(self.next_id);
-            self.start_reload();
+            let workers = self.reloads.take_queued(self.next_id);
+            self.start_reload(workers);
         }
     }
 
