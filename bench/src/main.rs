@@ -92,6 +92,18 @@ struct Args {
     #[arg(long, value_name = "N", default_value = "8")]
     max_draining: usize,
 
+    /// Rounds of paired throughput runs (demo-app alone and baton with one
+    /// worker, shared and --reuseport, without and with reloads, back to
+    /// back in a rotated order) that decide the throughput goals. Default:
+    /// 5 in full mode, none in quick mode (whose goals then use the single
+    /// matrix runs).
+    #[arg(long, value_name = "N")]
+    paired_rounds: Option<usize>,
+
+    /// Load duration of each paired run.
+    #[arg(long, value_name = "DURATION", default_value = "4s", value_parser = humantime::parse_duration)]
+    paired_duration: Duration,
+
     /// Do not run the peers even if installed.
     #[arg(long)]
     no_peers: bool,
@@ -160,6 +172,8 @@ fn main() -> ExitCode {
 struct Plan {
     mode: &'static str,
     runs: Vec<(Kind, Scenario, bool)>,
+    /// (round, target, scenario, with reloads)
+    paired: Vec<(usize, Kind, Scenario, bool)>,
     idle: Vec<Kind>,
     idle_reloads: usize,
     startup: Vec<(usize, usize)>,
@@ -251,9 +265,33 @@ fn plan(args: &Args) -> Plan {
             .filter(|k| args.only.iter().any(|o| k.id().contains(o.as_str())))
             .collect()
     };
+    let rounds = args
+        .paired_rounds
+        .unwrap_or(if mode == "full" { 5 } else { 0 });
+    let mut paired = Vec::new();
+    for sc in [Scenario::KeepAlive, Scenario::NewConn] {
+        let mut order: Vec<(Kind, bool)> = vec![(Kind::DemoApp, false)];
+        for reuseport in [false, true] {
+            let w1 = Kind::Baton {
+                workers: 1,
+                reuseport,
+            };
+            order.push((w1, false));
+            order.push((w1, true));
+        }
+        for round in 0..rounds {
+            let mut o = order.clone();
+            o.rotate_left(round % order.len());
+            paired.extend(o.into_iter().map(|(k, r)| (round, k, sc, r)));
+        }
+    }
+    if !args.only.is_empty() {
+        paired.retain(|&(_, k, sc, r)| args.only.iter().any(|o| label(k, sc, r).contains(o)));
+    }
     Plan {
         mode,
         runs,
+        paired,
         idle,
         idle_reloads,
         startup,
@@ -381,6 +419,31 @@ async fn real_main(args: Args) -> Result<u8> {
     }
     report::fill_ratios(&mut runs);
 
+    // Paired throughput rounds.
+    let mut paired = Vec::new();
+    let total = plan.paired.len();
+    for (i, &(round, kind, scenario, with_reloads)) in plan.paired.iter().enumerate() {
+        if aborted() {
+            break;
+        }
+        let tag = format!("[paired {}/{total}, round {}]", i + 1, round + 1);
+        let mut r = run_case(
+            &env,
+            &args,
+            kind,
+            scenario,
+            with_reloads,
+            args.paired_duration,
+            &tag,
+            &mut progress,
+        )
+        .await;
+        r.round = Some(round);
+        progress.clear();
+        println!("{tag} {}", one_line(&r));
+        paired.push(r);
+    }
+
     // Idle reloads.
     let mut idle = Vec::new();
     for &kind in &plan.idle {
@@ -445,6 +508,7 @@ async fn real_main(args: Args) -> Result<u8> {
         skipped,
         startup,
         runs,
+        paired,
         idle,
         soak,
         goals: Vec::new(),

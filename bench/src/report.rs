@@ -67,6 +67,9 @@ pub struct RunResult {
     pub sup_cpu_s: Option<f64>,
     pub sup_fds_before: Option<usize>,
     pub sup_fds_after: Option<usize>,
+    /// For the paired throughput runs: which round this run belongs to.
+    #[serde(default)]
+    pub round: Option<usize>,
 }
 
 impl RunResult {
@@ -101,6 +104,7 @@ impl RunResult {
             sup_cpu_s: None,
             sup_fds_before: None,
             sup_fds_after: None,
+            round: None,
         }
     }
 
@@ -235,6 +239,10 @@ pub struct Report {
     pub skipped: Vec<String>,
     pub startup: Vec<Startup>,
     pub runs: Vec<RunResult>,
+    /// Paired throughput runs: demo-app alone and baton with one worker,
+    /// in rounds, each round in a rotated order (see [`paired_ratios`]).
+    #[serde(default)]
+    pub paired: Vec<RunResult>,
     pub idle: Vec<IdleResult>,
     pub soak: Option<SoakResult>,
     pub goals: Vec<Goal>,
@@ -309,10 +317,51 @@ pub fn fill_ratios(runs: &mut [RunResult]) {
     }
 }
 
+/// For the paired runs of one baton target under one scenario (with or
+/// without reloads): in each round, its rps over demo-app alone's rps in
+/// the same round. Rounds run back to back, each in a rotated order, so
+/// a slow drift of the machine's speed falls on every target alike; the
+/// median of the rounds' ratios is what the throughput goals hold.
+pub fn paired_ratios(
+    paired: &[RunResult],
+    with_reloads: bool,
+) -> Vec<(String, Scenario, Vec<f64>)> {
+    let mut out: BTreeMap<(String, Scenario), Vec<f64>> = BTreeMap::new();
+    for r in paired
+        .iter()
+        .filter(|r| r.config.is_baton() && r.with_reloads == with_reloads && r.status == Status::Ok)
+    {
+        let base = paired.iter().find(|d| {
+            d.config == Kind::DemoApp
+                && d.scenario == r.scenario
+                && d.round == r.round
+                && d.status == Status::Ok
+                && d.rps > 0.0
+        });
+        if let Some(d) = base {
+            out.entry((r.target.clone(), r.scenario))
+                .or_default()
+                .push(r.rps / d.rps);
+        }
+    }
+    out.into_iter().map(|((t, sc), v)| (t, sc, v)).collect()
+}
+
+pub fn median(v: &[f64]) -> f64 {
+    let mut v = v.to_vec();
+    v.sort_by(|a, b| a.total_cmp(b));
+    match v.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => v[n / 2],
+        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+    }
+}
+
 pub fn evaluate(report: &Report) -> Vec<Goal> {
     let baton_runs: Vec<&RunResult> = report
         .runs
         .iter()
+        .chain(&report.paired)
         .filter(|r| r.config.is_baton() && r.status != Status::Skipped)
         .collect();
     let mut goals = Vec::new();
@@ -602,8 +651,30 @@ pub fn evaluate(report: &Report) -> Vec<Goal> {
         let mut detail = Vec::new();
         let mut verdicts = Vec::new();
         let mut info: BTreeMap<Scenario, Vec<String>> = BTreeMap::new();
-        for r in baton_runs
+        // Paired rounds, where there are any, decide; the single matrix
+        // runs (compared with the demo-app run nearest in time) are then
+        // shown for information only.
+        let paired = paired_ratios(&report.paired, with_reloads);
+        for (target, sc, ratios) in &paired {
+            let m = median(ratios);
+            let ok = m >= bound;
+            verdicts.push(ok);
+            detail.push(format!(
+                "{target} · {}: median of {} paired rounds {m:.3} × demo-app (rounds: {}){}",
+                sc.id(),
+                ratios.len(),
+                ratios
+                    .iter()
+                    .map(|x| format!("{x:.3}"))
+                    .collect::<Vec<_>>()
+                    .join(" "),
+                if ok { "" } else { ": MISSED" }
+            ));
+        }
+        for r in report
+            .runs
             .iter()
+            .filter(|r| r.config.is_baton())
             .filter(|r| r.with_reloads == with_reloads && r.status == Status::Ok)
         {
             let Some(x) = r.vs_demo_app else {
@@ -613,7 +684,12 @@ pub fn evaluate(report: &Report) -> Vec<Goal> {
             // same app with baton beside it, so that is the comparison the
             // goal is about. More workers are more app processes on the
             // same cores: shown, not held to it.
-            if matches!(r.config, Kind::Baton { workers: 1, .. }) {
+            if matches!(r.config, Kind::Baton { workers: 1, .. }) && !paired.is_empty() {
+                info.entry(r.scenario).or_default().push(format!(
+                    "single run {} {x:.3}",
+                    r.target.trim_start_matches("baton-")
+                ));
+            } else if matches!(r.config, Kind::Baton { workers: 1, .. }) {
                 let ok = x >= bound;
                 verdicts.push(ok);
                 detail.push(format!(
@@ -631,7 +707,7 @@ pub fn evaluate(report: &Report) -> Vec<Goal> {
         }
         for (sc, v) in info {
             detail.push(format!(
-                "for information, more app processes than demo-app alone · {}: {}",
+                "for information (single matrix runs; w4/w16 are more app processes than demo-app alone) · {}: {}",
                 sc.id(),
                 v.join(", ")
             ));
@@ -1076,9 +1152,59 @@ pub fn markdown(report: &Report, peer_configs: &[(String, String)]) -> String {
         let _ = writeln!(o);
     }
 
+    if !report.paired.is_empty() {
+        let rounds = report
+            .paired
+            .iter()
+            .filter_map(|r| r.round)
+            .max()
+            .unwrap_or(0)
+            + 1;
+        let _ = writeln!(
+            o,
+            "### Paired throughput runs
+"
+        );
+        let _ = writeln!(
+            o,
+            "For the throughput goals: demo-app alone and baton with one worker (shared and \
+             `--reuseport`, without and with reloads), {rounds} rounds per load, each round's runs \
+             back to back in a rotated order, {} s each. Each baton run is compared with demo-app \
+             alone of its own round; the goals hold the median of the rounds.\n",
+            report.paired.first().map_or(0.0, |r| r.planned_s)
+        );
+        let mut headers = vec!["round"];
+        headers.extend(RUN_HEADERS);
+        let rows: Vec<Vec<String>> = report
+            .paired
+            .iter()
+            .map(|r| {
+                let mut row = vec![r.round.map_or_else(|| "–".into(), |n| (n + 1).to_string())];
+                let mut rr = r.clone();
+                // Against its own round's demo-app run here.
+                rr.vs_demo_app = report
+                    .paired
+                    .iter()
+                    .find(|d| {
+                        d.config == Kind::DemoApp
+                            && d.scenario == r.scenario
+                            && d.round == r.round
+                            && d.rps > 0.0
+                    })
+                    .filter(|_| r.config != Kind::DemoApp)
+                    .map(|d| r.rps / d.rps);
+                row.extend(run_row(&rr));
+                row
+            })
+            .collect();
+        o.push_str(&md_table(&headers, &rows));
+        let _ = writeln!(o);
+    }
+
     let failed: Vec<&RunResult> = report
         .runs
         .iter()
+        .chain(&report.paired)
         .filter(|r| r.failed > 0 && !r.failures.is_empty())
         .collect();
     if !failed.is_empty() {
@@ -1292,4 +1418,46 @@ pub fn markdown(report: &Report, peer_configs: &[(String, String)]) -> String {
         );
     }
     o
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(kind: Kind, round: usize, with_reloads: bool, rps: f64) -> RunResult {
+        let mut r = RunResult::new(kind, Scenario::KeepAlive, with_reloads, 4.0);
+        r.round = Some(round);
+        r.rps = rps;
+        r
+    }
+
+    #[test]
+    fn medians() {
+        assert_eq!(median(&[3.0, 1.0, 2.0]), 2.0);
+        assert_eq!(median(&[4.0, 1.0, 2.0, 3.0]), 2.5);
+        assert!(median(&[]).is_nan());
+    }
+
+    #[test]
+    fn paired_runs_are_held_against_their_own_round() {
+        let w1 = Kind::Baton {
+            workers: 1,
+            reuseport: false,
+        };
+        let paired = vec![
+            run(Kind::DemoApp, 0, false, 100.0),
+            run(w1, 0, false, 99.0),
+            run(w1, 0, true, 90.0),
+            // The machine got slower in round 1: baton as well.
+            run(Kind::DemoApp, 1, false, 50.0),
+            run(w1, 1, false, 51.0),
+            run(w1, 1, true, 49.0),
+        ];
+        let ratios = |reloads| paired_ratios(&paired, reloads);
+        let without = ratios(false);
+        assert_eq!(without.len(), 1);
+        assert_eq!(without[0].2, vec![0.99, 1.02]);
+        let with = ratios(true);
+        assert_eq!(with[0].2, vec![0.9, 0.98]);
+    }
 }
