@@ -92,11 +92,11 @@ struct Args {
     #[arg(long, value_name = "N", default_value = "8")]
     max_draining: usize,
 
-    /// Rounds of paired throughput runs (demo-app alone and baton with one
-    /// worker, shared and --reuseport, without and with reloads, back to
-    /// back in a rotated order) that decide the throughput goals. Default:
-    /// 5 in full mode, none in quick mode (whose goals then use the single
-    /// matrix runs).
+    /// Rounds of paired throughput runs that decide the throughput goals:
+    /// in each round, baton with one worker (shared and --reuseport,
+    /// without and with reloads) each right next to a demo-app-alone run of
+    /// its own, the pair's order alternating. Default: 5 in full mode, none
+    /// in quick mode (whose goals then use the single matrix runs).
     #[arg(long, value_name = "N")]
     paired_rounds: Option<usize>,
 
@@ -268,21 +268,33 @@ fn plan(args: &Args) -> Plan {
     let rounds = args
         .paired_rounds
         .unwrap_or(if mode == "full" { 5 } else { 0 });
+    // Each baton run next to its own demo-app-alone run, the pair's order
+    // alternating (demo-app first, then baton first, …): the machine's
+    // drift and whatever a run leaves behind (TIME_WAIT sockets, caches)
+    // fall on both sides alike. `round` numbers the pairs.
     let mut paired = Vec::new();
+    let mut pair = 0;
     for sc in [Scenario::KeepAlive, Scenario::NewConn] {
-        let mut order: Vec<(Kind, bool)> = vec![(Kind::DemoApp, false)];
+        let mut variants: Vec<(Kind, bool)> = Vec::new();
         for reuseport in [false, true] {
             let w1 = Kind::Baton {
                 workers: 1,
                 reuseport,
             };
-            order.push((w1, false));
-            order.push((w1, true));
+            variants.push((w1, false));
+            variants.push((w1, true));
         }
         for round in 0..rounds {
-            let mut o = order.clone();
-            o.rotate_left(round % order.len());
-            paired.extend(o.into_iter().map(|(k, r)| (round, k, sc, r)));
+            for (i, &(k, r)) in variants.iter().enumerate() {
+                let demo = (pair, Kind::DemoApp, sc, false);
+                let baton = (pair, k, sc, r);
+                if (round + i) % 2 == 0 {
+                    paired.extend([demo, baton]);
+                } else {
+                    paired.extend([baton, demo]);
+                }
+                pair += 1;
+            }
         }
     }
     if !args.only.is_empty() {
@@ -426,7 +438,7 @@ async fn real_main(args: Args) -> Result<u8> {
         if aborted() {
             break;
         }
-        let tag = format!("[paired {}/{total}, round {}]", i + 1, round + 1);
+        let tag = format!("[paired {}/{total}, pair {}]", i + 1, round + 1);
         let mut r = run_case(
             &env,
             &args,

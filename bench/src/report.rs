@@ -67,7 +67,7 @@ pub struct RunResult {
     pub sup_cpu_s: Option<f64>,
     pub sup_fds_before: Option<usize>,
     pub sup_fds_after: Option<usize>,
-    /// For the paired throughput runs: which round this run belongs to.
+    /// For the paired throughput runs: which pair this run belongs to.
     #[serde(default)]
     pub round: Option<usize>,
 }
@@ -239,8 +239,8 @@ pub struct Report {
     pub skipped: Vec<String>,
     pub startup: Vec<Startup>,
     pub runs: Vec<RunResult>,
-    /// Paired throughput runs: demo-app alone and baton with one worker,
-    /// in rounds, each round in a rotated order (see [`paired_ratios`]).
+    /// Paired throughput runs: baton with one worker, each run next to a
+    /// demo-app-alone run of its own (see [`paired_ratios`]).
     #[serde(default)]
     pub paired: Vec<RunResult>,
     pub idle: Vec<IdleResult>,
@@ -318,10 +318,9 @@ pub fn fill_ratios(runs: &mut [RunResult]) {
 }
 
 /// For the paired runs of one baton target under one scenario (with or
-/// without reloads): in each round, its rps over demo-app alone's rps in
-/// the same round. Rounds run back to back, each in a rotated order, so
-/// a slow drift of the machine's speed falls on every target alike; the
-/// median of the rounds' ratios is what the throughput goals hold.
+/// without reloads): its rps over the rps of the demo-app-alone run it was
+/// paired with (run right before or after it), one ratio per pair. The
+/// median of these is what the throughput goals hold.
 pub fn paired_ratios(
     paired: &[RunResult],
     with_reloads: bool,
@@ -651,7 +650,7 @@ pub fn evaluate(report: &Report) -> Vec<Goal> {
         let mut detail = Vec::new();
         let mut verdicts = Vec::new();
         let mut info: BTreeMap<Scenario, Vec<String>> = BTreeMap::new();
-        // Paired rounds, where there are any, decide; the single matrix
+        // Paired runs, where there are any, decide; the single matrix
         // runs (compared with the demo-app run nearest in time) are then
         // shown for information only.
         let paired = paired_ratios(&report.paired, with_reloads);
@@ -660,7 +659,7 @@ pub fn evaluate(report: &Report) -> Vec<Goal> {
             let ok = m >= bound;
             verdicts.push(ok);
             detail.push(format!(
-                "{target} · {}: median of {} paired rounds {m:.3} × demo-app (rounds: {}){}",
+                "{target} · {}: median of {} pairs {m:.3} × demo-app (pairs: {}){}",
                 sc.id(),
                 ratios.len(),
                 ratios
@@ -1153,27 +1152,23 @@ pub fn markdown(report: &Report, peer_configs: &[(String, String)]) -> String {
     }
 
     if !report.paired.is_empty() {
-        let rounds = report
+        let pairs = report
             .paired
             .iter()
             .filter_map(|r| r.round)
             .max()
             .unwrap_or(0)
             + 1;
+        let _ = writeln!(o, "### Paired throughput runs\n");
         let _ = writeln!(
             o,
-            "### Paired throughput runs
-"
-        );
-        let _ = writeln!(
-            o,
-            "For the throughput goals: demo-app alone and baton with one worker (shared and \
-             `--reuseport`, without and with reloads), {rounds} rounds per load, each round's runs \
-             back to back in a rotated order, {} s each. Each baton run is compared with demo-app \
-             alone of its own round; the goals hold the median of the rounds.\n",
+            "For the throughput goals: baton with one worker (shared and `--reuseport`, without \
+             and with reloads), each run right next to a demo-app-alone run of its own under the \
+             same load, the pair's order alternating; {pairs} pairs, {} s a run. `vs demo-app` is \
+             against the pair's demo-app run; the goals hold the median over each target's pairs.\n",
             report.paired.first().map_or(0.0, |r| r.planned_s)
         );
-        let mut headers = vec!["round"];
+        let mut headers = vec!["pair"];
         headers.extend(RUN_HEADERS);
         let rows: Vec<Vec<String>> = report
             .paired
@@ -1181,7 +1176,7 @@ pub fn markdown(report: &Report, peer_configs: &[(String, String)]) -> String {
             .map(|r| {
                 let mut row = vec![r.round.map_or_else(|| "–".into(), |n| (n + 1).to_string())];
                 let mut rr = r.clone();
-                // Against its own round's demo-app run here.
+                // Against its own pair's demo-app run.
                 rr.vs_demo_app = report
                     .paired
                     .iter()
