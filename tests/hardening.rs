@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use baton_e2e::{
-    child_zombies, cmdline, demo_app_bin, fd_count, fd_targets, get, pid_alive, request,
+    child_zombies, cmdline, demo_app_bin, env_var, fd_count, fd_targets, get, pid_alive, request,
     wait_until, Baton, Load, LoadConfig, TempDir,
 };
 use nix::sys::signal::Signal;
@@ -293,12 +293,7 @@ while True:
     let baton = Baton::start(&["--listen", "127.0.0.1:0", "--", worker.to_str().unwrap()]);
     baton.wait_log("generation serving generation=1", LONG);
     let pid = baton.generation_workers(1)[0].pid;
-    let env = std::fs::read_to_string(format!("/proc/{pid}/environ")).unwrap();
-    let notify = env
-        .split('\0')
-        .find_map(|kv| kv.strip_prefix("NOTIFY_SOCKET="))
-        .unwrap()
-        .to_string();
+    let notify = env_var(pid, "NOTIFY_SOCKET").expect("a worker has NOTIFY_SOCKET");
 
     // A stranger floods the socket.
     let s = UnixDatagram::unbound().unwrap();
@@ -370,12 +365,7 @@ fn a_strangers_ready_cannot_promote_a_starting_generation() {
     ]);
     baton.wait_log("generation serving generation=1", LONG);
     let pid = baton.generation_workers(1)[0].pid;
-    let env = std::fs::read_to_string(format!("/proc/{pid}/environ")).unwrap();
-    let notify = env
-        .split('\0')
-        .find_map(|kv| kv.strip_prefix("NOTIFY_SOCKET="))
-        .unwrap()
-        .to_string();
+    let notify = env_var(pid, "NOTIFY_SOCKET").expect("a worker has NOTIFY_SOCKET");
     let rt = tokio::runtime::Runtime::new().unwrap();
     let load = Load::start(rt.handle(), baton.addr(), light_load());
 

@@ -23,7 +23,8 @@ use std::time::{Duration, Instant};
 
 use baton_e2e::load::parse_body;
 use baton_e2e::{
-    baton_bin, demo_app_bin, fd_targets, get, wait_until, Baton, Load, LoadConfig, Mode, TempDir,
+    baton_bin, demo_app_bin, env_var, fd_targets, get, wait_until, Baton, Load, LoadConfig, Mode,
+    TempDir,
 };
 use nix::sys::signal::Signal;
 
@@ -109,16 +110,6 @@ fn write_app(path: &std::path::Path, flags: &str) {
         let demo = demo_app_bin();
         baton_e2e::write_script(path, &format!("exec {} {flags}", demo.display()));
     }
-}
-
-/// The environment variable `key` of `pid`.
-fn env_var(pid: i32, key: &str) -> Option<String> {
-    let raw = std::fs::read(format!("/proc/{pid}/environ"))
-        .unwrap_or_else(|e| panic!("cannot read /proc/{pid}/environ: {e}"));
-    let prefix = format!("{key}=");
-    raw.split(|b| *b == 0)
-        .map(|v| String::from_utf8_lossy(v).into_owned())
-        .find_map(|kv| kv.strip_prefix(&prefix).map(str::to_string))
 }
 
 /// The sockets a worker got: what fds 3 .. 3+LISTEN_FDS point to

@@ -31,8 +31,8 @@ use std::time::{Duration, Instant};
 
 use baton_e2e::load::parse_body;
 use baton_e2e::{
-    baton_bin, demo_app_bin, fd_targets, field, get, pid_alive, wait_until, Baton, Load,
-    LoadConfig, Mode, TempDir,
+    baton_bin, demo_app_bin, env_var, environ, fd_targets, field, get, pid_alive, wait_until,
+    Baton, Load, LoadConfig, Mode, TempDir,
 };
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
@@ -167,23 +167,6 @@ fn slot_sockets(baton: &Baton, generation: u64) -> BTreeMap<usize, String> {
         .iter()
         .map(|w| (w.slot, fd_target(w.pid, 3)))
         .collect()
-}
-
-/// The environment of `pid` as `KEY=value` strings.
-fn environ(pid: i32) -> Vec<String> {
-    let raw = std::fs::read(format!("/proc/{pid}/environ"))
-        .unwrap_or_else(|e| panic!("cannot read /proc/{pid}/environ: {e}"));
-    raw.split(|b| *b == 0)
-        .filter(|v| !v.is_empty())
-        .map(|v| String::from_utf8_lossy(v).into_owned())
-        .collect()
-}
-
-fn env_var(pid: i32, key: &str) -> Option<String> {
-    let prefix = format!("{key}=");
-    environ(pid)
-        .into_iter()
-        .find_map(|kv| kv.strip_prefix(&prefix).map(str::to_string))
 }
 
 // ---------------------------------------------------------------------------

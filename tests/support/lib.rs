@@ -39,7 +39,8 @@ pub use http::{get, request, Conn, ErrorKind, RequestError, Response};
 pub use load::{Load, LoadConfig, Mode, ModeStats, Report};
 pub use process::{field, Baton, DemoApp, Proc, WorkerInfo};
 pub use procfs::{
-    child_zombies, cmdline, fd_count, fd_targets, group_members, pid_alive, proc_state,
+    child_zombies, cmdline, env_var, environ, fd_count, fd_targets, group_members, pid_alive,
+    proc_state,
 };
 pub use tempdir::TempDir;
 pub use wait::wait_until;

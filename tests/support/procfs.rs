@@ -90,3 +90,21 @@ pub fn group_members(pgid: i32) -> Vec<i32> {
         })
         .collect()
 }
+
+/// The environment `pid` started with (`/proc/PID/environ`), as `KEY=VALUE`.
+pub fn environ(pid: i32) -> Vec<String> {
+    let raw = fs::read(format!("/proc/{pid}/environ"))
+        .unwrap_or_else(|e| panic!("cannot read /proc/{pid}/environ: {e}"));
+    raw.split(|b| *b == 0)
+        .filter(|v| !v.is_empty())
+        .map(|v| String::from_utf8_lossy(v).into_owned())
+        .collect()
+}
+
+/// The variable `key` of [`environ`].
+pub fn env_var(pid: i32, key: &str) -> Option<String> {
+    let prefix = format!("{key}=");
+    environ(pid)
+        .into_iter()
+        .find_map(|kv| kv.strip_prefix(&prefix).map(str::to_string))
+}
