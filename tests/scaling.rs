@@ -14,17 +14,21 @@
 //!   a third of new connections would wait in a queue nobody reads).
 //! - Coalesced requests: the newest count asked for wins, and every client
 //!   gets the outcome of the reload that covers it.
+//! - UDP with `--reuseport`, 2 → 3 → 1 workers under 16 steady flows: not
+//!   one reply lost, and the one last worker reads all three sockets.
 
 use std::collections::BTreeSet;
-use std::net::SocketAddr;
+use std::net::{SocketAddr, UdpSocket};
 use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use baton_e2e::load::parse_body;
 use baton_e2e::{
-    baton_bin, demo_app_bin, env_var, fd_targets, get, wait_until, Baton, Load, LoadConfig, Mode,
-    TempDir,
+    baton_bin, demo_app_bin, env_var, fd_targets, field, get, wait_until, Baton, Load, LoadConfig,
+    Mode, TempDir,
 };
 use nix::sys::signal::Signal;
 
@@ -406,4 +410,92 @@ fn coalesced_reloads_take_the_newest_count() {
     }
     assert_eq!(s.baton.count_log("reload started"), 2);
     assert_eq!(s.baton.generation_workers(3).len(), 3);
+}
+
+/// One UDP flow (its own socket) asking and waiting for each reply until
+/// `stop`; the highest generation that answered goes to `seen`. Returns
+/// (sent, replies, what went wrong).
+fn udp_flow(
+    id: usize,
+    addr: SocketAddr,
+    stop: Arc<AtomicBool>,
+    seen: Arc<AtomicU64>,
+) -> (u64, u64, Vec<String>) {
+    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+    sock.connect(addr).unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let (mut sent, mut replies, mut problems) = (0, 0, Vec::new());
+    let mut buf = [0u8; 512];
+    // Bounded: the test stops the flows long before this many.
+    while !stop.load(Ordering::Relaxed) && sent < 1_000_000 {
+        let payload = format!("c{id}-{sent}");
+        sock.send(payload.as_bytes()).unwrap();
+        sent += 1;
+        match sock.recv(&mut buf) {
+            Ok(n) => {
+                let reply = String::from_utf8_lossy(&buf[..n]).into_owned();
+                if !reply.starts_with(&format!("{payload} ")) {
+                    problems.push(format!("client {id}: {payload:?} got {reply:?}"));
+                    continue;
+                }
+                replies += 1;
+                if let Some(g) = field(&reply, "generation").and_then(|g| g.parse().ok()) {
+                    seen.fetch_max(g, Ordering::Relaxed);
+                }
+            }
+            Err(e) => problems.push(format!("client {id}: no reply to {payload:?}: {e}")),
+        }
+    }
+    (sent, replies, problems)
+}
+
+#[test]
+fn reuseport_udp_loses_no_reply_while_the_count_grows_and_shrinks() {
+    const CLIENTS: usize = 16;
+    let s = Setup::start(&[
+        "--reuseport",
+        "--workers",
+        "2",
+        "--listen",
+        "dns=udp://127.0.0.1:0",
+    ]);
+    let (_, udp) = s.baton.listeners(2).remove(1);
+    let addr: SocketAddr = udp.trim_start_matches("udp://").parse().unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let seen: Vec<Arc<AtomicU64>> = (0..CLIENTS).map(|_| Arc::default()).collect();
+    let flows: Vec<_> = (0..CLIENTS)
+        .map(|id| {
+            let (stop, seen) = (stop.clone(), seen[id].clone());
+            std::thread::spawn(move || udp_flow(id, addr, stop, seen))
+        })
+        .collect();
+    let every_flow_saw = |generation: u64| {
+        wait_until(
+            LONG,
+            &format!("every UDP flow got a reply from generation {generation}"),
+            || seen.iter().all(|g| g.load(Ordering::Relaxed) >= generation),
+        );
+    };
+    every_flow_saw(1);
+    s.reload_ok(&["--workers", "3"], 2, 3);
+    every_flow_saw(2);
+    s.reload_ok(&["--workers", "1"], 3, 1);
+    every_flow_saw(3);
+    stop.store(true, Ordering::Relaxed);
+    let (mut sent, mut replies, mut problems) = (0, 0, Vec::new());
+    for f in flows {
+        let (s, r, p) = f.join().expect("UDP flow");
+        sent += s;
+        replies += r;
+        problems.extend(p);
+    }
+    println!("udp 2 → 3 → 1 workers: {CLIENTS} flows, {sent} datagrams, {replies} replies");
+    assert!(problems.is_empty(), "{problems:#?}");
+    assert_eq!(replies, sent);
+    // The last generation's one worker reads every socket of both groups.
+    let pid = s.baton.generation_workers(3)[0].pid;
+    assert_eq!(
+        env_var(pid, "LISTEN_FDNAMES").as_deref(),
+        Some("web:web:web:dns:dns:dns")
+    );
 }
