@@ -7,78 +7,28 @@ use std::io::{Read, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixStream;
 use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::path::Path;
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use baton_e2e::{baton_bin, demo_app_bin, request, Baton, TempDir};
+use baton_e2e::control::output as run;
+use baton_e2e::{baton_bin, demo_app_bin, request, Baton, Controlled, TempDir};
 
 const LONG: Duration = Duration::from_secs(60);
 
-/// A baton running the demo app through a script the test can rewrite,
-/// with its control socket in a temp dir.
-struct Setup {
-    dir: TempDir,
-    baton: Baton,
-}
-
-impl Setup {
-    fn start(extra: &[&str], app_flags: &str) -> Setup {
-        let dir = TempDir::new();
-        let s = Setup::write_app(
-            &dir,
-            &format!("exec {} {app_flags}", demo_app_bin().display()),
-        );
-        let control = dir.join("control.sock");
-        let mut args = vec![
-            "--listen",
-            "127.0.0.1:0",
-            "--control",
-            control.to_str().unwrap(),
-        ];
-        args.extend_from_slice(extra);
-        args.extend_from_slice(&["--", s.to_str().unwrap()]);
-        let baton = Baton::start(&args);
-        baton.wait_log("generation serving generation=1", LONG);
-        Setup { dir, baton }
-    }
-
-    fn write_app(dir: &TempDir, body: &str) -> PathBuf {
-        let app = dir.join("app");
-        baton_e2e::write_script(&app, body);
-        app
-    }
-
-    fn control(&self) -> PathBuf {
-        self.dir.join("control.sock")
-    }
-
-    fn client(&self, args: &[&str]) -> Command {
-        let mut cmd = Command::new(baton_bin());
-        cmd.args(args)
-            .arg("--control")
-            .arg(self.control())
-            .stdin(Stdio::null());
-        cmd
-    }
-}
-
-fn run(mut cmd: Command) -> (Option<i32>, String, String) {
-    let Output {
-        status,
-        stdout,
-        stderr,
-    } = cmd.output().unwrap();
-    (
-        status.code(),
-        String::from_utf8_lossy(&stdout).into_owned(),
-        String::from_utf8_lossy(&stderr).into_owned(),
+/// A baton running the demo app (with `app_flags`) through a script the
+/// test can rewrite, with its control socket in a temp dir.
+fn setup(extra: &[&str], app_flags: &str) -> Controlled {
+    Controlled::start(
+        "127.0.0.1:0",
+        extra,
+        &format!("exec {} {app_flags}", demo_app_bin().display()),
     )
 }
 
 #[test]
 fn reload_reports_success_and_rollback_with_exit_codes() {
-    let s = Setup::start(&["--workers", "2"], "");
+    let s = setup(&["--workers", "2"], "");
     let (code, out, err) = run(s.client(&["reload"]));
     assert_eq!(code, Some(0), "stdout {out} stderr {err}");
     assert!(out.starts_with("generation 2 serving (pids "), "{out}");
@@ -92,7 +42,7 @@ fn reload_reports_success_and_rollback_with_exit_codes() {
         assert!(out.contains(&pid.to_string()), "{out} lacks pid {pid}");
     }
 
-    Setup::write_app(&s.dir, "echo 'config error: no such table' >&2\nexit 3");
+    baton_e2e::write_script(&s.app(), "echo 'config error: no such table' >&2\nexit 3");
     let (code, out, err) = run(s.client(&["reload"]));
     assert_eq!(code, Some(1), "stdout {out} stderr {err}");
     assert!(err.contains("generation 3 rolled back"), "{err}");
@@ -112,7 +62,7 @@ fn reload_reports_success_and_rollback_with_exit_codes() {
 fn two_concurrent_reloads_both_get_the_outcome_that_covers_them() {
     // READY=1 comes 500ms after start, so the second request lands while the
     // first reload is running: it is covered by one more reload after it.
-    let s = Setup::start(&[], "--ready-delay 500ms");
+    let s = setup(&[], "--ready-delay 500ms");
     let first = s
         .client(&["reload"])
         .stdout(Stdio::piped())
@@ -140,7 +90,7 @@ fn two_concurrent_reloads_both_get_the_outcome_that_covers_them() {
 
 #[test]
 fn status_json_shows_a_draining_generation() {
-    let s = Setup::start(&["--workers", "2", "--drain-timeout", "30s"], "");
+    let s = setup(&["--workers", "2", "--drain-timeout", "30s"], "");
     let addr = s.baton.addr();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
@@ -182,7 +132,7 @@ fn status_json_shows_a_draining_generation() {
 
 #[test]
 fn a_uid_that_is_neither_root_nor_batons_is_refused() {
-    let s = Setup::start(&[], "");
+    let s = setup(&[], "");
     let as_nobody = |args: &[&str]| {
         let mut cmd = s.client(args);
         cmd.uid(65534).gid(65534);
@@ -217,7 +167,7 @@ fn raw(path: &Path, bytes: &[u8]) -> String {
 
 #[test]
 fn garbage_and_silent_clients_change_nothing_and_block_no_one() {
-    let s = Setup::start(&[], "");
+    let s = setup(&[], "");
     // Says nothing, holds its connection.
     let silent = UnixStream::connect(s.control()).unwrap();
     let answer = raw(&s.control(), b"\x00\xffnot json\n");
@@ -250,7 +200,7 @@ fn garbage_and_silent_clients_change_nothing_and_block_no_one() {
 
 #[test]
 fn stop_waits_until_baton_has_exited() {
-    let mut s = Setup::start(&["--workers", "2"], "");
+    let mut s = setup(&["--workers", "2"], "");
     let (code, out, err) = run(s.client(&["stop"]));
     assert_eq!(code, Some(0), "{out} {err}");
     assert!(out.contains("baton stopped"), "{out}");

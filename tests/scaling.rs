@@ -19,7 +19,6 @@
 
 use std::collections::BTreeSet;
 use std::net::{SocketAddr, UdpSocket};
-use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -27,86 +26,48 @@ use std::time::{Duration, Instant};
 
 use baton_e2e::load::parse_body;
 use baton_e2e::{
-    baton_bin, demo_app_bin, env_var, fd_targets, field, get, wait_until, Baton, Load, LoadConfig,
-    Mode, TempDir,
+    baton_bin, demo_app_bin, env_var, fd_targets, field, get, wait_until, Baton, Controlled, Load,
+    LoadConfig, Mode,
 };
 use nix::sys::signal::Signal;
 
 const LONG: Duration = Duration::from_secs(60);
 
-/// A baton whose program is a script the test can rewrite (a deploy), with
-/// its control socket in a temp dir.
-struct Setup {
-    dir: TempDir,
-    baton: Baton,
+/// A baton running the demo app on `web=127.0.0.1:0` through a script the
+/// test can rewrite (a deploy), with its control socket in a temp dir.
+fn setup(extra: &[&str]) -> Controlled {
+    Controlled::start(
+        "web=127.0.0.1:0",
+        extra,
+        &format!("exec {}", demo_app_bin().display()),
+    )
 }
 
-impl Setup {
-    fn start(extra: &[&str]) -> Setup {
-        let dir = TempDir::new();
-        let setup_app = dir.join("app");
-        write_app(&setup_app, "");
-        let control = dir.join("control.sock");
-        let mut args = vec![
-            "--listen",
-            "web=127.0.0.1:0",
-            "--control",
-            control.to_str().unwrap(),
-        ];
-        args.extend_from_slice(extra);
-        args.extend_from_slice(&["--", setup_app.to_str().unwrap()]);
-        let baton = Baton::start(&args);
-        baton.wait_log("generation serving generation=1", LONG);
-        Setup { dir, baton }
-    }
-
-    fn app(&self) -> PathBuf {
-        self.dir.join("app")
-    }
-
-    /// `baton ARGS --control …`: (exit code, stdout, stderr).
-    fn client(&self, args: &[&str]) -> (Option<i32>, String, String) {
-        let mut cmd = Command::new(baton_bin());
-        cmd.args(args)
-            .arg("--control")
-            .arg(self.dir.join("control.sock"))
-            .stdin(Stdio::null());
-        let Output {
-            status,
-            stdout,
-            stderr,
-        } = cmd.output().unwrap();
-        (
-            status.code(),
-            String::from_utf8_lossy(&stdout).into_owned(),
-            String::from_utf8_lossy(&stderr).into_owned(),
-        )
-    }
-
-    /// `baton reload ARGS`, which must succeed with generation `generation`
-    /// of `workers` workers.
-    fn reload_ok(&self, args: &[&str], generation: u64, workers: usize) {
-        let mut all = vec!["reload"];
-        all.extend_from_slice(args);
-        let (code, out, err) = self.client(&all);
-        assert_eq!(code, Some(0), "baton {all:?}: stdout {out} stderr {err}");
-        assert!(
-            out.starts_with(&format!("generation {generation} serving (pids ")),
-            "{out}"
-        );
-        let s = if workers == 1 { "" } else { "s" };
-        assert!(out.contains(&format!(", {workers} worker{s}")), "{out}");
-        assert_eq!(self.baton.generation_workers(generation).len(), workers);
-    }
-
-    fn status_json(&self) -> serde_json::Value {
-        let (code, out, err) = self.client(&["status", "--json"]);
-        assert_eq!(code, Some(0), "{err}");
-        serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"))
-    }
+/// `baton reload ARGS`, which must succeed with generation `generation`
+/// of `workers` workers.
+fn reload_ok(s: &Controlled, args: &[&str], generation: u64, workers: usize) {
+    let mut all = vec!["reload"];
+    all.extend_from_slice(args);
+    let (code, out, err) = s.run(&all);
+    assert_eq!(code, Some(0), "baton {all:?}: stdout {out} stderr {err}");
+    assert!(
+        out.starts_with(&format!("generation {generation} serving (pids ")),
+        "{out}"
+    );
+    let plural = if workers == 1 { "" } else { "s" };
+    assert!(
+        out.contains(&format!(", {workers} worker{plural}")),
+        "{out}"
+    );
+    assert_eq!(s.baton.generation_workers(generation).len(), workers);
 }
 
-/// The demo app with `flags`, or (flags = "broken") a build that exits 3.
+fn status_json(s: &Controlled) -> serde_json::Value {
+    let (code, out, err) = s.run(&["status", "--json"]);
+    assert_eq!(code, Some(0), "{err}");
+    serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"))
+}
+
 fn write_app(path: &std::path::Path, flags: &str) {
     if flags == "broken" {
         baton_e2e::write_script(path, "echo 'broken build' >&2\nexit 3");
@@ -213,7 +174,7 @@ fn light_load() -> LoadConfig {
 
 #[test]
 fn reuseport_four_to_two_to_six_to_four_under_load_loses_nothing() {
-    let s = Setup::start(&["--reuseport", "--workers", "4", "--drain-timeout", "30s"]);
+    let s = setup(&["--reuseport", "--workers", "4", "--drain-timeout", "30s"]);
     let addr = s.baton.addr();
     let first = generation_sockets(&s.baton, 1);
     let original: BTreeSet<String> = first.iter().flatten().cloned().collect();
@@ -231,7 +192,7 @@ fn reuseport_four_to_two_to_six_to_four_under_load_loses_nothing() {
     progress("the load runs on generation 1");
 
     // 4 → 2: each worker takes two of the four sockets, none is left out.
-    s.reload_ok(&["--workers", "2"], 2, 2);
+    reload_ok(&s, &["--workers", "2"], 2, 2);
     let second = generation_sockets(&s.baton, 2);
     assert!(second.iter().all(|w| w.len() == 2), "{second:?}");
     let held: BTreeSet<String> = second.iter().flatten().cloned().collect();
@@ -244,7 +205,7 @@ fn reuseport_four_to_two_to_six_to_four_under_load_loses_nothing() {
     progress("the load runs on generation 2");
 
     // 2 → 6: two sockets join the group, the original four stay.
-    s.reload_ok(&["--workers", "6"], 3, 6);
+    reload_ok(&s, &["--workers", "6"], 3, 6);
     let third = generation_sockets(&s.baton, 3);
     assert!(third.iter().all(|w| w.len() == 1), "{third:?}");
     let six: BTreeSet<String> = third.iter().flatten().cloned().collect();
@@ -258,7 +219,7 @@ fn reuseport_four_to_two_to_six_to_four_under_load_loses_nothing() {
     progress("the load runs on generation 3");
 
     // 6 → 4: slots 0 and 1 take the fifth and sixth sockets too.
-    s.reload_ok(&["--workers", "4"], 4, 4);
+    reload_ok(&s, &["--workers", "4"], 4, 4);
     let fourth = generation_sockets(&s.baton, 4);
     let counts: Vec<usize> = fourth.iter().map(Vec::len).collect();
     assert_eq!(counts, [2, 2, 1, 1], "{fourth:?}");
@@ -267,7 +228,7 @@ fn reuseport_four_to_two_to_six_to_four_under_load_loses_nothing() {
     every_worker_answers(&rt, &s.baton, addr, 4);
     progress("the load runs on generation 4");
 
-    let status = s.status_json();
+    let status = status_json(&s);
     assert_eq!(status["workers"], 4, "{status}");
     assert_eq!(status["listeners"][0]["sockets"], 6, "{status}");
     assert_eq!(status["listeners"][0]["served"], 6, "{status}");
@@ -277,7 +238,7 @@ fn reuseport_four_to_two_to_six_to_four_under_load_loses_nothing() {
         serde_json::json!([0, 4]),
         "{status}"
     );
-    let (_, text, _) = s.client(&["status"]);
+    let (_, text, _) = s.run(&["status"]);
     assert!(text.contains("(tcp, 6 sockets, reuseport)"), "{text}");
     assert!(text.contains("sockets 0,4"), "{text}");
 
@@ -291,10 +252,10 @@ fn reuseport_four_to_two_to_six_to_four_under_load_loses_nothing() {
 
 #[test]
 fn shared_mode_grows_from_one_to_three_and_a_plain_hup_keeps_three() {
-    let s = Setup::start(&["--workers", "1"]);
+    let s = setup(&["--workers", "1"]);
     let addr = s.baton.addr();
     let rt = baton_e2e::runtime();
-    s.reload_ok(&["--workers", "3"], 2, 3);
+    reload_ok(&s, &["--workers", "3"], 2, 3);
     let sockets = generation_sockets(&s.baton, 2);
     assert!(
         sockets.iter().all(|w| w == &sockets[0] && w.len() == 1),
@@ -306,7 +267,7 @@ fn shared_mode_grows_from_one_to_three_and_a_plain_hup_keeps_three() {
     let line = s.baton.wait_log("generation serving generation=3", LONG);
     assert!(line.contains("workers=3"), "{line}");
     assert_eq!(s.baton.generation_workers(3).len(), 3);
-    let status = s.status_json();
+    let status = status_json(&s);
     assert_eq!(status["workers"], 3, "{status}");
     assert_eq!(status["listeners"][0]["sockets"], 1, "{status}");
     assert_eq!(status["listeners"][0]["per_slot"], false, "{status}");
@@ -314,10 +275,10 @@ fn shared_mode_grows_from_one_to_three_and_a_plain_hup_keeps_three() {
 
 #[test]
 fn a_bad_count_is_refused_and_a_rolled_back_reload_keeps_the_count() {
-    let s = Setup::start(&["--reuseport", "--workers", "2"]);
+    let s = setup(&["--reuseport", "--workers", "2"]);
     let addr = s.baton.addr();
     for bad in ["0", "two", "-1", ""] {
-        let (code, out, err) = s.client(&["reload", &format!("--workers={bad}")]);
+        let (code, out, err) = s.run(&["reload", &format!("--workers={bad}")]);
         assert_eq!(code, Some(2), "--workers {bad:?}: {out} {err}");
         assert_eq!(err.trim_end().lines().count(), 1, "one line: {err}");
         assert!(err.contains("--workers"), "{err}");
@@ -326,10 +287,10 @@ fn a_bad_count_is_refused_and_a_rolled_back_reload_keeps_the_count() {
 
     // A broken deploy asked for 3 workers: rolled back, 2 it stays.
     write_app(&s.app(), "broken");
-    let (code, out, err) = s.client(&["reload", "--workers", "3"]);
+    let (code, out, err) = s.run(&["reload", "--workers", "3"]);
     assert_eq!(code, Some(1), "{out} {err}");
     assert!(err.contains("generation 2 rolled back"), "{err}");
-    let status = s.status_json();
+    let status = status_json(&s);
     assert_eq!(status["workers"], 2, "{status}");
     // The third socket was added to the group and is held, but no
     // connection goes to it: nobody accepts on it.
@@ -360,17 +321,17 @@ fn a_bad_count_is_refused_and_a_rolled_back_reload_keeps_the_count() {
 
     // The next plain reload uses the old count, over all three sockets.
     write_app(&s.app(), "");
-    s.reload_ok(&[], 3, 2);
+    reload_ok(&s, &[], 3, 2);
     let sockets = generation_sockets(&s.baton, 3);
     assert_eq!(sockets.iter().map(Vec::len).collect::<Vec<_>>(), [2, 1]);
-    let status = s.status_json();
+    let status = status_json(&s);
     assert_eq!(status["listeners"][0]["served"], 3, "{status}");
     every_worker_answers(&rt, &s.baton, addr, 3);
 }
 
 #[test]
 fn coalesced_reloads_take_the_newest_count() {
-    let s = Setup::start(&[]);
+    let s = setup(&[]);
     // READY=1 500ms after start: the later requests land during the first
     // reload and coalesce into one more.
     write_app(&s.app(), "--ready-delay 500ms");
@@ -452,7 +413,7 @@ fn udp_flow(
 #[test]
 fn reuseport_udp_loses_no_reply_while_the_count_grows_and_shrinks() {
     const CLIENTS: usize = 16;
-    let s = Setup::start(&[
+    let s = setup(&[
         "--reuseport",
         "--workers",
         "2",
@@ -477,9 +438,9 @@ fn reuseport_udp_loses_no_reply_while_the_count_grows_and_shrinks() {
         );
     };
     every_flow_saw(1);
-    s.reload_ok(&["--workers", "3"], 2, 3);
+    reload_ok(&s, &["--workers", "3"], 2, 3);
     every_flow_saw(2);
-    s.reload_ok(&["--workers", "1"], 3, 1);
+    reload_ok(&s, &["--workers", "1"], 3, 1);
     every_flow_saw(3);
     stop.store(true, Ordering::Relaxed);
     let (mut sent, mut replies, mut problems) = (0, 0, Vec::new());

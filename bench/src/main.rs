@@ -455,6 +455,7 @@ async fn real_main(args: Args) -> Result<u8> {
         println!("{tag} {}", one_line(&r));
         paired.push(r);
     }
+    report::fill_paired_ratios(&mut paired);
 
     // Idle reloads.
     let mut idle = Vec::new();

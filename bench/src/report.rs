@@ -50,7 +50,7 @@ pub struct RunResult {
     /// Of successful requests.
     pub latency_ms: Option<LatencyMs>,
     /// rps / rps of the demo-app-alone run under the same load nearest in
-    /// time.
+    /// time (for a paired run: of its pair).
     pub vs_demo_app: Option<f64>,
     pub connects: u64,
     pub signals_sent: usize,
@@ -317,9 +317,28 @@ pub fn fill_ratios(runs: &mut [RunResult]) {
     }
 }
 
+/// Sets `vs_demo_app` on every paired baton run: its rps over the rps of
+/// the demo-app-alone run of its pair (`round`), run right before or after
+/// it.
+pub fn fill_paired_ratios(paired: &mut [RunResult]) {
+    let base: Vec<(Option<usize>, Scenario, f64)> = paired
+        .iter()
+        .filter(|d| d.config == Kind::DemoApp && d.status == Status::Ok && d.rps > 0.0)
+        .map(|d| (d.round, d.scenario, d.rps))
+        .collect();
+    for r in paired
+        .iter_mut()
+        .filter(|r| r.config.is_baton() && r.status == Status::Ok)
+    {
+        r.vs_demo_app = base
+            .iter()
+            .find(|(round, sc, _)| *round == r.round && *sc == r.scenario)
+            .map(|(_, _, rps)| r.rps / rps);
+    }
+}
+
 /// For the paired runs of one baton target under one scenario (with or
-/// without reloads): its rps over the rps of the demo-app-alone run it was
-/// paired with (run right before or after it), one ratio per pair. The
+/// without reloads): the ratio of each pair ([`fill_paired_ratios`]). The
 /// median of these is what the throughput goals hold.
 pub fn paired_ratios(
     paired: &[RunResult],
@@ -328,19 +347,12 @@ pub fn paired_ratios(
     let mut out: BTreeMap<(String, Scenario), Vec<f64>> = BTreeMap::new();
     for r in paired
         .iter()
-        .filter(|r| r.config.is_baton() && r.with_reloads == with_reloads && r.status == Status::Ok)
+        .filter(|r| r.config.is_baton() && r.with_reloads == with_reloads)
     {
-        let base = paired.iter().find(|d| {
-            d.config == Kind::DemoApp
-                && d.scenario == r.scenario
-                && d.round == r.round
-                && d.status == Status::Ok
-                && d.rps > 0.0
-        });
-        if let Some(d) = base {
+        if let Some(x) = r.vs_demo_app {
             out.entry((r.target.clone(), r.scenario))
                 .or_default()
-                .push(r.rps / d.rps);
+                .push(x);
         }
     }
     out.into_iter().map(|((t, sc), v)| (t, sc, v)).collect()
@@ -1185,20 +1197,7 @@ pub fn markdown(report: &Report, peer_configs: &[(String, String)]) -> String {
             .iter()
             .map(|r| {
                 let mut row = vec![r.round.map_or_else(|| "–".into(), |n| (n + 1).to_string())];
-                let mut rr = r.clone();
-                // Against its own pair's demo-app run.
-                rr.vs_demo_app = report
-                    .paired
-                    .iter()
-                    .find(|d| {
-                        d.config == Kind::DemoApp
-                            && d.scenario == r.scenario
-                            && d.round == r.round
-                            && d.rps > 0.0
-                    })
-                    .filter(|_| r.config != Kind::DemoApp)
-                    .map(|d| r.rps / d.rps);
-                row.extend(run_row(&rr));
+                row.extend(run_row(r));
                 row
             })
             .collect();
@@ -1458,6 +1457,8 @@ mod tests {
             run(w1, 1, false, 51.0),
             run(w1, 1, true, 49.0),
         ];
+        let mut paired = paired;
+        fill_paired_ratios(&mut paired);
         let ratios = |reloads| paired_ratios(&paired, reloads);
         let without = ratios(false);
         assert_eq!(without.len(), 1);

@@ -24,6 +24,7 @@
 //! the captured log, so a failing test explains itself.
 
 pub mod bins;
+pub mod control;
 pub mod fixtures;
 pub mod http;
 pub mod load;
@@ -34,6 +35,7 @@ pub mod tempdir;
 pub mod wait;
 
 pub use bins::{baton_bin, demo_app_bin, workspace_root};
+pub use control::Controlled;
 pub use fixtures::{runtime, skip, write_script};
 pub use http::{get, request, Conn, ErrorKind, RequestError, Response};
 pub use load::{Load, LoadConfig, Mode, ModeStats, Report};
