@@ -387,13 +387,7 @@ fn a_strangers_ready_cannot_promote_a_starting_generation() {
         LONG,
     );
     let report = rt.block_on(load.finish());
-    println!("{report}");
-    assert_eq!(
-        report.errors(),
-        0,
-        "failed requests: {:?}",
-        report.first_errors
-    );
+    report.assert_no_failed_request();
     let (status, body) = rt.block_on(get(baton.addr(), "/")).unwrap();
     assert_eq!(status, 200);
     assert!(body.starts_with("generation=1 "), "{body}");
@@ -431,13 +425,7 @@ fn a_reload_that_hits_the_fd_limit_fails_cleanly() {
     baton.hup();
     baton.wait_log("generation serving generation=3", LONG);
     let report = rt.block_on(load.finish());
-    println!("{report}");
-    assert_eq!(
-        report.errors(),
-        0,
-        "failed requests: {:?}",
-        report.first_errors
-    );
+    report.assert_no_failed_request();
 }
 
 /// Sets a process's RLIMIT_NOFILE soft limit; returns the old one.
@@ -535,13 +523,7 @@ fn a_reload_whose_fork_fails_fails_cleanly() {
     baton.hup();
     baton.wait_log("generation serving generation=3", LONG);
     let report = rt.block_on(load.finish());
-    println!("{report}");
-    assert_eq!(
-        report.errors(),
-        0,
-        "failed requests: {:?}",
-        report.first_errors
-    );
+    report.assert_no_failed_request();
     baton.signal(Signal::SIGTERM);
     assert_eq!(baton.wait_exit(LONG).code(), Some(0));
 }

@@ -105,13 +105,7 @@ fn a_generation_that_exits_at_start_never_replaces_the_serving_one() {
     wait_until(LONG, "generation 3 answers", || generation(&rt, addr) == 3);
 
     let report = rt.block_on(load.finish());
-    println!("{report}");
-    assert_eq!(
-        report.errors(),
-        0,
-        "failed requests: {:?}",
-        report.first_errors
-    );
+    report.assert_no_failed_request();
     assert!(report.ok > 50, "too little load to mean anything: {report}");
 }
 
@@ -154,13 +148,7 @@ fn a_generation_that_never_says_ready_is_killed_at_the_timeout() {
     assert_eq!(generation(&rt, addr), 1);
 
     let report = rt.block_on(load.finish());
-    println!("{report}");
-    assert_eq!(
-        report.errors(),
-        0,
-        "failed requests: {:?}",
-        report.first_errors
-    );
+    report.assert_no_failed_request();
 }
 
 #[test]
@@ -304,13 +292,7 @@ fn fifty_hups_in_100ms_cause_at_most_two_reloads_and_no_failed_request() {
     assert_eq!(baton.count_log("generation serving generation=4"), 0);
 
     let report = rt.block_on(load.finish());
-    println!("{report}");
-    assert_eq!(
-        report.errors(),
-        0,
-        "failed requests: {:?}",
-        report.first_errors
-    );
+    report.assert_no_failed_request();
 }
 
 #[test]

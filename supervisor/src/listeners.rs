@@ -18,7 +18,7 @@
 //! listens, but its worker only accepts once its generation is ready, and
 //! never if that generation is rolled back. So before adding sockets baton
 //! attaches a classic BPF program to the group that picks among the first K
-//! (served) sockets only ([`Listener::guard_served`]), and removes it once a
+//! (served) sockets only ([`Listener::grow`]), and removes it once a
 //! generation that holds every socket serves ([`Listener::all_served`]).
 
 use std::io;
@@ -123,7 +123,8 @@ impl Listener {
             .bare_addr()
             .parse()
             .map_err(|_| io::Error::other(format!("bound address {:?} unparsable", self.local)))?;
-        self.guard_served()?;
+        // Keep the kernel on the sockets served so far (the first `served`).
+        attach_first_k(self.sockets[0].as_fd(), self.served)?;
         let opts = BindOptions {
             backlog,
             reuseport_slots: Some(slots),
@@ -135,13 +136,6 @@ impl Listener {
             self.sockets.push(OwnedFd::from(socket));
         }
         Ok(self.sockets.len() - before)
-    }
-
-    /// Attach (or replace) the group's program so that the kernel picks only
-    /// among the first `served` sockets. A no-op while every socket is
-    /// served and there is nothing to add yet, apart from attaching.
-    fn guard_served(&mut self) -> io::Result<()> {
-        attach_first_k(self.sockets[0].as_fd(), self.served)
     }
 
     /// A generation that holds every socket of the group now serves: let the

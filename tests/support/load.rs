@@ -134,6 +134,12 @@ impl Report {
         self.by_kind.values().sum()
     }
 
+    /// Prints the report and asserts that not one request failed.
+    pub fn assert_no_failed_request(&self) {
+        println!("{self}");
+        assert_eq!(self.errors(), 0, "failed requests: {:?}", self.first_errors);
+    }
+
     pub fn mode(&self, mode: Mode) -> ModeStats {
         self.by_mode.get(&mode).cloned().unwrap_or_default()
     }
