@@ -9,8 +9,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use baton_e2e::{
-    child_zombies, cmdline, demo_app_bin, env_var, fd_count, fd_targets, get, pid_alive, request,
-    wait_until, Baton, Load, LoadConfig, TempDir,
+    child_zombies, cmdline, demo_app_bin, env_var, fd_count, fd_targets, gate_line, get, open_gate,
+    pid_alive, spawn_request, wait_until, Baton, Load, LoadConfig, TempDir,
 };
 use nix::sys::signal::Signal;
 
@@ -224,7 +224,7 @@ fn max_draining_kills_the_oldest_draining_generation() {
     let addr = baton.addr();
     let rt = baton_e2e::runtime();
     let hold = |rt: &tokio::runtime::Runtime| {
-        let slow = rt.spawn(request(addr, "/sleep?ms=30000", true));
+        let slow = spawn_request(rt, addr, "/sleep?ms=30000", true);
         // Accepted: a later connection was answered (the queue is FIFO).
         let (status, _) = rt.block_on(get(addr, "/healthz")).unwrap();
         assert_eq!(status, 200);
@@ -233,6 +233,13 @@ fn max_draining_kills_the_oldest_draining_generation() {
     let _slow1 = hold(&rt);
     baton.hup();
     baton.wait_log("generation serving generation=2", LONG);
+    // Generation 1 accepts until it has handled its drain signal: the
+    // second long request must go to generation 2.
+    let g1 = baton.generation_workers(1)[0];
+    baton.wait_log(
+        &format!("generation=1 pid={} draining: stopped accepting", g1.pid),
+        LONG,
+    );
     let _slow2 = hold(&rt);
     // `baton reload` says what the limit cut.
     let out = std::process::Command::new(baton_e2e::baton_bin())
@@ -359,7 +366,7 @@ fn a_strangers_ready_cannot_promote_a_starting_generation() {
         "--workers",
         "2",
         "--ready-timeout",
-        "3s",
+        "5s",
         "--",
         app.to_str().unwrap(),
     ]);
@@ -372,7 +379,7 @@ fn a_strangers_ready_cannot_promote_a_starting_generation() {
     baton.hup();
     baton.wait_log_count("worker spawned generation=2", 2, LONG);
     let stranger = UnixDatagram::unbound().unwrap();
-    // Until the reload's outcome is logged (bounded: the timeout is 3 s).
+    // Until the reload's outcome is logged (bounded: the timeout is 5 s).
     wait_until(LONG, "the reload's outcome is logged", || {
         let _ = stranger.send_to(b"READY=1", &notify);
         let _ = stranger.send_to(b"READY=1\nSTATUS=serving", &notify);
@@ -388,6 +395,9 @@ fn a_strangers_ready_cannot_promote_a_starting_generation() {
     );
     let report = rt.block_on(load.finish());
     report.assert_no_failed_request();
+    // The rolled-back workers accept until they have handled their drain
+    // signal: ask once they are gone.
+    baton.wait_log("generation exited generation=2", LONG);
     let (status, body) = rt.block_on(get(baton.addr(), "/")).unwrap();
     assert_eq!(status, 200);
     assert!(body.starts_with("generation=1 "), "{body}");
@@ -531,17 +541,19 @@ fn a_reload_whose_fork_fails_fails_cleanly() {
 /// A HUP before the first generation is ready becomes a reload after it.
 #[test]
 fn a_hup_during_start_up_reloads_once_the_first_generation_serves() {
-    let baton = Baton::start(&[
-        "--listen",
-        "127.0.0.1:0",
-        "--",
-        demo_app_bin().to_str().unwrap(),
-        "--ready-delay",
-        "700ms",
-    ]);
+    // Generation 1 is held starting (a gate) until the HUP has been seen.
+    let dir = TempDir::new();
+    let gate = dir.join("gate");
+    let app = script(
+        &dir,
+        "app.sh",
+        &format!("{}\nexec {}", gate_line(&gate, 1), demo_app_bin().display()),
+    );
+    let baton = Baton::start(&["--listen", "127.0.0.1:0", "--", app.to_str().unwrap()]);
     baton.wait_log("worker spawned generation=1", LONG);
     baton.hup();
     baton.wait_log("reload queued", LONG);
+    open_gate(&gate);
     baton.wait_log("generation serving generation=1", LONG);
     baton.wait_log("generation serving generation=2", LONG);
     baton.wait_log("generation exited generation=1", LONG);
@@ -552,6 +564,8 @@ fn a_hup_during_start_up_reloads_once_the_first_generation_serves() {
 /// exits 0.
 #[test]
 fn a_term_during_start_up_drains_what_started() {
+    // Workers that never say READY=1: the first generation is still
+    // starting whenever the TERM lands.
     let mut baton = Baton::start(&[
         "--listen",
         "127.0.0.1:0",
@@ -559,8 +573,7 @@ fn a_term_during_start_up_drains_what_started() {
         "2",
         "--",
         demo_app_bin().to_str().unwrap(),
-        "--ready-delay",
-        "2s",
+        "--no-ready",
     ]);
     baton.wait_log_count("worker spawned generation=1", 2, LONG);
     let workers = baton.generation_workers(1);

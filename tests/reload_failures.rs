@@ -10,7 +10,10 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use baton_e2e::load::parse_body;
-use baton_e2e::{demo_app_bin, get, pid_alive, wait_until, Baton, Load, LoadConfig, TempDir};
+use baton_e2e::{
+    demo_app_bin, gate_line, get, open_gate, pid_alive, wait_until, Baton, Load, LoadConfig,
+    TempDir,
+};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
@@ -19,7 +22,7 @@ const LONG: Duration = Duration::from_secs(60);
 /// The program baton runs, rewritten atomically between reloads.
 struct Deploy {
     /// Holds the script; removed with the test.
-    _dir: TempDir,
+    dir: TempDir,
     app: PathBuf,
 }
 
@@ -27,7 +30,7 @@ impl Deploy {
     fn new() -> Deploy {
         let dir = TempDir::new();
         let app = dir.join("app");
-        Deploy { _dir: dir, app }
+        Deploy { dir, app }
     }
 
     fn app(&self) -> &str {
@@ -104,9 +107,10 @@ fn a_generation_that_exits_at_start_never_replaces_the_serving_one() {
     baton.wait_log("generation serving generation=3", LONG);
     wait_until(LONG, "generation 3 answers", || generation(&rt, addr) == 3);
 
+    // Enough load to mean something, however slow the machine.
+    wait_until(LONG, "the load got 50 answers", || load.ok() > 50);
     let report = rt.block_on(load.finish());
     report.assert_no_failed_request();
-    assert!(report.ok > 50, "too little load to mean anything: {report}");
 }
 
 #[test]
@@ -117,7 +121,7 @@ fn a_generation_that_never_says_ready_is_killed_at_the_timeout() {
         "--listen",
         "127.0.0.1:0",
         "--ready-timeout",
-        "2s",
+        "5s",
         "--",
         deploy.app(),
     ]);
@@ -134,7 +138,7 @@ fn a_generation_that_never_says_ready_is_killed_at_the_timeout() {
     let line = baton.wait_log("reload failed", LONG);
     assert!(line.contains("generation=2"), "{line}");
     assert!(
-        line.contains("not ready after 2s"),
+        line.contains("not ready after 5s"),
         "the cause names the timeout: {line}"
     );
     let stuck = baton.generation_workers(2);
@@ -251,13 +255,18 @@ fn a_crash_looping_slot_backs_off_exponentially() {
 }
 
 /// A storm of HUPs costs at most one extra reload: those that arrive while a
-/// generation starts coalesce into one more reload after it. The demo app
-/// delays READY=1 by 500ms so that the whole storm (100 ms) falls inside the
-/// first reload, as it would with any app that takes time to start.
+/// generation starts coalesce into one more reload after it. Generation 2
+/// is held starting (a gate) until the whole storm has been sent, as it
+/// would be with any app that takes time to start.
 #[test]
 fn fifty_hups_in_100ms_cause_at_most_two_reloads_and_no_failed_request() {
     let deploy = Deploy::new();
-    deploy.good("--ready-delay 500ms");
+    let gate = deploy.dir.join("gate");
+    deploy.write(&format!(
+        "{}\nexec {}",
+        gate_line(&gate, 2),
+        demo_app_bin().display()
+    ));
     let baton = Baton::start(&[
         "--listen",
         "127.0.0.1:0",
@@ -276,11 +285,9 @@ fn fifty_hups_in_100ms_cause_at_most_two_reloads_and_no_failed_request() {
         baton.hup();
         std::thread::sleep(Duration::from_millis(2));
     }
-    assert!(
-        start.elapsed() < Duration::from_millis(400),
-        "the storm took {:?}",
-        start.elapsed()
-    );
+    println!("50 HUPs sent in {:?}", start.elapsed());
+    baton.wait_log("reload started generation=2", LONG);
+    open_gate(&gate);
     baton.wait_log("generation serving generation=2", LONG);
     if baton.count_log("reload queued") > 0 {
         baton.wait_log("generation serving generation=3", LONG);

@@ -26,8 +26,8 @@ use std::time::{Duration, Instant};
 
 use baton_e2e::load::parse_body;
 use baton_e2e::{
-    baton_bin, demo_app_bin, env_var, fd_targets, field, get, wait_until, Baton, Controlled, Load,
-    LoadConfig, Mode,
+    baton_bin, demo_app_bin, env_var, fd_targets, field, gate_line, get, open_gate, wait_until,
+    Baton, Controlled, Load, LoadConfig, Mode,
 };
 use nix::sys::signal::Signal;
 
@@ -59,6 +59,10 @@ fn reload_ok(s: &Controlled, args: &[&str], generation: u64, workers: usize) {
         out.contains(&format!(", {workers} worker{plural}")),
         "{out}"
     );
+    // Every `worker spawned` line comes before this one in baton's log (the
+    // client may have its answer before the test has read them).
+    s.baton
+        .wait_log(&format!("generation serving generation={generation}"), LONG);
     assert_eq!(s.baton.generation_workers(generation).len(), workers);
 }
 
@@ -300,7 +304,12 @@ fn a_bad_count_is_refused_and_a_rolled_back_reload_keeps_the_count() {
     let started = Instant::now();
     let answers = rt.block_on(async {
         let asks: Vec<_> = (0..60)
-            .map(|_| tokio::spawn(tokio::time::timeout(Duration::from_secs(5), get(addr, "/"))))
+            .map(|_| {
+                tokio::spawn(tokio::time::timeout(
+                    Duration::from_secs(20),
+                    get(addr, "/"),
+                ))
+            })
             .collect();
         let mut answers = Vec::new();
         for a in asks {
@@ -332,9 +341,13 @@ fn a_bad_count_is_refused_and_a_rolled_back_reload_keeps_the_count() {
 #[test]
 fn coalesced_reloads_take_the_newest_count() {
     let s = setup(&[]);
-    // READY=1 500ms after start: the later requests land during the first
-    // reload and coalesce into one more.
-    write_app(&s.app(), "--ready-delay 500ms");
+    // Generation 2 is held starting (a gate) until the later requests have
+    // landed during the first reload: they coalesce into one more.
+    let gate = s.dir.join("gate");
+    baton_e2e::write_script(
+        &s.app(),
+        &format!("{}\nexec {}", gate_line(&gate, 2), demo_app_bin().display()),
+    );
     let spawn = |args: &[&str]| {
         let mut cmd = Command::new(baton_bin());
         cmd.arg("reload")
@@ -353,6 +366,7 @@ fn coalesced_reloads_take_the_newest_count() {
     let third = spawn(&["--workers", "3"]);
     s.baton
         .wait_log("reload requested on the control socket workers=3", LONG);
+    open_gate(&gate);
     let outputs: Vec<Output> = [first, second, third]
         .into_iter()
         .map(|c| c.wait_with_output().unwrap())
@@ -369,6 +383,7 @@ fn coalesced_reloads_take_the_newest_count() {
         assert!(out.starts_with("generation 3 serving"), "{out}");
         assert!(out.contains(", 3 workers"), "the newest count wins: {out}");
     }
+    s.baton.wait_log("generation serving generation=3", LONG);
     assert_eq!(s.baton.count_log("reload started"), 2);
     assert_eq!(s.baton.generation_workers(3).len(), 3);
 }
@@ -384,7 +399,8 @@ fn udp_flow(
 ) -> (u64, u64, Vec<String>) {
     let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
     sock.connect(addr).unwrap();
-    sock.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
     let (mut sent, mut replies, mut problems) = (0, 0, Vec::new());
     let mut buf = [0u8; 512];
     // Bounded: the test stops the flows long before this many.

@@ -110,7 +110,7 @@ fn unix_answer(path: &Path) -> (u64, i32) {
 fn udp_ask(addr: SocketAddr, payload: &str) -> Result<String, String> {
     let sock = StdUdpSocket::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
     sock.connect(addr).map_err(|e| e.to_string())?;
-    sock.set_read_timeout(Some(Duration::from_secs(2)))
+    sock.set_read_timeout(Some(Duration::from_secs(10)))
         .map_err(|e| e.to_string())?;
     sock.send(payload.as_bytes()).map_err(|e| e.to_string())?;
     let mut buf = [0u8; 512];
@@ -463,7 +463,7 @@ async fn udp_client(
             continue;
         }
         t.sent += 1;
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
         loop {
             let n = match tokio::time::timeout_at(deadline, sock.recv(&mut buf)).await {
                 Err(_) => {

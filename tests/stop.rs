@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use baton_e2e::{child_zombies, demo_app_bin, get, pid_alive, request, wait_until, Baton};
+use baton_e2e::{child_zombies, demo_app_bin, get, pid_alive, spawn_request, wait_until, Baton};
 use nix::sys::signal::Signal;
 
 const LONG: Duration = Duration::from_secs(60);
@@ -33,10 +33,11 @@ fn graceful_stop(signal: Signal) {
     let workers = baton.generation_workers(1);
     let rt = baton_e2e::runtime();
     let inflight: Vec<_> = (0..6)
-        .map(|_| rt.spawn(request(addr, "/sleep?ms=1500", true)))
+        .map(|_| spawn_request(&rt, addr, "/sleep?ms=1500", true))
         .collect();
     // The accept queue is FIFO: once a later connection has been answered,
-    // every earlier one (the six sleeps) has been accepted by a worker.
+    // every earlier one (the six sleeps, connected before it) has been
+    // accepted by a worker.
     let (status, _) = rt.block_on(get(addr, "/healthz")).unwrap();
     assert_eq!(status, 200);
 
@@ -94,15 +95,28 @@ fn sigquit_kills_every_worker_at_once() {
 
 /// `--drain-signal USR1`: old workers get USR1 on a reload and on a stop,
 /// never TERM. The worker exits 0 on USR1 and 3 on TERM, so its exit
-/// status tells which one it got.
+/// status tells which one it got; it leaves a file once its traps are set,
+/// and the test signals only after seeing it.
 #[test]
 fn drain_signal_is_what_workers_get() {
     let dir = baton_e2e::TempDir::new();
     let app = dir.join("app.sh");
     baton_e2e::write_script(
         &app,
-        "trap 'exit 0' USR1\ntrap 'exit 3' TERM\nwhile :; do sleep 0.1 & wait $!; done",
+        &format!(
+            "trap 'exit 0' USR1\ntrap 'exit 3' TERM\n: > '{}/trapped-'\"$BATON_GENERATION\"\n\
+             while :; do sleep 0.1 & wait $!; done",
+            dir.path().display()
+        ),
     );
+    let trapped = |generation: u64| {
+        let file = dir.join(format!("trapped-{generation}"));
+        wait_until(
+            LONG,
+            &format!("generation {generation} set its traps"),
+            || file.exists(),
+        );
+    };
     let mut baton = Baton::start(&[
         "--listen",
         "127.0.0.1:0",
@@ -114,10 +128,12 @@ fn drain_signal_is_what_workers_get() {
         app.to_str().unwrap(),
     ]);
     baton.wait_log("generation serving generation=1", LONG);
+    trapped(1);
     baton.hup();
     baton.wait_log("generation serving generation=2", LONG);
     let exited = baton.wait_log("worker exited generation=1", LONG);
     assert!(exited.contains("exited 0"), "USR1, not TERM: {exited}");
+    trapped(2);
     baton.signal(Signal::SIGTERM);
     assert_eq!(baton.wait_exit(LONG).code(), Some(0));
     let exited = baton.wait_log("worker exited generation=2", LONG);

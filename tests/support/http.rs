@@ -220,6 +220,21 @@ pub async fn request(addr: SocketAddr, path: &str, close: bool) -> Result<Respon
     send(&mut sender, addr, path, close).await
 }
 
+/// Starts a request on `rt` whose connection is already established (in
+/// the listener's accept queue) when this returns; the request itself is
+/// sent by the spawned task. With one shared queue (FIFO), a connection
+/// made after this one that has been answered proves this one was accepted.
+pub fn spawn_request(
+    rt: &tokio::runtime::Runtime,
+    addr: SocketAddr,
+    path: &str,
+    close: bool,
+) -> tokio::task::JoinHandle<Result<Response, RequestError>> {
+    let connected = rt.block_on(connect(addr));
+    let path = path.to_string();
+    rt.spawn(async move { send(&mut connected?, addr, &path, close).await })
+}
+
 /// `GET path` on a fresh connection: `(status, body)`, or the error as text.
 pub async fn get(addr: SocketAddr, path: &str) -> Result<(u16, String), String> {
     request(addr, path, true)
