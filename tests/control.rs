@@ -13,8 +13,8 @@ use std::time::Duration;
 
 use baton_e2e::control::output as run;
 use baton_e2e::{
-    baton_bin, demo_app_bin, gate_line, open_gate, request, spawn_request, write_script, Baton,
-    Controlled, TempDir,
+    baton_bin, demo_app_bin, gated_demo_app, open_gate, request, spawn_request, write_script,
+    Baton, Controlled, TempDir,
 };
 
 const LONG: Duration = Duration::from_secs(60);
@@ -71,10 +71,7 @@ fn two_concurrent_reloads_both_get_the_outcome_that_covers_them() {
     // after it.
     let s = setup(&[], "");
     let gate = s.dir.join("gate");
-    write_script(
-        &s.app(),
-        &format!("{}\nexec {}", gate_line(&gate, 2), demo_app_bin().display()),
-    );
+    write_script(&s.app(), &gated_demo_app(&gate, 2));
     let first = s
         .client(&["reload"])
         .stdout(Stdio::piped())

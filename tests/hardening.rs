@@ -9,8 +9,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use baton_e2e::{
-    child_zombies, cmdline, demo_app_bin, env_var, fd_count, fd_targets, gate_line, get, open_gate,
-    pid_alive, spawn_request, wait_until, Baton, Load, LoadConfig, TempDir,
+    child_zombies, cmdline, demo_app_bin, env_var, fd_count, fd_targets, gated_demo_app, get,
+    open_gate, pid_alive, spawn_request, wait_until, Baton, Load, LoadConfig, TempDir,
 };
 use nix::sys::signal::Signal;
 
@@ -544,11 +544,7 @@ fn a_hup_during_start_up_reloads_once_the_first_generation_serves() {
     // Generation 1 is held starting (a gate) until the HUP has been seen.
     let dir = TempDir::new();
     let gate = dir.join("gate");
-    let app = script(
-        &dir,
-        "app.sh",
-        &format!("{}\nexec {}", gate_line(&gate, 1), demo_app_bin().display()),
-    );
+    let app = script(&dir, "app.sh", &gated_demo_app(&gate, 1));
     let baton = Baton::start(&["--listen", "127.0.0.1:0", "--", app.to_str().unwrap()]);
     baton.wait_log("worker spawned generation=1", LONG);
     baton.hup();

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use baton_e2e::load::parse_body;
 use baton_e2e::{
-    demo_app_bin, gate_line, get, open_gate, pid_alive, wait_until, Baton, Load, LoadConfig,
+    demo_app_bin, gated_demo_app, get, open_gate, pid_alive, wait_until, Baton, Load, LoadConfig,
     TempDir,
 };
 use nix::sys::signal::{kill, Signal};
@@ -262,11 +262,7 @@ fn a_crash_looping_slot_backs_off_exponentially() {
 fn fifty_hups_in_100ms_cause_at_most_two_reloads_and_no_failed_request() {
     let deploy = Deploy::new();
     let gate = deploy.dir.join("gate");
-    deploy.write(&format!(
-        "{}\nexec {}",
-        gate_line(&gate, 2),
-        demo_app_bin().display()
-    ));
+    deploy.write(&gated_demo_app(&gate, 2));
     let baton = Baton::start(&[
         "--listen",
         "127.0.0.1:0",

@@ -26,8 +26,8 @@ use std::time::{Duration, Instant};
 
 use baton_e2e::load::parse_body;
 use baton_e2e::{
-    baton_bin, demo_app_bin, env_var, fd_targets, field, gate_line, get, open_gate, wait_until,
-    Baton, Controlled, Load, LoadConfig, Mode,
+    baton_bin, demo_app_bin, env_var, fd_targets, field, gated_demo_app, get, open_gate,
+    wait_until, Baton, Controlled, Load, LoadConfig, Mode,
 };
 use nix::sys::signal::Signal;
 
@@ -344,10 +344,7 @@ fn coalesced_reloads_take_the_newest_count() {
     // Generation 2 is held starting (a gate) until the later requests have
     // landed during the first reload: they coalesce into one more.
     let gate = s.dir.join("gate");
-    baton_e2e::write_script(
-        &s.app(),
-        &format!("{}\nexec {}", gate_line(&gate, 2), demo_app_bin().display()),
-    );
+    baton_e2e::write_script(&s.app(), &gated_demo_app(&gate, 2));
     let spawn = |args: &[&str]| {
         let mut cmd = Command::new(baton_bin());
         cmd.arg("reload")

@@ -26,18 +26,20 @@ pub fn write_script(path: &Path, body: &str) {
     std::fs::rename(&tmp, path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
 }
 
-/// A line for an app script (before it `exec`s the app): workers of
-/// generation `from` and later wait there until the file `gate` exists. A
-/// test holds a generation "starting" for exactly as long as it needs —
-/// until it has seen what it waits for — instead of betting on a delay.
-pub fn gate_line(gate: &Path, from: u64) -> String {
+/// An app script's body that runs demo-app, but for workers of generation
+/// `from` and later only once the file `gate` exists. A test holds a
+/// generation "starting" for exactly as long as it needs — until it has
+/// seen what it waits for — instead of betting on a delay.
+pub fn gated_demo_app(gate: &Path, from: u64) -> String {
     format!(
-        "if [ \"$BATON_GENERATION\" -ge {from} ]; then while [ ! -e '{}' ]; do sleep 0.01; done; fi",
-        gate.display()
+        "if [ \"$BATON_GENERATION\" -ge {from} ]; then while [ ! -e '{}' ]; do sleep 0.01; done; fi\n\
+         exec {}",
+        gate.display(),
+        crate::bins::demo_app_bin().display()
     )
 }
 
-/// Opens a gate made with [`gate_line`].
+/// Opens a gate made with [`gated_demo_app`].
 pub fn open_gate(gate: &Path) {
     std::fs::write(gate, b"").unwrap_or_else(|e| panic!("{}: {e}", gate.display()));
 }

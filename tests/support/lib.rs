@@ -36,7 +36,7 @@ pub mod wait;
 
 pub use bins::{baton_bin, demo_app_bin, workspace_root};
 pub use control::Controlled;
-pub use fixtures::{gate_line, open_gate, runtime, skip, write_script};
+pub use fixtures::{gated_demo_app, open_gate, runtime, skip, write_script};
 pub use http::{get, request, spawn_request, Conn, ErrorKind, RequestError, Response};
 pub use load::{Load, LoadConfig, Mode, ModeStats, Report};
 pub use process::{field, Baton, DemoApp, Proc, WorkerInfo};
