@@ -1,7 +1,7 @@
 //! The unit files in `systemd/`, run by a real systemd.
 //!
 //! Each test boots its own systemd (252 on Debian 12) as PID 1 of private
-//! namespaces with `../shared/tools/systemd-sandbox.sh` (see
+//! namespaces with `tests/tools/systemd-sandbox.sh` (see
 //! `baton_e2e::systemd`), installs a copy of `demo.socket` and `demo.service`
 //! into it, drives them with plain `systemctl`, and tears the instance down
 //! on drop, whatever happened. The copy differs from the shipped units in

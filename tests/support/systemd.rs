@@ -1,4 +1,4 @@
-//! A real systemd for tests: `../shared/tools/systemd-sandbox.sh` runs an
+//! A real systemd for tests: `tests/tools/systemd-sandbox.sh` runs an
 //! unmodified systemd as PID 1 of private namespaces (own PID, mount, cgroup,
 //! UTS and IPC namespaces; private `/run`, `/etc/systemd/system` and journal;
 //! the host's network namespace, so the test talks to `127.0.0.1:PORT`
@@ -27,14 +27,13 @@ use crate::bins::workspace_root;
 /// The systemd binary the sandbox script execs.
 const SYSTEMD: &str = "/lib/systemd/systemd";
 
-/// Where the sandbox script is: `$BATON_SYSTEMD_SANDBOX`, else
-/// `<workspace>/../shared/tools/systemd-sandbox.sh` (CI clones the repo with
-/// `shared/` beside it).
+/// Where the sandbox script is: `$BATON_SYSTEMD_SANDBOX`, else the
+/// repository's own `tests/tools/systemd-sandbox.sh`.
 pub fn sandbox_script() -> PathBuf {
     if let Some(path) = std::env::var_os("BATON_SYSTEMD_SANDBOX") {
         return PathBuf::from(path);
     }
-    workspace_root().join("../shared/tools/systemd-sandbox.sh")
+    workspace_root().join("tests/tools/systemd-sandbox.sh")
 }
 
 /// Must the systemd tests run here (`BATON_REQUIRE_SYSTEMD=1`, or a CI
@@ -67,8 +66,8 @@ pub fn available(test: &str) -> bool {
             let script = sandbox_script();
             assert!(
                 script.is_file(),
-                "{test}: the systemd sandbox script is not at {} (it lives in the \
-                 shared/ tree beside the workspace; BATON_SYSTEMD_SANDBOX overrides the path)",
+                "{test}: the systemd sandbox script is not at {} (it is part of the \
+                 repository; BATON_SYSTEMD_SANDBOX overrides the path)",
                 script.display()
             );
             true
