@@ -226,6 +226,38 @@ fn bad_input_gets_one_line_and_an_exit_code() {
             1,
             taken.as_str(),
         ),
+        // The program without `--`: the line says where it goes.
+        (
+            [&listen[..], &["./my-app", "--port", "3"]].concat(),
+            2,
+            "put the program and its arguments after `--`, e.g. baton --listen 127.0.0.1:8080 -- ./my-app",
+        ),
+        (
+            vec!["./my-app"],
+            2,
+            "after `--`",
+        ),
+        // The same address twice is the command line's mistake, found
+        // before anything is bound (port 0 twice is two fresh ports).
+        (
+            vec![
+                "--listen", "127.0.0.1:8099", "--listen", "127.0.0.1:8099", "--", "sleep", "1",
+            ],
+            2,
+            "--listen 127.0.0.1:8099 is given twice",
+        ),
+        (
+            vec![
+                "--listen", "a=unix:/tmp/x.sock", "--listen", "unix:/tmp/x.sock", "--", "sleep",
+            ],
+            2,
+            "--listen unix:/tmp/x.sock is given twice",
+        ),
+        (
+            vec!["help", "restart"],
+            2,
+            "no command \"restart\": the commands are reload, status, stop and help",
+        ),
     ];
     for (args, code, culprit) in cases {
         let out = Command::new(baton_bin())
@@ -254,5 +286,80 @@ fn bad_input_gets_one_line_and_an_exit_code() {
             !stderr.contains("worker spawned"),
             "a worker started: {what}"
         );
+    }
+}
+
+/// `baton help` and `--help` show the commands that talk to a running baton;
+/// `baton help COMMAND` shows that command's options. Exit 0, on stdout.
+#[test]
+fn help_lists_the_commands() {
+    let run = |args: &[&str]| {
+        let out = Command::new(baton_bin())
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        assert_eq!(out.status.code(), Some(0), "baton {args:?}: {out:?}");
+        text
+    };
+    for args in [&["help"][..], &["--help"], &["-h"]] {
+        let text = run(args);
+        assert!(
+            text.contains("Usage: baton [OPTIONS] -- PROGRAM [ARGS...]"),
+            "{text}"
+        );
+        for command in ["reload", "status", "stop", "help"] {
+            assert!(
+                text.lines().any(|l| l.trim_start().starts_with(command)),
+                "baton {args:?} lists {command}: {text}"
+            );
+        }
+    }
+    for (command, option) in [
+        ("reload", "--workers"),
+        ("status", "--json"),
+        ("stop", "--timeout"),
+    ] {
+        let text = run(&["help", command]);
+        assert!(text.contains(&format!("Usage: baton {command}")), "{text}");
+        assert!(text.contains(option), "{text}");
+    }
+}
+
+/// A program that never sends READY=1 and no `--ready-after`: the failure
+/// says what was expected and what to do, not just "not ready".
+#[test]
+fn not_ready_names_ready_1_and_ready_after() {
+    let out = Command::new(baton_bin())
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--ready-timeout",
+            "1s",
+            "--",
+            "sleep",
+            "1000",
+        ])
+        .env("NO_COLOR", "1")
+        .env("RUNTIME_DIRECTORY", TempDir::new().path())
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    let last = stderr.lines().last().unwrap_or_default();
+    assert!(
+        last.starts_with("baton: generation 1 failed to start"),
+        "{stderr}"
+    );
+    for needle in [
+        "not ready after 1s",
+        "READY=1",
+        "NOTIFY_SOCKET",
+        "--ready-after",
+        "--ready-timeout",
+    ] {
+        assert!(last.contains(needle), "{needle:?} in {last}");
     }
 }

@@ -268,3 +268,83 @@ fn the_default_control_socket_is_found_without_flags() {
     assert_eq!(code, Some(0), "{err}");
     assert!(out.contains("generation 1  serving"), "{out}");
 }
+
+/// A SIGKILLed baton leaves its control socket file behind (nothing runs its
+/// cleanup). Such a file refuses connections: the clients skip it, so one
+/// crash does not break `baton status` for the baton that is alive, and a
+/// new baton at the dead one's default path replaces the file.
+#[test]
+fn a_dead_batons_socket_file_does_not_hide_the_live_one() {
+    let dir = TempDir::new();
+    let start = |name: &str| {
+        let mut cmd = Baton::command();
+        cmd.env("RUNTIME_DIRECTORY", dir.path())
+            .env_remove("XDG_RUNTIME_DIR")
+            .args(["--listen", &format!("{name}=127.0.0.1:0"), "--"])
+            .arg(demo_app_bin());
+        let baton = Baton::start_with(cmd);
+        baton.wait_log("generation serving generation=1", LONG);
+        baton
+    };
+    let client = |args: &[&str]| {
+        let mut cmd = Command::new(baton_bin());
+        cmd.args(args)
+            .env("RUNTIME_DIRECTORY", dir.path())
+            .env_remove("XDG_RUNTIME_DIR")
+            .stdin(Stdio::null());
+        run(cmd)
+    };
+
+    // Two crashed batons: their files stay.
+    for name in ["crashed", "crashed-too"] {
+        let mut dead = start(name);
+        dead.signal(nix::sys::signal::Signal::SIGKILL);
+        dead.wait_exit(LONG);
+        assert!(dir.join(format!("{name}.sock")).exists());
+    }
+    let live = start("live");
+    let (code, out, err) = client(&["status", "--json"]);
+    assert_eq!(code, Some(0), "status among dead sockets: {out} {err}");
+    let status: serde_json::Value = serde_json::from_str(&out).expect("status JSON");
+    assert_eq!(status["pid"], live.pid(), "{out}");
+
+    // A reload finds it too, and says nothing about the dead.
+    let (code, out, err) = client(&["reload"]);
+    assert_eq!(code, Some(0), "{out} {err}");
+    assert!(out.contains("generation 2 serving"), "{out}");
+
+    // Asked for by name or path, a dead one is "not running", exit 3.
+    let (code, _, err) = client(&["status", "--name", "crashed"]);
+    assert_eq!(code, Some(3), "{err}");
+    assert!(
+        err.contains("crashed.sock") && err.contains("no baton answers there"),
+        "{err}"
+    );
+    assert_eq!(err.lines().count(), 1, "{err}");
+
+    // A new baton whose default path is a dead one's takes the path over;
+    // now two are alive, and the client asks which.
+    let second = start("crashed");
+    second.wait_log("replacing a stale socket file", LONG);
+    let (code, _, err) = client(&["status"]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("several batons are running"), "{err}");
+    assert!(
+        err.contains("live.sock") && err.contains("crashed.sock") && !err.contains("crashed-too"),
+        "only the live ones are listed: {err}"
+    );
+    let (code, out, err) = client(&["status", "--json", "--name", "crashed"]);
+    assert_eq!(code, Some(0), "{err}");
+    let status: serde_json::Value = serde_json::from_str(&out).expect("status JSON");
+    assert_eq!(status["pid"], second.pid(), "{out}");
+
+    // With only dead ones left, the client says so.
+    drop(second);
+    drop(live);
+    let (code, _, err) = client(&["status"]);
+    assert_eq!(code, Some(3), "{err}");
+    assert!(
+        err.contains("no running baton") && err.contains("3 socket file(s)"),
+        "{err}"
+    );
+}

@@ -238,9 +238,13 @@ impl Target {
                 cmd.args(&env.baton_args);
                 cmd.arg("--").arg(&env.demo_app);
                 cmd.env_remove("BATON_LOG");
+                // Its own runtime directory: a baton the benchmark has to
+                // SIGKILL leaves no control socket in /run/baton.
+                let dir = TempDir::new("baton")?;
+                cmd.env("RUNTIME_DIRECTORY", &dir.path);
                 let proc = Proc::spawn("baton", cmd, false)?;
                 let addr = baton_addr(&proc).await?;
-                (proc, addr, None, None)
+                (proc, addr, None, Some(dir))
             }
             Kind::ServerStarter => {
                 let bin = env

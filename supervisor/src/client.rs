@@ -218,14 +218,13 @@ fn request(
     req: Request,
     timeout: Duration,
 ) -> Result<(Reply, BufReader<UnixStream>), Failure> {
-    let path = resolve(target)?;
+    let (path, mut stream) = connect(target)?;
     let unreachable = |e: std::io::Error| {
         (
             EXIT_UNREACHABLE,
             format!("cannot reach baton at {}: {e}", path.display()),
         )
     };
-    let mut stream = UnixStream::connect(&path).map_err(unreachable)?;
     stream
         .set_read_timeout(Some(timeout.max(Duration::from_millis(1))))
         .map_err(unreachable)?;
@@ -263,15 +262,41 @@ fn request(
     Ok((reply, reader))
 }
 
-fn resolve(target: &Target) -> Result<PathBuf, Failure> {
-    if let Some(path) = &target.control {
-        return Ok(path.clone());
-    }
+/// A socket file whose connect is refused has no baton behind it (one that
+/// was SIGKILLed, or its machine rebooted without a tmpfs /run).
+fn is_dead(e: &std::io::Error) -> bool {
+    e.kind() == std::io::ErrorKind::ConnectionRefused
+}
+
+/// The control socket to talk to, connected: `--control`, `--name`, or the
+/// only live one in the default directory. Socket files nobody answers on
+/// (a dead baton's) are skipped there, so one crashed baton does not hide a
+/// live one.
+fn connect(target: &Target) -> Result<(PathBuf, UnixStream), Failure> {
     let dir = default_dir();
-    if let Some(name) = &target.name {
-        return Ok(dir.join(socket_name(name)));
+    let given = match (&target.control, &target.name) {
+        (Some(path), _) => Some(path.clone()),
+        (None, Some(name)) => Some(dir.join(socket_name(name))),
+        (None, None) => None,
+    };
+    if let Some(path) = given {
+        return match UnixStream::connect(&path) {
+            Ok(stream) => Ok((path, stream)),
+            Err(e) if is_dead(&e) => Err((
+                EXIT_UNREACHABLE,
+                format!(
+                    "cannot reach baton at {}: no baton answers there (the socket file of one \
+                     that is not running any more; a starting baton replaces it)",
+                    path.display()
+                ),
+            )),
+            Err(e) => Err((
+                EXIT_UNREACHABLE,
+                format!("cannot reach baton at {}: {e}", path.display()),
+            )),
+        };
     }
-    let found: Vec<PathBuf> = std::fs::read_dir(&dir)
+    let mut found: Vec<PathBuf> = std::fs::read_dir(&dir)
         .map(|entries| {
             entries
                 .filter_map(|e| e.ok().map(|e| e.path()))
@@ -279,21 +304,44 @@ fn resolve(target: &Target) -> Result<PathBuf, Failure> {
                 .collect()
         })
         .unwrap_or_default();
-    match found.as_slice() {
-        [one] => Ok(one.clone()),
-        [] => Err((
+    found.sort();
+    let mut live = Vec::new();
+    let mut dead = 0;
+    let mut failures = Vec::new();
+    for path in found {
+        match UnixStream::connect(&path) {
+            Ok(stream) => live.push((path, stream)),
+            Err(e) if is_dead(&e) => dead += 1,
+            Err(e) => failures.push(format!("{}: {e}", path.display())),
+        }
+    }
+    let dead_note = match dead {
+        0 => String::new(),
+        n => format!(" ({n} socket file(s) of batons that are not running were skipped)"),
+    };
+    match live.len() {
+        1 => Ok(live.remove(0)),
+        0 if !failures.is_empty() => Err((
+            EXIT_UNREACHABLE,
+            format!("cannot reach baton: {}{dead_note}", failures.join("; ")),
+        )),
+        0 => Err((
             EXIT_UNREACHABLE,
             format!(
-                "no baton control socket in {} (give --control PATH)",
+                "no running baton has its control socket in {}{dead_note}; give --control PATH \
+                 or --name NAME (the baton's --name or first listener's name)",
                 dir.display()
             ),
         )),
-        many => {
-            let names: Vec<String> = many.iter().map(|p| p.display().to_string()).collect();
+        _ => {
+            // Dropping the probes closes them before baton reads a request:
+            // it answers those with an error nobody reads, harmlessly.
+            let names: Vec<String> = live.iter().map(|(p, _)| p.display().to_string()).collect();
             Err((
                 EXIT_USAGE,
                 format!(
-                    "several control sockets in {}: {}; choose one with --control or --name",
+                    "several batons are running with control sockets in {}: {}; choose one with \
+                     --control PATH or --name NAME",
                     dir.display(),
                     names.join(", ")
                 ),

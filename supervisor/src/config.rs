@@ -21,9 +21,14 @@ use crate::error::ConfigError;
     version,
     about = "Zero-downtime restart supervisor: owns the listening sockets, runs the app \
              as a pool of workers that inherit them, and replaces the pool on SIGHUP.",
-    after_help = "Signals: HUP reload · TERM/INT graceful stop · QUIT fast stop.\n\
-                  Exit codes: 0 clean stop · 1 runtime failure · 2 usage or configuration error.\n\
-                  A running baton: baton reload|status|stop [--control PATH] (see baton reload --help)."
+    override_usage = "baton [OPTIONS] -- PROGRAM [ARGS...]\n       baton <reload|status|stop|help> [OPTIONS]",
+    after_help = "Commands (talk to a running baton through its control socket):\n  \
+                  reload   start a new generation and wait for the outcome (exit 0 serving, 1 rolled back)\n  \
+                  status   generations, workers, listeners and the last reload (--json)\n  \
+                  stop     graceful stop, waits until baton has exited\n  \
+                  help     this text, or `baton help COMMAND` for a command's options\n\n\
+                  Signals: HUP reload · TERM/INT graceful stop · QUIT fast stop.\n\
+                  Exit codes: 0 clean stop · 1 runtime failure · 2 usage or configuration error."
 )]
 pub struct Cli {
     /// Socket to bind and hand to every worker, in order from fd 3: `127.0.0.1:8080`,
@@ -223,6 +228,9 @@ impl Config {
             .iter()
             .map(|s| s.parse())
             .collect::<Result<Vec<ListenSpec>, _>>()?;
+        if let Some(twice) = duplicate(&listeners) {
+            return Err(ConfigError::DuplicateListen(twice.to_string()));
+        }
         let mut command = cli.command.into_iter();
         let program = command.next().ok_or(ConfigError::NoProgram)?;
         if program.is_empty() {
@@ -254,6 +262,19 @@ impl Config {
             args: command.collect(),
         })
     }
+}
+
+/// An address given twice (the second bind would fail, or for a unix path
+/// replace the first): port 0 is not an address but a request for a fresh
+/// one, so `127.0.0.1:0` may appear more than once.
+fn duplicate(listeners: &[ListenSpec]) -> Option<&ListenAddr> {
+    let fixed = |a: &ListenAddr| match a {
+        ListenAddr::Tcp(s) | ListenAddr::Udp(s) => s.port() != 0,
+        ListenAddr::Unix(_) => true,
+    };
+    listeners.iter().enumerate().find_map(|(i, l)| {
+        (fixed(&l.addr) && listeners[..i].iter().any(|m| m.addr == l.addr)).then_some(&l.addr)
+    })
 }
 
 /// `USER`, `USER:GROUP` or `:GROUP`, by name or number.

@@ -9,6 +9,8 @@ use std::path::PathBuf;
 pub enum ConfigError {
     #[error("invalid --listen {arg:?}: {why}")]
     Address { arg: String, why: String },
+    #[error("--listen {0} is given twice: every listener must be a different address")]
+    DuplicateListen(String),
     #[error("--workers must be at least 1")]
     Workers,
     #[error("--max-draining must be at least 1 (the generation a reload replaces drains)")]

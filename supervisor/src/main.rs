@@ -9,19 +9,17 @@ use clap::Parser;
 fn main() -> ExitCode {
     // `baton reload|status|stop …` talk to a running baton.
     let args: Vec<_> = std::env::args_os().collect();
-    if args
-        .get(1)
-        .and_then(|a| a.to_str())
-        .is_some_and(|a| ["reload", "status", "stop"].contains(&a))
-    {
-        return baton::client::main(args);
+    match args.get(1).and_then(|a| a.to_str()) {
+        Some("reload" | "status" | "stop") => return baton::client::main(args),
+        Some("help") => return help(&args[2..]),
+        _ => {}
     }
     // Until the event loop's handlers exist, a HUP or TERM would kill baton
     // (their default action): hold them pending, `run` lets them through.
     baton::process::block_control_signals();
     let cli = match baton::Cli::try_parse_from(args) {
         Ok(cli) => cli,
-        Err(e) => return baton::usage_error(e),
+        Err(e) => return program_without_dashes(&e).unwrap_or_else(|| baton::usage_error(e)),
     };
     init_logging();
     // Sockets from systemd first, while fds 3… can only be what our parent
@@ -44,6 +42,48 @@ fn main() -> ExitCode {
             ExitCode::from(e.exit_code())
         }
     }
+}
+
+/// `baton help`: the supervisor's help; `baton help reload|status|stop`: that
+/// command's.
+fn help(rest: &[std::ffi::OsString]) -> ExitCode {
+    use clap::CommandFactory;
+    match rest.first().and_then(|a| a.to_str()) {
+        None => {
+            let _ = baton::Cli::command().print_long_help();
+            ExitCode::SUCCESS
+        }
+        Some(cmd @ ("reload" | "status" | "stop")) => {
+            baton::client::main(vec!["baton".into(), cmd.into(), "--help".into()])
+        }
+        Some(other) => {
+            eprintln!(
+                "baton: no command {other:?}: the commands are reload, status, stop and help \
+                 (see baton --help)"
+            );
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// `baton --listen ADDR ./my-app`: the program was given without `--`, so
+/// clap sees an unexpected argument. Say what to write instead.
+fn program_without_dashes(e: &clap::Error) -> Option<ExitCode> {
+    use clap::error::{ContextKind, ContextValue, ErrorKind};
+    if e.kind() != ErrorKind::UnknownArgument {
+        return None;
+    }
+    let Some(ContextValue::String(arg)) = e.get(ContextKind::InvalidArg) else {
+        return None;
+    };
+    if arg.starts_with('-') {
+        return None;
+    }
+    eprintln!(
+        "baton: unexpected argument {arg:?}: put the program and its arguments after `--`, \
+         e.g. baton --listen 127.0.0.1:8080 -- {arg} (see baton --help)"
+    );
+    Some(ExitCode::from(2))
 }
 
 /// Human-readable lines on stderr; `BATON_LOG` (e.g. `debug`) sets the level.

@@ -18,6 +18,7 @@ use nix::unistd::Pid;
 
 use crate::bins::{baton_bin, demo_app_bin};
 use crate::procfs::{cmdline, group_members, pid_alive};
+use crate::tempdir::TempDir;
 
 /// The value of `key=` in a `key=value` log line (surrounding double quotes
 /// removed), e.g. `field(line, "addr")`.
@@ -286,6 +287,11 @@ pub struct WorkerInfo {
 /// worker pid seen in its log that is still alive.
 pub struct Baton {
     proc: Proc,
+    /// The runtime directory given to a baton started without `--control`
+    /// or a runtime directory of the test's choosing: its default control
+    /// socket lands there, so a test that SIGKILLs baton leaves nothing in
+    /// `/run/baton`. Dropped (removed) after baton is killed.
+    _runtime_dir: Option<TempDir>,
 }
 
 impl Baton {
@@ -301,8 +307,18 @@ impl Baton {
     pub fn start_with(mut cmd: Command) -> Baton {
         // Plain log lines even if the subscriber would colour a pipe.
         cmd.env("NO_COLOR", "1");
+        let chosen = cmd.get_args().any(|a| a == "--control")
+            || cmd
+                .get_envs()
+                .any(|(k, _)| k == "RUNTIME_DIRECTORY" || k == "XDG_RUNTIME_DIR");
+        let runtime_dir = (!chosen).then(|| {
+            let dir = TempDir::new();
+            cmd.env("RUNTIME_DIRECTORY", dir.path());
+            dir
+        });
         Baton {
             proc: Proc::start_with("baton", cmd),
+            _runtime_dir: runtime_dir,
         }
     }
 

@@ -335,7 +335,9 @@ impl Supervisor {
                         let (id, slot, pid) = (gen.id, w.slot, w.pid);
                         let waited = now.duration_since(since);
                         let cause = format!(
-                            "worker slot {slot} (pid {}) not ready after {}",
+                            "worker slot {slot} (pid {}) not ready after {}: it sent no READY=1 \
+                             to $NOTIFY_SOCKET (for an app that cannot notify, use \
+                             --ready-after DURATION; for a slow start, raise --ready-timeout)",
                             pid.map_or(0, |p| p.as_raw()),
                             humantime::format_duration(round_ms(waited))
                         );
