@@ -363,3 +363,50 @@ fn not_ready_names_ready_1_and_ready_after() {
         assert!(last.contains(needle), "{needle:?} in {last}");
     }
 }
+
+/// The README's install command works from a clone: `cargo install --path
+/// supervisor` installs a `baton` that runs (`--path .` would find no
+/// binary: the root package holds only these tests). Built in debug into the
+/// workspace's target dir, so it costs a link, not a build.
+#[test]
+fn the_readme_install_command_installs_baton() {
+    let root = baton_e2e::workspace_root();
+    let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
+    assert!(
+        readme.contains("cargo install --locked --path supervisor"),
+        "the README's install section names the command this test runs"
+    );
+    let dest = TempDir::new();
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let out = Command::new(cargo)
+        .args([
+            "install",
+            "--locked",
+            "--offline",
+            "--debug",
+            "--path",
+            "supervisor",
+        ])
+        .arg("--root")
+        .arg(dest.path())
+        .arg("--target-dir")
+        .arg(
+            std::env::var_os("CARGO_TARGET_DIR")
+                .map_or_else(|| root.join("target"), |d| root.join(d)),
+        )
+        .current_dir(root)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "cargo install: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let installed = dest.join("bin").join("baton");
+    let out = Command::new(&installed).arg("--version").output().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stdout).starts_with("baton "),
+        "{out:?}"
+    );
+}
