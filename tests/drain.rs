@@ -95,18 +95,12 @@ fn twenty_reloads_under_load_lose_nothing() {
     let test_start = Instant::now();
     let demo = demo_app_bin();
     // Reloads come every ~0.4 s while requests take 1 s, so about three
-    // generations drain at once; the default --max-draining 2 would cut the
-    // oldest one's requests (by design: it bounds pile-ups of long-lived
-    // connections). This test is about losing nothing, so it allows 8.
+    // generations drain at once: with default flags nothing may be cut.
     let mut baton = Baton::start(&[
         "--listen",
         "127.0.0.1:0",
         "--workers",
         &WORKERS.to_string(),
-        "--drain-timeout",
-        "30s",
-        "--max-draining",
-        "8",
         "--",
         demo.to_str().expect("utf-8 path"),
     ]);
@@ -239,5 +233,73 @@ fn twenty_reloads_under_load_lose_nothing() {
         Duration::from_secs(10),
         "the last generation's workers are gone after baton exited",
         || last.iter().all(|w| !pid_alive(w.pid)),
+    );
+}
+
+/// A burst of reloads with default flags while 2-second requests are in
+/// flight: each reload is sent as soon as the previous one serves, so many
+/// generations drain at once. None of their requests may be cut (the old
+/// default, `--max-draining 2`, SIGKILLed the oldest draining generation
+/// and reset most of them); past the bound, reloads wait instead.
+#[test]
+fn a_burst_of_reloads_with_default_flags_cuts_no_in_flight_request() {
+    const BURST: u64 = 12;
+    let demo = demo_app_bin();
+    let baton = Baton::start(&[
+        "--listen",
+        "127.0.0.1:0",
+        "--workers",
+        "2",
+        "--",
+        demo.to_str().expect("utf-8 path"),
+    ]);
+    let addr = baton.addr();
+    baton.wait_log("generation serving generation=1", Duration::from_secs(60));
+    let rt = baton_e2e::runtime();
+    let load = Load::start(
+        rt.handle(),
+        addr,
+        LoadConfig {
+            keepalive_clients: 8,
+            newconn_clients: 8,
+            inflight_clients: 16,
+            inflight_path: "/sleep?ms=2000".to_string(),
+            inflight_stagger: Duration::from_secs(2),
+            max_requests_per_client: 100_000,
+            hard_limit: Duration::from_secs(120),
+            request_timeout: Duration::from_secs(20),
+        },
+    );
+    wait_until(
+        Duration::from_secs(30),
+        "2-second requests in flight",
+        || load.completed_by(Mode::InFlight) >= 8,
+    );
+    for next in 2..=BURST + 1 {
+        baton.hup();
+        baton.wait_log(
+            &format!("generation serving generation={next}"),
+            Duration::from_secs(120),
+        );
+    }
+    let inflight_before = load.completed_by(Mode::InFlight);
+    // Every request started before the last reload has had time to finish.
+    wait_until(
+        Duration::from_secs(30),
+        "in-flight requests complete",
+        || load.completed_by(Mode::InFlight) >= inflight_before + 16,
+    );
+    let report = rt.block_on(load.finish());
+    println!(
+        "reloads held by --max-draining: {}",
+        baton.count_log("reload held")
+    );
+    report.assert_no_failed_request();
+    assert!(report.mode(Mode::InFlight).ok > 16, "{report}");
+    assert_eq!(
+        baton.count_log("killed by SIGKILL"),
+        0,
+        "{:?}",
+        baton.lines()
     );
 }

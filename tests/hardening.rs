@@ -204,10 +204,13 @@ fn wait_for_child_of(parent: i32, cmd: &str) -> i32 {
     found
 }
 
-/// Generation pile-up: with --max-draining 1, a reload while one
-/// generation still drains (a long request) cuts that oldest one.
+/// Generation pile-up without a cut: with --max-draining 1, a reload while
+/// one generation still drains (a long request) is held, queued, until that
+/// generation has finished its request and exited; then it runs. The long
+/// request is answered, not cut (the bound used to SIGKILL the oldest
+/// draining generation, in-flight requests and all).
 #[test]
-fn max_draining_kills_the_oldest_draining_generation() {
+fn max_draining_holds_the_next_reload_until_an_old_generation_exits() {
     let dir = TempDir::new();
     let control = dir.join("control.sock");
     let baton = Baton::start(&[
@@ -223,46 +226,66 @@ fn max_draining_kills_the_oldest_draining_generation() {
     baton.wait_log("generation serving generation=1", LONG);
     let addr = baton.addr();
     let rt = baton_e2e::runtime();
-    let hold = |rt: &tokio::runtime::Runtime| {
-        let slow = spawn_request(rt, addr, "/sleep?ms=30000", true);
-        // Accepted: a later connection was answered (the queue is FIFO).
-        let (status, _) = rt.block_on(get(addr, "/healthz")).unwrap();
-        assert_eq!(status, 200);
-        slow
-    };
-    let _slow1 = hold(&rt);
+    let slow = spawn_request(&rt, addr, "/sleep?ms=15000", true);
+    // Accepted: a later connection was answered (the queue is FIFO).
+    let (status, _) = rt.block_on(get(addr, "/healthz")).unwrap();
+    assert_eq!(status, 200);
     baton.hup();
     baton.wait_log("generation serving generation=2", LONG);
-    // Generation 1 accepts until it has handled its drain signal: the
-    // second long request must go to generation 2.
-    let g1 = baton.generation_workers(1)[0];
-    baton.wait_log(
-        &format!("generation=1 pid={} draining: stopped accepting", g1.pid),
-        LONG,
-    );
-    let _slow2 = hold(&rt);
-    // `baton reload` says what the limit cut.
-    let out = std::process::Command::new(baton_e2e::baton_bin())
-        .args(["reload", "--control"])
-        .arg(&control)
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    // Generation 1 drains its request: one old generation, the bound.
+    let client = |args: &[&str]| {
+        let mut cmd = std::process::Command::new(baton_e2e::baton_bin());
+        cmd.args(args).arg("--control").arg(&control);
+        cmd
+    };
+    let reload = std::thread::spawn({
+        let mut cmd = client(&["reload"]);
+        move || cmd.output().unwrap()
+    });
+    let line = baton.wait_log("reload held", LONG);
     assert!(
-        stderr.contains("generation 1 was still draining and was killed (1 worker(s) cut)"),
-        "{stderr}"
-    );
-    baton.wait_log("generation serving generation=3", LONG);
-    let line = baton.wait_log("too many generations draining", LONG);
-    assert!(
-        line.contains("generation=1") && line.contains("workers=1"),
+        line.contains("generation=3")
+            && line.contains("draining=1")
+            && line.contains("max_draining=1"),
         "{line}"
     );
-    let exited = baton.wait_log("worker exited generation=1", LONG);
-    assert!(exited.contains("SIGKILL"), "{exited}");
-    // Generation 2 still drains its request.
-    assert_eq!(baton.count_log("generation exited generation=2"), 0);
+    let out = client(&["status", "--json"]).output().unwrap();
+    let status: serde_json::Value = serde_json::from_slice(&out.stdout).expect("status JSON");
+    assert_eq!(status["reload_queued"], true, "{status}");
+    assert_eq!(status["reload_held"]["draining"], 1, "{status}");
+    assert_eq!(status["reload_held"]["max_draining"], 1, "{status}");
+    let text = client(&["status"]).output().unwrap();
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert!(
+        text.contains("a reload is held for") && text.contains("--max-draining 1"),
+        "{text}"
+    );
+    // Nothing starts while generation 1 drains.
+    assert_eq!(baton.count_log("reload started generation=3"), 0);
+
+    // The long request is answered by generation 1 ...
+    let response = rt
+        .block_on(slow)
+        .expect("request task")
+        .expect("the draining generation's request is answered, not cut");
+    assert_eq!(response.status, 200);
+    // ... which then exits, and the held reload runs.
+    baton.wait_log("generation exited generation=1", LONG);
+    let out = reload.join().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout} {stderr}");
+    assert!(stdout.contains("generation 3 serving"), "{stdout}");
+    assert!(
+        stderr.contains("this reload waited") && stderr.contains("--max-draining"),
+        "{stderr}"
+    );
+    assert_eq!(
+        baton.count_log("killed by SIGKILL"),
+        0,
+        "nothing was cut: {:?}",
+        baton.lines()
+    );
 }
 
 /// Hostile notify messages: from strangers, oversized, binary, MAINPID=,

@@ -383,9 +383,7 @@ fn reload_under_load_serves_the_new_generation_without_a_failed_request() {
     progress(0);
     for generation in 2..=4 {
         // A deploy's cadence, not a burst: the generation before the serving
-        // one has finished draining. (baton SIGKILLs the oldest draining
-        // generation, in-flight requests and all, rather than let more than
-        // --max-draining (2) drain at once.)
+        // one has finished draining.
         if generation >= 3 {
             demo.sd.wait_journal(
                 SERVICE,

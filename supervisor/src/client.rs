@@ -104,10 +104,11 @@ fn run(command: ClientCommand) -> Result<(), Failure> {
                 started.elapsed().as_millis() as u64,
             ));
             let generation = reply.generation.unwrap_or(0);
-            for (generation, workers) in &reply.cut {
+            if let Some(held) = reply.held_ms.filter(|&ms| ms > 0) {
                 eprintln!(
-                    "baton: warning: generation {generation} was still draining and was killed \
-                     ({workers} worker(s) cut) to stay within --max-draining"
+                    "baton: note: this reload waited {} for an old generation to finish \
+                     draining (--max-draining)",
+                    humantime::format_duration(Duration::from_millis(held))
                 );
             }
             if reply.ok {

@@ -89,9 +89,10 @@ pub struct Cli {
     #[arg(long)]
     pub signal_group: bool,
 
-    /// At most this many generations draining at once: a reload that would
-    /// exceed it first SIGKILLs the oldest draining generation.
-    #[arg(long, value_name = "N", default_value = "2")]
+    /// At most this many old generations (draining, or failed to start and
+    /// draining) at once: a reload that would exceed it waits, queued, until
+    /// one has exited (each is bounded by --drain-timeout). Nothing is cut.
+    #[arg(long, value_name = "N", default_value = "8")]
     pub max_draining: usize,
 
     /// How long a draining worker may take before it is SIGKILLed.

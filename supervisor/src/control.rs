@@ -107,9 +107,10 @@ pub struct Reply {
     /// reload: from the request to the outcome.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub took_ms: Option<u64>,
-    /// reload: `[generation, workers]` SIGKILLed by --max-draining.
-    #[serde(skip_serializing_if = "Vec::is_empty", default)]
-    pub cut: Vec<(u64, usize)>,
+    /// reload: how long it waited, queued, for an old generation to exit
+    /// (`--max-draining`) before it could start.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub held_ms: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub status: Option<Status>,
     #[serde(skip_serializing_if = "std::ops::Not::not", default)]

@@ -30,9 +30,8 @@ pub struct Outcome {
     pub serving: Option<u64>,
     pub took: Duration,
     pub at: Instant,
-    /// Draining generations SIGKILLed by `--max-draining` when it served:
-    /// (generation, workers cut).
-    pub cut: Vec<(u64, usize)>,
+    /// How long it was held back by `--max-draining` before it started.
+    pub held: Option<Duration>,
 }
 
 pub type Waiter = oneshot::Sender<Outcome>;
@@ -47,6 +46,11 @@ pub struct Reloads {
     waiting: Vec<(u64, Waiter)>,
     /// Waiting for the queued reload (its generation is not known yet).
     waiting_queued: Vec<Waiter>,
+    /// The queued reload is held back by `--max-draining` since then (with
+    /// the number of old generations that held it).
+    held: Option<(Instant, usize)>,
+    /// The reload that was held, once started: (generation, time held).
+    was_held: Option<(u64, Duration)>,
     pub last: Option<Outcome>,
 }
 
@@ -65,10 +69,28 @@ impl Reloads {
         self.waiting_queued.extend(waiter);
     }
 
+    /// The queued reload cannot start: `leaving` old generations are at the
+    /// `--max-draining` bound. Returns true the first time (to log it once).
+    pub fn hold(&mut self, now: Instant, leaving: usize) -> bool {
+        let first = self.held.is_none();
+        let since = self.held.map_or(now, |(since, _)| since);
+        self.held = Some((since, leaving));
+        first
+    }
+
+    /// Held back by `--max-draining`: since when, by how many generations.
+    pub fn held(&self) -> Option<(Instant, usize)> {
+        self.held.filter(|_| self.queued)
+    }
+
     /// The queued reload is starting now as `generation`: hand it its
     /// waiters. Returns the worker count it was asked for, if any.
     pub fn take_queued(&mut self, generation: u64) -> Option<usize> {
         self.queued = false;
+        self.was_held = self
+            .held
+            .take()
+            .map(|(since, _)| (generation, since.elapsed()));
         for w in self.waiting_queued.drain(..) {
             self.waiting.push((generation, w));
         }
@@ -81,7 +103,13 @@ impl Reloads {
     }
 
     /// A reload finished: record it and answer everyone waiting for it.
-    pub fn finish(&mut self, outcome: Outcome) {
+    pub fn finish(&mut self, mut outcome: Outcome) {
+        if let Some((generation, held)) = self.was_held {
+            if generation == outcome.generation {
+                outcome.held = Some(held);
+                self.was_held = None;
+            }
+        }
         let (mine, rest): (Vec<_>, Vec<_>) = std::mem::take(&mut self.waiting)
             .into_iter()
             .partition(|(g, _)| *g == outcome.generation);
@@ -97,6 +125,7 @@ impl Reloads {
     /// tells every waiter so.
     pub fn cancel_all(&mut self) {
         self.queued = false;
+        self.held = None;
         self.queued_workers = None;
         self.waiting.clear();
         self.waiting_queued.clear();
@@ -117,8 +146,26 @@ mod tests {
             serving: Some(generation),
             took: Duration::ZERO,
             at: Instant::now(),
-            cut: Vec::new(),
+            held: None,
         }
+    }
+
+    #[test]
+    fn a_held_reload_reports_how_long_it_waited() {
+        let mut r = Reloads::default();
+        let (a, mut ra) = oneshot::channel();
+        let t0 = Instant::now();
+        r.queue(Some(a), None);
+        assert!(r.hold(t0, 3), "the first hold is logged");
+        assert!(!r.hold(t0 + Duration::from_millis(5), 3), "once");
+        assert_eq!(r.held(), Some((t0, 3)));
+        r.take_queued(7);
+        assert_eq!(r.held(), None);
+        r.finish(outcome(7, true));
+        let got = ra.try_recv().unwrap();
+        assert!(got.held.is_some(), "{got:?}");
+        r.finish(outcome(8, true));
+        assert!(r.last.as_ref().unwrap().held.is_none(), "only the held one");
     }
 
     #[test]

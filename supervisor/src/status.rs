@@ -19,6 +19,7 @@ pub fn collect(
     listeners: &[Listener],
     workers: usize,
     reloads: &Reloads,
+    max_draining: usize,
     stopping: bool,
     started: Instant,
 ) -> Status {
@@ -83,6 +84,11 @@ pub fn collect(
             })
             .collect(),
         reload_queued: reloads.is_queued(),
+        reload_held: reloads.held().map(|(since, draining)| HeldStatus {
+            for_ms: ms(now.duration_since(since)),
+            draining,
+            max_draining,
+        }),
         last_reload: reloads.last.as_ref().map(|r| ReloadStatus {
             generation: r.generation,
             ok: r.ok,
@@ -118,7 +124,20 @@ pub struct Status {
     /// Newest first.
     pub generations: Vec<GenerationStatus>,
     pub reload_queued: bool,
+    /// The queued reload waits for an old generation to exit
+    /// (`--max-draining`); null otherwise.
+    #[serde(default)]
+    pub reload_held: Option<HeldStatus>,
     pub last_reload: Option<ReloadStatus>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct HeldStatus {
+    /// Since when it waits.
+    pub for_ms: u64,
+    /// Old generations (draining, or failed and draining) at the time.
+    pub draining: usize,
+    pub max_draining: usize,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -253,8 +272,20 @@ impl Status {
                 );
             }
         }
-        if self.reload_queued {
-            let _ = writeln!(out, "a reload is queued");
+        match &self.reload_held {
+            Some(h) => {
+                let _ = writeln!(
+                    out,
+                    "a reload is held for {}: {} old generations still draining (--max-draining {})",
+                    ms(h.for_ms),
+                    h.draining,
+                    h.max_draining
+                );
+            }
+            None if self.reload_queued => {
+                let _ = writeln!(out, "a reload is queued");
+            }
+            None => {}
         }
         match &self.last_reload {
             Some(r) if r.ok => {

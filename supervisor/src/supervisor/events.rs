@@ -39,6 +39,14 @@ impl Supervisor {
             self.reloads.queue(waiter, workers);
             return;
         }
+        if self.reloads.is_queued() || !self.reload_fits(Instant::now()) {
+            // Held by --max-draining (a queued reload while nothing starts
+            // is a held one): it covers this request too, and starts as soon
+            // as it fits.
+            self.reloads.queue(waiter, workers);
+            self.after_reload();
+            return;
+        }
         if let Some(w) = waiter {
             self.reloads.wait_for(self.next_id, w);
         }
@@ -53,6 +61,7 @@ impl Supervisor {
                     &self.listeners,
                     self.workers,
                     &self.reloads,
+                    self.config.max_draining,
                     self.stop.is_some(),
                     self.started,
                 );

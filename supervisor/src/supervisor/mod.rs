@@ -214,7 +214,7 @@ pub(super) fn reload_reply(o: Outcome) -> Reply {
         pids: o.pids,
         workers: Some(o.workers),
         took_ms: Some(o.took.as_millis() as u64),
-        cut: o.cut,
+        held_ms: o.held.map(|d| d.as_millis() as u64),
         ..Reply::default()
     }
 }

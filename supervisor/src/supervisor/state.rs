@@ -287,7 +287,6 @@ impl Supervisor {
             info!(generation = old_gen.id, workers = old_gen.live_count(), signal = %drain_signal.as_str(), "draining");
             signal_workers(old_gen, drain_signal, self.config.signal_group);
             info!(generation = id, previous = old_gen.id, took = %took, "reload complete");
-            let cut = self.limit_draining();
             let pids = self.generations[gi]
                 .live_pids()
                 .map(|p| p.as_raw())
@@ -301,7 +300,7 @@ impl Supervisor {
                 serving: Some(id),
                 took: now.duration_since(since),
                 at: now,
-                cut,
+                held: None,
             });
         }
         // READY=1 for the first generation, and at the end of a reload.
@@ -309,29 +308,40 @@ impl Supervisor {
         self.after_reload();
     }
 
-    /// `--max-draining`: long-lived connections must not pile up old
-    /// generations without bound; the oldest draining ones are cut.
-    /// Returns the generations cut, with how many workers each had left.
-    fn limit_draining(&mut self) -> Vec<(u64, usize)> {
-        let group = self.config.signal_group;
-        let draining: Vec<usize> = (0..self.generations.len())
-            .filter(|&i| matches!(self.generations[i].state(), GenState::Draining { .. }))
-            .collect();
-        let excess = draining.len().saturating_sub(self.config.max_draining);
-        let mut cut = Vec::new();
-        for &i in &draining[..excess] {
-            let gen = &mut self.generations[i];
-            warn!(
-                generation = gen.id,
-                workers = gen.live_count(),
-                max_draining = self.config.max_draining,
-                "too many generations draining: killing the oldest"
-            );
-            cut.push((gen.id, gen.live_count()));
-            signal_workers(gen, Signal::SIGKILL, group);
-            gen.set_state(GenState::Killed);
+    /// Old generations still finishing their work: draining, or failed to
+    /// start and draining. (`Killed` ones are only being reaped.) This is
+    /// what `--max-draining` bounds.
+    pub(super) fn leaving_count(&self) -> usize {
+        self.generations
+            .iter()
+            .filter(|g| {
+                matches!(
+                    g.state(),
+                    GenState::Draining { .. } | GenState::Failed { .. }
+                )
+            })
+            .count()
+    }
+
+    /// Can a reload start now without exceeding `--max-draining`? A reload
+    /// adds one old generation: the serving one drains when it succeeds,
+    /// the new one when it fails. If not, the reload stays queued (held) and
+    /// starts when an old generation has exited: the bound costs time, never
+    /// a connection.
+    pub(super) fn reload_fits(&mut self, now: Instant) -> bool {
+        let leaving = self.leaving_count();
+        if leaving < self.config.max_draining {
+            return true;
         }
-        cut
+        if self.reloads.hold(now, leaving) {
+            warn!(
+                generation = self.next_id,
+                draining = leaving,
+                max_draining = self.config.max_draining,
+                "reload held: too many old generations still draining; it starts when one has exited"
+            );
+        }
+        false
     }
 
     /// A starting generation will never be ready: it drains (a worker that
@@ -363,7 +373,7 @@ impl Supervisor {
             serving,
             took: started.elapsed(),
             at: Instant::now(),
-            cut: Vec::new(),
+            held: None,
         });
         // The reload has ended (rolled back): READY=1, with the cause in STATUS=.
         self.notify_ready();
@@ -436,14 +446,23 @@ impl Supervisor {
         }
     }
 
+    /// Start the queued reload if nothing stops it: a generation starting,
+    /// baton stopping, or `--max-draining` (then it waits for an old
+    /// generation to exit: called again from there).
     pub(super) fn after_reload(&mut self) {
-        if self.reloads.is_queued() && self.stop.is_none() && self.fatal.is_none() {
+        if self.reloads.is_queued()
+            && self.stop.is_none()
+            && self.fatal.is_none()
+            && self.starting().is_none()
+            && self.reload_fits(Instant::now())
+        {
             let workers = self.reloads.take_queued(self.next_id);
             self.start_reload(workers);
         }
     }
 
     pub(super) fn drop_finished_generations(&mut self) {
+        let before = self.generations.len();
         self.generations.retain(|g| {
             let done = g.state().is_leaving() && g.workers.iter().all(|w| w.pid.is_none());
             if done {
@@ -451,6 +470,10 @@ impl Supervisor {
             }
             !done
         });
+        // A reload held by --max-draining may fit now.
+        if self.generations.len() < before {
+            self.after_reload();
+        }
     }
 }
 
