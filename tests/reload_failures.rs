@@ -327,3 +327,59 @@ fn baton_sigkilled_takes_its_workers_with_it() {
         );
     }
 }
+
+/// A broken build that never gets ready and ignores the drain signal, and
+/// an operator (or a deploy loop) that keeps reloading: every failed
+/// generation stays alive until its drain deadline, so without a bound they
+/// pile up. They count toward `--max-draining` (default 8): the ninth
+/// reload waits for one to be killed at its deadline instead of starting.
+#[test]
+fn failed_generations_count_toward_max_draining() {
+    let deploy = Deploy::new();
+    deploy.good("");
+    let control = deploy.dir.join("control.sock");
+    let baton = Baton::start(&[
+        "--listen",
+        "127.0.0.1:0",
+        "--ready-timeout",
+        "300ms",
+        "--drain-timeout",
+        "120s",
+        "--control",
+        control.to_str().unwrap(),
+        "--",
+        deploy.app(),
+    ]);
+    baton.wait_log("generation serving generation=1", LONG);
+    deploy.write("trap '' TERM\nexec sleep 1000");
+    for failed in 1..=8 {
+        baton.hup();
+        baton.wait_log_count("reload failed", failed, LONG);
+    }
+    baton.hup();
+    let line = baton.wait_log("reload held", LONG);
+    assert!(
+        line.contains("generation=10") && line.contains("draining=8"),
+        "{line}"
+    );
+    let out = std::process::Command::new(baton_e2e::baton_bin())
+        .args(["status", "--json", "--control"])
+        .arg(&control)
+        .output()
+        .unwrap();
+    let status: serde_json::Value = serde_json::from_slice(&out.stdout).expect("status JSON");
+    let states: Vec<&str> = status["generations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|g| g["state"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        states.iter().filter(|s| **s == "failed").count(),
+        8,
+        "{states:?}"
+    );
+    assert_eq!(states.iter().filter(|s| **s == "serving").count(), 1);
+    assert_eq!(status["reload_held"]["draining"], 8, "{status}");
+    assert_eq!(baton.count_log("reload started generation=10"), 0);
+}
