@@ -67,6 +67,7 @@ fn a_worker_gets_exactly_the_listeners_stdio_and_the_contract_environment() {
         assert!(has("LISTEN_FDNAMES=127.0.0.1_0:api"), "{env:?}");
         assert!(has("BATON_GENERATION=1"), "{env:?}");
         assert!(has(&format!("BATON_WORKER={}", w.slot)), "{env:?}");
+        assert!(has("BATON_WORKERS=2"), "{env:?}");
         assert!(
             env.iter().any(|kv| kv.starts_with("NOTIFY_SOCKET=/")),
             "{env:?}"

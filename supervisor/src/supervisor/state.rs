@@ -164,6 +164,9 @@ impl Supervisor {
         let mut env = spawn::worker_env(&counts, &self.notify_path, self.config.compat_env);
         env.push(("BATON_GENERATION".into(), generation.to_string()));
         env.push(("BATON_WORKER".into(), slot.to_string()));
+        // The generation's size: a worker can size its own thread pool to
+        // its share of the machine (one of N processes).
+        env.push(("BATON_WORKERS".into(), count.to_string()));
         let pid = spawn::spawn(&WorkerSpec {
             program: &self.config.program,
             args: &self.config.args,
