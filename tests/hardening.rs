@@ -678,3 +678,74 @@ fn a_term_before_the_handlers_exist_stops_gracefully() {
     assert_eq!(status.code(), Some(0), "{}", baton.lines().join("\n"));
     baton.wait_log("stopped", LONG);
 }
+
+/// Shuts down (`shutdown(2)`, both ways) the socket at `fd` in process `pid`:
+/// the same open file description the worker holds, so exactly what the
+/// worker calling `shutdown` on its own fd does to everyone sharing it.
+fn shutdown_workers_fd(pid: i32, fd: i32) {
+    // SAFETY: pidfd_open takes a pid and flags, returns a new fd or -1.
+    let pidfd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) } as i32;
+    assert!(
+        pidfd >= 0,
+        "pidfd_open({pid}): {}",
+        std::io::Error::last_os_error()
+    );
+    // SAFETY: pidfd_getfd copies fd `fd` of the process behind `pidfd` into
+    // ours (we are root: ptrace access is granted); returns a new fd or -1.
+    let copy = unsafe { libc::syscall(libc::SYS_pidfd_getfd, pidfd, fd, 0) } as i32;
+    let err = std::io::Error::last_os_error();
+    // SAFETY: closing the pidfd we opened above, used no more.
+    unsafe { libc::close(pidfd) };
+    assert!(copy >= 0, "pidfd_getfd({pid}, {fd}): {err}");
+    // SAFETY: `copy` is our own fd from pidfd_getfd; shut down, then closed.
+    let rc = unsafe { libc::shutdown(copy, libc::SHUT_RDWR) };
+    let err = std::io::Error::last_os_error();
+    // SAFETY: as above.
+    unsafe { libc::close(copy) };
+    assert_eq!(rc, 0, "shutdown: {err}");
+}
+
+/// One worker calling `shutdown(2)` on the listener it shares stops it for
+/// every process: every connection is refused while baton and the workers
+/// look healthy. baton notices (SO_ACCEPTCONN, checked every second), says
+/// so loudly with the pids that held it, binds a fresh socket at the same
+/// address (port 0 keeps its port) and starts a generation on it: the
+/// address serves again. In shared mode and as a member of a reuseport group.
+#[test]
+fn a_listener_a_worker_shut_down_is_replaced_and_serves_again() {
+    for extra in [&[][..], &["--reuseport"][..]] {
+        let demo = demo_app_bin();
+        let mut args = vec!["--listen", "127.0.0.1:0", "--workers", "2"];
+        args.extend_from_slice(extra);
+        args.extend_from_slice(&["--", demo.to_str().unwrap()]);
+        let baton = Baton::start(&args);
+        baton.wait_log("generation serving generation=1", LONG);
+        let addr = baton.addr();
+        let rt = baton_e2e::runtime();
+        let worker = baton.generation_workers(1)[0];
+        shutdown_workers_fd(worker.pid, 3);
+        let line = baton.wait_log("listener stopped listening", LONG);
+        assert!(
+            line.contains(&addr.to_string()) && line.contains(&worker.pid.to_string()),
+            "names the address and the workers that held it: {line}"
+        );
+        assert!(line.contains("ERROR"), "{line}");
+        baton.wait_log("replaced by a fresh socket", LONG);
+        baton.wait_log("generation serving generation=2", LONG);
+        // The same address answers, from the new generation.
+        wait_until(
+            LONG,
+            "the address serves again",
+            || matches!(rt.block_on(get(addr, "/")), Ok((200, body)) if body.contains("generation=2")),
+        );
+        for _ in 0..20 {
+            let (status, body) = rt.block_on(get(addr, "/")).expect("GET / after the repair");
+            assert_eq!(status, 200, "{body}");
+        }
+        assert_eq!(
+            baton.count_log("listener stopped listening"),
+            1,
+            "reported once"
+        );
+    }
+}

@@ -154,6 +154,57 @@ impl Listener {
         Ok(())
     }
 
+    /// The indexes of the stream sockets that no longer listen. A worker
+    /// that calls `shutdown(2)` on its copy of a listening socket stops it
+    /// for every process holding it (connections are refused from then on);
+    /// `SO_ACCEPTCONN` then reads 0. UDP sockets never listen.
+    pub fn stopped_listening(&self) -> Vec<usize> {
+        if self.kind == Kind::Udp {
+            return Vec::new();
+        }
+        self.sockets
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| matches!(socket2::SockRef::from(*s).is_listener(), Ok(false)))
+            .map(|(j, _)| j)
+            .collect()
+    }
+
+    /// Put a listening socket back in place of socket `j`, which stopped
+    /// listening ([`Listener::stopped_listening`]); returns what was done.
+    /// A TCP socket baton bound is replaced by a fresh one bound at the
+    /// address actually bound (a port-0 listener keeps its port, which the
+    /// shut-down socket gave back; a fixed port binds next to the dead socket
+    /// thanks to SO_REUSEADDR) and joins the reuseport group in its stead.
+    /// The old socket is closed here; workers that still hold it are to be
+    /// replaced by a new generation. A TCP socket from systemd keeps its
+    /// number and its port: it is made to listen again. A unix socket cannot
+    /// be revived (its peer side is shut down for good): an error.
+    pub fn relisten(&mut self, j: usize, backlog: i32) -> io::Result<&'static str> {
+        match self.kind {
+            Kind::Tcp if self.inherited => {
+                socket2::SockRef::from(&self.sockets[j]).listen(backlog)?;
+                Ok("listening again")
+            }
+            Kind::Tcp => {
+                let addr: std::net::SocketAddr = self.bare_addr().parse().map_err(|_| {
+                    io::Error::other(format!("bound address {:?} unparsable", self.local))
+                })?;
+                let opts = BindOptions {
+                    backlog,
+                    reuseport_slots: self.per_slot.then_some(self.sockets.len()),
+                    ..BindOptions::default()
+                };
+                let fresh = inet_socket(self.kind, addr, &opts)?;
+                self.sockets[j] = OwnedFd::from(fresh);
+                Ok("replaced by a fresh socket")
+            }
+            Kind::Unix | Kind::Udp => Err(io::Error::other(
+                "a shut-down unix socket cannot listen again: restart baton to rebind it",
+            )),
+        }
+    }
+
     /// The bound address without the `udp://` / `unix:` prefix.
     pub fn bare_addr(&self) -> &str {
         self.local

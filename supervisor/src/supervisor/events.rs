@@ -53,6 +53,15 @@ impl Supervisor {
         self.start_reload(workers);
     }
 
+    /// Once a second: a listener that stopped listening is put back and a
+    /// new generation started on it (the workers holding the dead socket
+    /// drain).
+    pub(super) fn on_tick(&mut self) {
+        if self.check_listeners() && self.fatal.is_none() {
+            self.on_reload_request(None, None);
+        }
+    }
+
     pub(super) fn on_command(&mut self, cmd: Command) {
         match cmd.request {
             Request::Status => {

@@ -31,6 +31,9 @@ mod state;
 
 use state::Supervisor;
 
+/// How often baton checks what no event reports (a listener shut down).
+const CHECK_EVERY: Duration = Duration::from_secs(1);
+
 /// Bind, start the first generation, and supervise until stopped.
 /// `inherited` are the sockets systemd passed ([`listeners::inherit_from_env`],
 /// which must run before anything, the runtime included, opens an fd).
@@ -108,6 +111,7 @@ pub async fn run(config: Config, inherited: Vec<Listener>) -> Result<(), Error> 
         notify_warnings: Default::default(),
         stop: None,
         fatal: None,
+        broken_listeners: Default::default(),
     };
     sup.start_generation(sup.workers)?;
     // Pings from the event loop itself: a stuck loop stops them.
@@ -118,6 +122,9 @@ pub async fn run(config: Config, inherited: Vec<Listener>) -> Result<(), Error> 
             .unwrap_or(Duration::from_secs(3600)),
     );
 
+    // Periodic checks: listeners that stopped listening.
+    let mut tick = tokio::time::interval(CHECK_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     while !sup.finished() {
         let deadline = sup.next_deadline();
         let timer = async {
@@ -134,6 +141,7 @@ pub async fn run(config: Config, inherited: Vec<Listener>) -> Result<(), Error> 
             _ = chld.recv() => sup.reap(),
             Some(cmd) = commands.recv() => sup.on_command(cmd),
             _ = &mut serve_control => {}
+            _ = tick.tick() => sup.on_tick(),
             _ = watchdog.tick() => {
                 if let Some(m) = &sup.manager {
                     if m.watchdog.is_some() {

@@ -51,6 +51,9 @@ pub(super) struct Supervisor {
     pub(super) stop: Option<Stop>,
     /// The first generation failed: baton exits 1 once its workers are reaped.
     pub(super) fatal: Option<(u64, String)>,
+    /// (listener, socket) that stopped listening and could not be mended:
+    /// reported once.
+    pub(super) broken_listeners: std::collections::HashSet<(usize, usize)>,
 }
 
 impl Supervisor {
@@ -214,8 +217,55 @@ impl Supervisor {
 
     // ---- events ---------------------------------------------------------
 
+    /// A listener that a worker shut down (`shutdown(2)` on its copy stops
+    /// it for every process) refuses every connection while the workers
+    /// look healthy. Found here, before every reload and once a second:
+    /// logged loudly, and made to listen again (see
+    /// [`Listener::relisten`]). Returns true if a socket was put back (the
+    /// workers holding the old one must be replaced).
+    pub(super) fn check_listeners(&mut self) -> bool {
+        if self.stop.is_some() {
+            return false;
+        }
+        let backlog = i32::try_from(self.config.backlog).unwrap_or(i32::MAX);
+        let mut replaced = false;
+        for (li, l) in self.listeners.iter_mut().enumerate() {
+            for j in l.stopped_listening() {
+                if !self.broken_listeners.insert((li, j)) {
+                    continue; // reported, and could not be mended
+                }
+                let holders: Vec<i32> = self
+                    .generations
+                    .iter()
+                    .flat_map(|g| g.live_pids().map(|p| p.as_raw()))
+                    .collect();
+                error!(
+                    name = %l.name,
+                    addr = %l.local,
+                    socket = j,
+                    holders = ?holders,
+                    "listener stopped listening: one of the workers holding it called shutdown(2) on \
+                     it, which stops it for every process; connections to it are refused"
+                );
+                match l.relisten(j, backlog) {
+                    Ok(what) => {
+                        self.broken_listeners.remove(&(li, j));
+                        replaced = true;
+                        error!(name = %l.name, addr = %l.local, socket = j, "listener {what}; a new generation takes over");
+                    }
+                    Err(e) => {
+                        error!(name = %l.name, addr = %l.local, socket = j, error = %e, "cannot make the listener listen again")
+                    }
+                }
+            }
+        }
+        replaced
+    }
+
     /// Start a reload with `workers` workers, or the current count.
     pub(super) fn start_reload(&mut self, workers: Option<usize>) {
+        // The new generation gets sockets that listen.
+        self.check_listeners();
         let count = workers.unwrap_or(self.workers);
         if count != self.workers {
             info!(
