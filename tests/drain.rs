@@ -4,7 +4,7 @@
 //! clients, 32 connection-per-request clients and 24 clients with a 1-second
 //! request always in flight hammer it, the test sends 20 SIGHUPs, each one
 //! only after the previous reload is serving and the load has made progress
-//! on the new generation. It then checks the invariants of DESIGN.md §3:
+//! on the new generation. It then checks the invariants of ARCHITECTURE.md §7:
 //!
 //! - no drop: every request got a 200 (no refused connect, no reset, no EOF,
 //!   no idle-close race, no timeout), the 1-second requests included;

@@ -1,4 +1,4 @@
-//! Faults, hostile input and resource limits (DESIGN.md §3 invariants): what
+//! Faults, hostile input and resource limits (ARCHITECTURE.md §7 invariants): what
 //! operators of HAProxy, einhorn and gunicorn hit in production, each made a
 //! test. Every case that has clients checks that the serving generation's
 //! clients lose nothing.

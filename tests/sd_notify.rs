@@ -1,4 +1,4 @@
-//! baton's own sd_notify messages (DESIGN.md §6), read by the test playing
+//! baton's own sd_notify messages (ARCHITECTURE.md §6), read by the test playing
 //! systemd's notify socket: READY=1 once the first generation serves;
 //! RELOADING=1 with MONOTONIC_USEC= in the same datagram when a reload
 //! starts and READY=1 when it ends, a rollback's cause in STATUS=;

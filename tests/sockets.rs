@@ -1,4 +1,4 @@
-//! The sockets feature end to end (DESIGN.md §1, §4): per-slot SO_REUSEPORT
+//! The sockets feature end to end (ARCHITECTURE.md §2): per-slot SO_REUSEPORT
 //! sockets, UDP, sockets adopted from systemd, the Server::Starter and
 //! einhorn variables, IPv6 and Unix listeners, and Unix socket files.
 //!
@@ -187,12 +187,6 @@ fn reuseport_twenty_reloads_under_load_lose_nothing_and_spread() {
         "--reuseport",
         "--workers",
         &WORKERS.to_string(),
-        "--drain-timeout",
-        "30s",
-        // As in drain.rs: reloads every ~0.4 s under 1 s requests keep about
-        // three generations draining at once.
-        "--max-draining",
-        "8",
         "--",
         &demo,
     ]);
@@ -507,17 +501,7 @@ fn udp_echo_across_reloads(reuseport: bool) {
     const CLIENTS: usize = 16;
     let test_start = Instant::now();
     let demo = demo();
-    // Reloads here come every few ms: allow more than the default two
-    // draining generations, so that none is SIGKILLed with a datagram read
-    // and not yet answered (a policy, not what this test is about).
-    let mut args = vec![
-        "--listen",
-        "udp://127.0.0.1:0",
-        "--workers",
-        "4",
-        "--max-draining",
-        "8",
-    ];
+    let mut args = vec!["--listen", "udp://127.0.0.1:0", "--workers", "4"];
     if reuseport {
         args.push("--reuseport");
     }
@@ -850,9 +834,7 @@ fn ipv6_and_unix_listeners_serve_across_reloads() {
         if let Some(addr) = v6_addr {
             wait_generation("GET / on [::1]", next, || answer(&rt, addr).0);
         }
-        // One generation drains at a time: with reloads faster than a
-        // drain, baton's --max-draining (2) would SIGKILL the oldest, cutting
-        // its in-flight requests by design.
+        // One generation drains at a time (a deploy's cadence).
         baton.wait_log(&format!("generation exited generation={}", next - 1), LONG);
     }
     stop.store(true, Ordering::Relaxed);

@@ -1,5 +1,5 @@
 //! demo-app: a tokio + hyper HTTP/1.1 server that follows baton's worker
-//! contract (see DESIGN.md §2). This file only orders the start-up:
+//! contract (see ARCHITECTURE.md §3). This file only orders the start-up:
 //! arguments → sockets → runtime → serve → exit code.
 //!
 //! Modules: `cli` (flags), `sources` (which protocol names the sockets:

@@ -95,6 +95,12 @@ pub struct Cli {
     #[arg(long, value_name = "N", default_value = "8")]
     pub max_draining: usize,
 
+    /// Workers get WATCHDOG_USEC (as systemd gives services) and must send
+    /// WATCHDOG=1 at least this often once ready; one that misses it is
+    /// killed and respawned. Off by default.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub worker_watchdog: Option<Duration>,
+
     /// How long a draining worker may take before it is SIGKILLed.
     #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
     pub drain_timeout: Duration,
@@ -199,6 +205,7 @@ pub struct Config {
     pub workers: usize,
     pub ready_timeout: Duration,
     pub ready_after: Option<Duration>,
+    pub worker_watchdog: Option<Duration>,
     pub drain_signal: Signal,
     pub drain_timeout: Duration,
     pub signal_group: bool,
@@ -247,6 +254,7 @@ impl Config {
             workers: cli.workers,
             ready_timeout: cli.ready_timeout,
             ready_after: cli.ready_after,
+            worker_watchdog: cli.worker_watchdog,
             drain_signal: cli.drain_signal,
             drain_timeout: cli.drain_timeout,
             signal_group: cli.signal_group,

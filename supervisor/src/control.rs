@@ -104,7 +104,8 @@ pub struct Reply {
     /// reload: the new generation's worker count.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub workers: Option<usize>,
-    /// reload: from the request to the outcome.
+    /// reload: from the new generation's start to its outcome (a queued or
+    /// held request waited longer; `held_ms` says how long it was held).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub took_ms: Option<u64>,
     /// reload: how long it waited, queued, for an old generation to exit

@@ -89,6 +89,8 @@ pub struct Worker {
     pub quick_deaths: u32,
     pub restarts: u32,
     pub started: Instant,
+    /// The last `WATCHDOG=1` it sent (`--worker-watchdog`).
+    pub last_ping: Option<Instant>,
 }
 
 #[derive(Debug)]
@@ -113,6 +115,7 @@ impl Worker {
             quick_deaths: 0,
             restarts: 0,
             started: now,
+            last_ping: None,
         };
         w.attach(pid);
         w
@@ -121,6 +124,7 @@ impl Worker {
     /// A (re)spawned process now runs in this slot.
     pub fn attach(&mut self, pid: Pid) {
         self.pid = Some(pid);
+        self.last_ping = None;
         self.pidfd = process::pidfd_open(pid);
     }
 

@@ -205,6 +205,24 @@ impl Listener {
         }
     }
 
+    /// How many connections wait in each socket's accept queue (TCP only:
+    /// `TCP_INFO` on a listening socket reports it as `tcpi_unacked`, the
+    /// number `ss -ltn` shows as Recv-Q); None for other kinds.
+    pub fn queue_lengths(&self) -> Vec<Option<u32>> {
+        self.sockets
+            .iter()
+            .map(|s| match self.kind {
+                Kind::Tcp => accept_queue(s.as_fd()).ok(),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// The inode of socket `j` (what `/proc/PID/fd` shows as `socket:[N]`).
+    pub fn inode(&self, j: usize) -> io::Result<u64> {
+        Ok(nix::sys::stat::fstat(self.sockets[j].as_fd())?.st_ino)
+    }
+
     /// The bound address without the `udp://` / `unix:` prefix.
     pub fn bare_addr(&self) -> &str {
         self.local
@@ -345,6 +363,28 @@ fn inet_socket(kind: Kind, addr: std::net::SocketAddr, opts: &BindOptions) -> io
         socket.listen(opts.backlog)?;
     }
     Ok(socket)
+}
+
+/// The accept queue's length of a listening TCP socket.
+fn accept_queue(fd: BorrowedFd<'_>) -> io::Result<u32> {
+    // SAFETY: tcp_info is plain old data; all zeroes is a valid value.
+    let mut info: libc::tcp_info = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of::<libc::tcp_info>() as libc::socklen_t;
+    // SAFETY: getsockopt writes at most `len` bytes into `info`, which is
+    // that large, and updates `len`; `fd` is a valid socket for the call.
+    let rc = unsafe {
+        libc::getsockopt(
+            fd.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_INFO,
+            (&mut info as *mut libc::tcp_info).cast(),
+            &mut len,
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(info.tcpi_unacked)
 }
 
 /// `SO_ATTACH_REUSEPORT_CBPF` and `SO_DETACH_REUSEPORT_BPF` (asm-generic

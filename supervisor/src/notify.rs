@@ -17,6 +17,8 @@ use tokio::io::unix::AsyncFd;
 pub struct Message {
     pub ready: bool,
     pub stopping: bool,
+    /// `WATCHDOG=1`: a worker's keep-alive ping (`--worker-watchdog`).
+    pub watchdog: bool,
     pub status: Option<String>,
     /// Assignments we do not act on (kept for logging).
     pub other: Vec<String>,
@@ -31,6 +33,7 @@ impl Message {
             match line.split_once('=') {
                 Some(("READY", "1")) => msg.ready = true,
                 Some(("STOPPING", "1")) => msg.stopping = true,
+                Some(("WATCHDOG", "1")) => msg.watchdog = true,
                 Some(("STATUS", s)) => msg.status = Some(s.chars().take(256).collect()),
                 _ => msg.other.push(line.chars().take(64).collect()),
             }

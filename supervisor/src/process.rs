@@ -132,3 +132,28 @@ fn control_signal_mask(how: nix::sys::signal::SigmaskHow) {
         debug!(error = %e, "pthread_sigmask failed");
     }
 }
+
+/// Is `pid` stopped (SIGSTOP, a debugger: state `T` or `t` in
+/// `/proc/PID/stat`)? False if it cannot be read.
+pub fn is_stopped(pid: Pid) -> bool {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{}/stat", pid.as_raw())) else {
+        return false;
+    };
+    // "pid (comm) S …": comm may hold spaces and parentheses; the state
+    // follows the last ')'.
+    stat.rsplit_once(')')
+        .and_then(|(_, rest)| rest.split_whitespace().next())
+        .is_some_and(|state| state == "T" || state == "t")
+}
+
+/// Does `pid` hold a descriptor for the socket with inode `inode`? None if
+/// its fd table cannot be read (it exited, or another user's process).
+pub fn holds_socket(pid: Pid, inode: u64) -> Option<bool> {
+    let target = format!("socket:[{inode}]");
+    let entries = std::fs::read_dir(format!("/proc/{}/fd", pid.as_raw())).ok()?;
+    Some(
+        entries
+            .filter_map(Result::ok)
+            .any(|e| std::fs::read_link(e.path()).is_ok_and(|t| t.as_os_str() == target.as_str())),
+    )
+}

@@ -60,6 +60,7 @@ impl Supervisor {
         if self.check_listeners() && self.fatal.is_none() {
             self.on_reload_request(None, None);
         }
+        self.check_liveness(Instant::now());
     }
 
     pub(super) fn on_command(&mut self, cmd: Command) {
@@ -185,6 +186,11 @@ impl Supervisor {
         if let Some(status) = &dg.message.status {
             debug!(generation = gen.id, slot = worker.slot, pid, status = %status, "worker status");
         }
+        if dg.message.watchdog {
+            self.generations[gi].workers[wi].last_ping = Some(now);
+        }
+        let gen = &self.generations[gi];
+        let worker = &gen.workers[wi];
         if dg.message.ready {
             if matches!(worker.state, WorkerState::Starting { .. }) {
                 self.mark_ready(gi, wi, now);

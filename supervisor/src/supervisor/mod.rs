@@ -27,6 +27,7 @@ use crate::reload::{Outcome, Reloads};
 use crate::spawn::{self};
 
 mod events;
+mod liveness;
 mod state;
 
 use state::Supervisor;
@@ -112,6 +113,7 @@ pub async fn run(config: Config, inherited: Vec<Listener>) -> Result<(), Error> 
         stop: None,
         fatal: None,
         broken_listeners: Default::default(),
+        queues: Default::default(),
     };
     sup.start_generation(sup.workers)?;
     // Pings from the event loop itself: a stuck loop stops them.

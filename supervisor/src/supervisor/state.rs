@@ -54,6 +54,9 @@ pub(super) struct Supervisor {
     /// (listener, socket) that stopped listening and could not be mended:
     /// reported once.
     pub(super) broken_listeners: std::collections::HashSet<(usize, usize)>,
+    /// Accept queues of per-slot sockets, by (listener, socket): see
+    /// liveness.rs.
+    pub(super) queues: std::collections::HashMap<(usize, usize), super::liveness::QueueWatch>,
 }
 
 impl Supervisor {
@@ -170,6 +173,11 @@ impl Supervisor {
         // The generation's size: a worker can size its own thread pool to
         // its share of the machine (one of N processes).
         env.push(("BATON_WORKERS".into(), count.to_string()));
+        if let Some(period) = self.config.worker_watchdog {
+            // systemd's variable: sd_watchdog_enabled() in the worker sees it
+            // (without WATCHDOG_PID, which would only have to match its pid).
+            env.push(("WATCHDOG_USEC".into(), period.as_micros().to_string()));
+        }
         let pid = spawn::spawn(&WorkerSpec {
             program: &self.config.program,
             args: &self.config.args,

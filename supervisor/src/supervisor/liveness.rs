@@ -1,0 +1,165 @@
+//! Liveness of the serving workers: what no event reports. Checked once a
+//! second (see `on_tick`).
+//!
+//! With `--reuseport`, the kernel hashes each new connection to one socket
+//! of the group, whoever accepts on it: a worker that is stopped (SIGSTOP,
+//! a debugger), closed its listening socket but lives on, or hangs strands
+//! every connection hashed to its socket. In shared mode the other workers
+//! take them, so only per-slot sockets are watched. A socket's accept queue
+//! (`TCP_INFO`) that stays non-empty without ever shrinking points at its
+//! workers; each is then checked:
+//!
+//! - stopped (`T` in `/proc/PID/stat`), or no longer holding the socket
+//!   (`/proc/PID/fd`): replaced at once (two checks in a row);
+//! - neither, but the queue has not shrunk for [`STALL_CHECKS`] checks
+//!   (seconds): it accepts nothing, replaced too.
+//!
+//! Opt-in, `--worker-watchdog D` catches a hung worker in any mode: a ready
+//! worker that sent no `WATCHDOG=1` for D is replaced.
+//!
+//! Replacing is SIGKILL: the serving generation respawns the slot, and the
+//! replacement accepts what queued on the socket (nothing is reset: the
+//! socket belongs to baton and lives on).
+
+use std::time::Instant;
+
+use nix::sys::signal::Signal;
+use tracing::warn;
+
+use super::state::Supervisor;
+use crate::generation::WorkerState;
+use crate::process;
+
+/// Checks (one a second) a non-empty accept queue may go without shrinking
+/// before the workers on that socket count as accepting nothing.
+pub(super) const STALL_CHECKS: u32 = 10;
+
+/// Evidence is looked at once the queue stayed non-empty this many checks.
+const SUSPECT_CHECKS: u32 = 2;
+
+/// The accept queue of one per-slot socket, over the last checks.
+#[derive(Debug, Default, Clone, Copy)]
+pub(super) struct QueueWatch {
+    /// Checks in a row the queue was non-empty and did not shrink.
+    checks: u32,
+    last: u32,
+}
+
+impl QueueWatch {
+    /// Record the queue's length now; returns for how many checks it has not
+    /// shrunk while non-empty.
+    fn observe(&mut self, len: u32) -> u32 {
+        self.checks = match len {
+            0 => 0,
+            _ if self.checks > 0 && len < self.last => 1,
+            _ => self.checks + 1,
+        };
+        self.last = len;
+        self.checks
+    }
+}
+
+impl Supervisor {
+    pub(super) fn check_liveness(&mut self, now: Instant) {
+        if self.stop.is_some() {
+            return;
+        }
+        let Some(si) = self.serving() else {
+            return;
+        };
+        let mut replace: Vec<(usize, String)> = Vec::new();
+        if let Some(period) = self.config.worker_watchdog {
+            for (wi, w) in self.generations[si].workers.iter().enumerate() {
+                let WorkerState::Ready { since } = w.state else {
+                    continue;
+                };
+                let last = w.last_ping.unwrap_or(since).max(since);
+                if now.duration_since(last) > period {
+                    replace.push((
+                        wi,
+                        format!(
+                            "sent no WATCHDOG=1 for {} (--worker-watchdog)",
+                            humantime::format_duration(period)
+                        ),
+                    ));
+                }
+            }
+        }
+        let gen = &self.generations[si];
+        for (li, l) in self.listeners.iter().enumerate() {
+            if !l.per_slot() {
+                continue;
+            }
+            for (j, len) in l.queue_lengths().into_iter().enumerate() {
+                let Some(len) = len else { continue };
+                let checks = self.queues.entry((li, j)).or_default().observe(len);
+                if checks < SUSPECT_CHECKS {
+                    continue;
+                }
+                let inode = l.inode(j).ok();
+                for (wi, w) in gen.workers.iter().enumerate() {
+                    let (WorkerState::Ready { .. }, Some(pid)) = (w.state, w.pid) else {
+                        continue;
+                    };
+                    if !l.slots_for(w.slot, gen.count).contains(&j) {
+                        continue;
+                    }
+                    let why = if process::is_stopped(pid) {
+                        Some("is stopped (SIGSTOP or a debugger)".to_string())
+                    } else if inode.and_then(|i| process::holds_socket(pid, i)) == Some(false) {
+                        Some("closed its listening socket but runs on".to_string())
+                    } else if checks >= STALL_CHECKS {
+                        Some(format!("accepted nothing for {checks}s"))
+                    } else {
+                        None
+                    };
+                    if let Some(why) = why {
+                        replace.push((
+                            wi,
+                            format!(
+                                "{why} while {len} connections wait on socket {j} of {}",
+                                l.local
+                            ),
+                        ));
+                        self.queues.remove(&(li, j));
+                    }
+                }
+            }
+        }
+        replace.sort_by_key(|(wi, _)| *wi);
+        replace.dedup_by_key(|(wi, _)| *wi);
+        let group = self.config.signal_group;
+        let gen = &mut self.generations[si];
+        for (wi, why) in replace {
+            let w = &mut gen.workers[wi];
+            warn!(
+                generation = gen.id,
+                slot = w.slot,
+                pid = w.pid.map_or(0, |p| p.as_raw()),
+                cause = %why,
+                "worker stuck: replacing it"
+            );
+            // Its exit respawns the slot (the serving generation's rule);
+            // until it is reaped, the watchdog does not count it again.
+            w.signal(Signal::SIGKILL, group);
+            w.last_ping = Some(now);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_queue_that_shrinks_is_not_stalled() {
+        let mut q = QueueWatch::default();
+        assert_eq!(q.observe(0), 0);
+        assert_eq!(q.observe(3), 1);
+        assert_eq!(q.observe(3), 2);
+        assert_eq!(q.observe(5), 3);
+        assert_eq!(q.observe(2), 1, "it shrank: something accepts");
+        assert_eq!(q.observe(2), 2);
+        assert_eq!(q.observe(0), 0);
+    }
+}
