@@ -383,3 +383,53 @@ fn failed_generations_count_toward_max_draining() {
     assert_eq!(status["reload_held"]["draining"], 8, "{status}");
     assert_eq!(baton.count_log("reload started generation=10"), 0);
 }
+
+/// Ready means accepting: an app that closes the socket it inherited and
+/// listens on a port of its own (Puma without
+/// `--bind-to-activated-sockets only`, a plain `http.server`) still says
+/// READY=1, and would leave baton's socket a black hole. The generation is
+/// refused at ready time, with a cause that names the socket and the fix;
+/// the serving one keeps serving.
+#[test]
+fn a_worker_that_closed_its_inherited_socket_is_not_ready() {
+    let deploy = Deploy::new();
+    deploy.good("");
+    let control = deploy.dir.join("control.sock");
+    let baton = Baton::start(&[
+        "--listen",
+        "127.0.0.1:0",
+        "--control",
+        control.to_str().unwrap(),
+        "--",
+        deploy.app(),
+    ]);
+    baton.wait_log("generation serving generation=1", LONG);
+    let addr = baton.addr();
+    deploy.write(
+        "exec python3 -c '\n\
+         import os, socket, time\n\
+         os.close(3)\n\
+         own = socket.create_server((\"127.0.0.1\", 0))\n\
+         s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)\n\
+         s.sendto(b\"READY=1\", os.environ[\"NOTIFY_SOCKET\"])\n\
+         time.sleep(1000)\n'",
+    );
+    let out = std::process::Command::new(baton_e2e::baton_bin())
+        .args(["reload", "--control"])
+        .arg(&control)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    for needle in [
+        "generation 2 rolled back",
+        "is ready but no longer holds its socket",
+        &format!("{addr} (fd 3)"),
+        "--bind-to-activated-sockets only",
+        "generation 1 keeps serving",
+    ] {
+        assert!(stderr.contains(needle), "{needle:?} in {stderr}");
+    }
+    let rt = baton_e2e::runtime();
+    assert_eq!(generation(&rt, addr), 1);
+}

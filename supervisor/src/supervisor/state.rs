@@ -298,7 +298,55 @@ impl Supervisor {
 
     // ---- transitions ----------------------------------------------------
 
+    /// The first socket worker `wi` of generation `gi` was given and no
+    /// longer holds, as `ADDR (fd N)`: an app that closed its inherited
+    /// socket (and probably bound its own port) says READY=1 but serves
+    /// nothing baton owns. None if it holds them all, or if its fd table
+    /// cannot be read.
+    fn missing_socket(&self, gi: usize, wi: usize) -> Option<String> {
+        let gen = &self.generations[gi];
+        let w = &gen.workers[wi];
+        let pid = w.pid?;
+        let mut fd = 3;
+        for l in &self.listeners {
+            for j in l.slots_for(w.slot, gen.count) {
+                let held = l
+                    .inode(j)
+                    .ok()
+                    .and_then(|inode| crate::process::holds_socket(pid, inode));
+                if held == Some(false) {
+                    return Some(format!("{} (fd {fd})", l.local));
+                }
+                fd += 1;
+            }
+        }
+        None
+    }
+
     pub(super) fn mark_ready(&mut self, gi: usize, wi: usize, now: Instant) {
+        // Ready means accepting: on the sockets it was given.
+        if let Some(missing) = self.missing_socket(gi, wi) {
+            let starting = matches!(self.generations[gi].state(), GenState::Starting { .. });
+            let gen = &mut self.generations[gi];
+            let w = &mut gen.workers[wi];
+            let cause = format!(
+                "worker slot {} (pid {}) is ready but no longer holds its socket {missing}: the \
+                 app closed the socket it inherited and probably listens on its own port \
+                 (serve on the inherited fds; Puma: --bind-to-activated-sockets only)",
+                w.slot,
+                w.pid.map_or(0, |p| p.as_raw())
+            );
+            if starting {
+                self.fail_generation(gi, cause);
+            } else {
+                // A respawned worker of the serving generation: its exit
+                // schedules the next try, with backoff.
+                warn!(generation = gen.id, slot = w.slot, cause = %cause, "killing a respawned worker");
+                w.signal(Signal::SIGKILL, self.config.signal_group);
+                w.state = WorkerState::Draining;
+            }
+            return;
+        }
         let gen = &mut self.generations[gi];
         let w = &mut gen.workers[wi];
         w.state = WorkerState::Ready { since: now };
