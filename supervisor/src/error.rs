@@ -9,7 +9,10 @@ use std::path::PathBuf;
 pub enum ConfigError {
     #[error("invalid --listen {arg:?}: {why}")]
     Address { arg: String, why: String },
-    #[error("--workers must be at least 1")]
+    #[error(
+        "--workers must be from 1 to {} (each worker costs baton descriptors)",
+        crate::config::MAX_WORKERS
+    )]
     Workers,
     #[error("--max-draining must be at least 1 (the generation a reload replaces drains)")]
     MaxDraining,
@@ -23,6 +26,8 @@ pub enum ConfigError {
     NoListeners,
     #[error("--socket-owner {0:?}: {1}")]
     Owner(String, String),
+    #[error("--control {}: {why}", .path.display())]
+    Control { path: PathBuf, why: String },
 }
 
 #[derive(Debug, thiserror::Error)]

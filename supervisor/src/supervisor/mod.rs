@@ -192,7 +192,13 @@ fn bind_control(config: &Config, listeners: &[Listener]) -> Result<Option<Contro
             )
         }
     };
-    match ControlSocket::bind(&path) {
+    // Only the default directory is baton's to create (an explicit
+    // --control's was checked by Config::from_cli).
+    let bound = match path.parent().filter(|_| !explicit) {
+        Some(dir) => control::prepare_default_dir(dir).and_then(|()| ControlSocket::bind(&path)),
+        None => ControlSocket::bind(&path),
+    };
+    match bound {
         Ok(c) => {
             info!(path = %c.path().display(), "control socket");
             Ok(Some(c))
