@@ -227,13 +227,18 @@ pub fn prepare_default_dir(dir: &Path) -> io::Result<()> {
     Ok(())
 }
 
-/// A file name from a listener or `--name`: no `/`, not hidden.
+/// A file name from a listener or `--name`: no `/`, not hidden
+/// (`baton.sock` for a name that would be empty).
 pub fn socket_name(name: &str) -> String {
     let clean: String = name
         .chars()
         .map(|c| if c == '/' || c.is_control() { '_' } else { c })
         .collect();
-    format!("{}.sock", clean.trim_start_matches('.'))
+    match clean.trim_start_matches('.') {
+        // `.sock` would be hidden (and not found by the clients).
+        "" => "baton.sock".to_string(),
+        name => format!("{name}.sock"),
+    }
 }
 
 /// The bound control socket; removes its file when dropped.
@@ -455,7 +460,10 @@ mod tests {
         assert!(ok(r#"{"command":"reload","workers":2,"workers":3}"#).is_err());
         // Bounded worker counts.
         assert_eq!(
-            ok(&format!(r#"{{"command":"reload","workers":{MAX_WORKERS}}}"#)).unwrap(),
+            ok(&format!(
+                r#"{{"command":"reload","workers":{MAX_WORKERS}}}"#
+            ))
+            .unwrap(),
             Request::Reload {
                 workers: Some(MAX_WORKERS)
             }
@@ -475,5 +483,7 @@ mod tests {
         assert_eq!(socket_name("127.0.0.1_8080"), "127.0.0.1_8080.sock");
         assert_eq!(socket_name("unix_/run/a.sock"), "unix__run_a.sock.sock");
         assert_eq!(socket_name("..x"), "x.sock");
+        assert_eq!(socket_name(""), "baton.sock");
+        assert_eq!(socket_name("..."), "baton.sock");
     }
 }
