@@ -189,9 +189,9 @@ pub fn notify_dir_pid(name: &str) -> Option<u32> {
 /// Notify directories that a baton killed by SIGKILL left in `base`: those
 /// named like ours (`baton-PID-XXXXXXXX`), real directories (not symlinks)
 /// owned by baton's euid, whose pid is dead and whose socket nobody is bound
-/// to (a baton in another pid namespace may share `/tmp`). Only their
-/// `notify.sock` and the directory itself are removed (a directory holding
-/// anything else stays); nothing is followed.
+/// to (a baton in another pid namespace may share `/tmp`), holding nothing
+/// but that socket. Only the socket and the directory are removed; nothing
+/// is followed.
 fn remove_dead_dirs(base: &Path) {
     use nix::fcntl::{openat, OFlag};
     use nix::sys::stat::Mode;
@@ -233,14 +233,29 @@ fn remove_dead_dirs(base: &Path) {
         if meta.st_uid != euid {
             continue;
         }
-        let sock = base.join(&name).join("notify.sock");
-        let bound = std::os::unix::net::UnixDatagram::unbound()
-            .and_then(|s| s.connect(&sock))
-            .is_ok();
-        if bound {
+        // Nothing in it but our socket (or nothing at all).
+        let path = base.join(&name);
+        let Ok(listing) = std::fs::read_dir(&path) else {
             continue;
+        };
+        let listing: Vec<_> = listing.flatten().map(|e| e.file_name()).collect();
+        let sock = path.join("notify.sock");
+        match listing.as_slice() {
+            [] => {}
+            [only] if only == "notify.sock" => {
+                use std::os::unix::fs::FileTypeExt;
+                let is_socket =
+                    std::fs::symlink_metadata(&sock).is_ok_and(|m| m.file_type().is_socket());
+                let bound = std::os::unix::net::UnixDatagram::unbound()
+                    .and_then(|s| s.connect(&sock))
+                    .is_ok();
+                if !is_socket || bound {
+                    continue;
+                }
+                let _ = unlinkat(&dir, "notify.sock", UnlinkatFlags::NoRemoveDir);
+            }
+            _ => continue,
         }
-        let _ = unlinkat(&dir, "notify.sock", UnlinkatFlags::NoRemoveDir);
         if unlinkat(&base_fd, name.as_os_str(), UnlinkatFlags::RemoveDir).is_ok() {
             tracing::info!(dir = %base.join(&name).display(), pid, "removed the notify directory of a dead baton");
         }
@@ -344,7 +359,11 @@ impl Manager {
             std::process::id(),
         ) {
             Ok(Some(period)) => {
-                if period == MIN_WATCHDOG_PERIOD {
+                let asked = usec
+                    .as_deref()
+                    .and_then(|u| u.to_str()?.parse::<u64>().ok())
+                    .map(|us| std::time::Duration::from_micros(us / 2));
+                if asked.is_some_and(|asked| asked < MIN_WATCHDOG_PERIOD) {
                     tracing::warn!(watchdog_usec = ?usec, period = ?period, "WATCHDOG_USEC is too short to honour: pinging every 10ms");
                 }
                 Some(period)
