@@ -292,6 +292,39 @@ impl Drop for PrivateDir {
 mod tests {
     use super::*;
 
+    /// A path that fits sun_path while the private directory's does not:
+    /// bound through /proc/self/fd, moved into place, mode applied.
+    #[test]
+    fn a_long_path_is_bound_through_the_directory_fd() {
+        let base = std::env::temp_dir().join(format!("baton-sockfile-{}", std::process::id()));
+        let long = base.join("d".repeat(MAX_SUN_PATH - base.as_os_str().len() - 10));
+        std::fs::create_dir_all(&long).unwrap();
+        let path = long.join("a.sock");
+        assert!(path.as_os_str().len() <= MAX_SUN_PATH);
+        assert!(long.join(".baton-XXXXXX/s").as_os_str().len() > MAX_SUN_PATH);
+        let socket = bind_unix(
+            &path,
+            FileOptions {
+                mode: Some(0o640),
+                owner: None,
+            },
+        );
+        let result = socket.map(|socket| {
+            socket.listen(1).unwrap();
+            let meta = std::fs::symlink_metadata(&path).unwrap();
+            let connected = std::os::unix::net::UnixStream::connect(&path).is_ok();
+            let leftovers = std::fs::read_dir(&long).unwrap().count();
+            (
+                meta.file_type().is_socket(),
+                meta.mode() & 0o777,
+                connected,
+                leftovers,
+            )
+        });
+        let _ = std::fs::remove_dir_all(&base);
+        assert_eq!(result.unwrap(), (true, 0o640, true, 1));
+    }
+
     #[test]
     fn unsafe_dirs() {
         let euid = 1000;
