@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::config::parse_duration;
+use crate::config::{parse_duration, MAX_WORKERS};
 use crate::control::{default_dir, socket_name, Reply, Request};
 
 #[derive(Debug, Parser)]
@@ -187,11 +187,11 @@ fn run(command: ClientCommand) -> Result<(), Failure> {
     }
 }
 
-/// `--workers N`: a count of at least 1.
+/// `--workers N`: a count from 1 to [`MAX_WORKERS`].
 fn parse_workers(s: &str) -> Result<usize, String> {
     match s.parse::<usize>() {
-        Ok(0) => Err("must be at least 1".to_string()),
-        Ok(n) => Ok(n),
+        Ok(n) if (1..=MAX_WORKERS).contains(&n) => Ok(n),
+        Ok(_) => Err(format!("must be from 1 to {MAX_WORKERS}")),
         Err(_) => Err(format!("{s:?} is not a number of workers")),
     }
 }

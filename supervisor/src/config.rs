@@ -14,6 +14,15 @@ use nix::sys::signal::Signal;
 
 use crate::error::ConfigError;
 
+/// The most workers a generation may have (`--workers`, `reload --workers`):
+/// each costs baton a pidfd and, with `--reuseport`, a socket per TCP/UDP
+/// listener, so a typo such as 100000 would fork until fds run out.
+pub const MAX_WORKERS: usize = 1024;
+
+/// The longest duration any option takes (365 days): deadlines are computed
+/// by adding durations to the clock, and an absurd one would overflow it.
+pub const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 3600);
+
 /// `baton [OPTIONS] -- PROGRAM [ARGS...]`
 #[derive(Debug, Parser)]
 #[command(
@@ -225,7 +234,7 @@ pub struct Config {
 
 impl Config {
     pub fn from_cli(cli: Cli) -> Result<Config, ConfigError> {
-        if cli.workers == 0 {
+        if cli.workers == 0 || cli.workers > MAX_WORKERS {
             return Err(ConfigError::Workers);
         }
         if cli.max_draining == 0 {
@@ -248,6 +257,9 @@ impl Config {
             if !dir.is_dir() {
                 return Err(ConfigError::Chdir(dir.clone()));
             }
+        }
+        if let Some(control) = &cli.control {
+            check_control_dir(control)?;
         }
         Ok(Config {
             listeners,
@@ -286,8 +298,37 @@ fn duplicate(listeners: &[ListenSpec]) -> Option<&ListenAddr> {
     })
 }
 
+/// An explicit `--control PATH` must be in an existing directory: baton
+/// creates only its default directory, never one a typo names.
+fn check_control_dir(path: &std::path::Path) -> Result<(), ConfigError> {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => std::path::Path::new("."),
+    };
+    if path.file_name().is_none() {
+        return Err(ConfigError::Control {
+            path: path.to_path_buf(),
+            why: "no file name".into(),
+        });
+    }
+    match std::fs::metadata(dir) {
+        Ok(m) if m.is_dir() => Ok(()),
+        Ok(_) => Err(ConfigError::Control {
+            path: path.to_path_buf(),
+            why: format!("{} is not a directory", dir.display()),
+        }),
+        Err(e) => Err(ConfigError::Control {
+            path: path.to_path_buf(),
+            why: format!(
+                "directory {}: {e} (create it first; baton creates only the default directory)",
+                dir.display()
+            ),
+        }),
+    }
+}
+
 /// `USER`, `USER:GROUP` or `:GROUP`, by name or number.
-fn parse_owner(s: &str) -> Result<(Option<u32>, Option<u32>), ConfigError> {
+pub fn parse_owner(s: &str) -> Result<(Option<u32>, Option<u32>), ConfigError> {
     use nix::unistd::{Group, User};
     let err = |why: &str| ConfigError::Owner(s.to_string(), why.to_string());
     let (user, group) = s.split_once(':').unwrap_or((s, ""));
@@ -320,16 +361,21 @@ fn parse_owner(s: &str) -> Result<(Option<u32>, Option<u32>), ConfigError> {
 }
 
 /// An octal file mode: `0660`, `660`.
-fn parse_mode(s: &str) -> Result<u32, String> {
+pub fn parse_mode(s: &str) -> Result<u32, String> {
     u32::from_str_radix(s, 8)
         .ok()
         .filter(|m| *m <= 0o7777)
         .ok_or_else(|| format!("{s:?} is not an octal file mode (e.g. 0660)"))
 }
 
-/// `30s`, `500ms`, `1m 30s`.
+/// `30s`, `500ms`, `1m 30s`; at most [`MAX_DURATION`].
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    humantime::parse_duration(s).map_err(|e| format!("{e} (expected e.g. 30s or 500ms)"))
+    let d =
+        humantime::parse_duration(s).map_err(|e| format!("{e} (expected e.g. 30s or 500ms)"))?;
+    if d > MAX_DURATION {
+        return Err(format!("{s:?} is longer than the maximum, 365 days"));
+    }
+    Ok(d)
 }
 
 /// `TERM`, `SIGTERM`, `term` or a number.
@@ -402,5 +448,8 @@ mod tests {
     fn durations() {
         assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
         assert!(parse_duration("5").is_err());
+        assert_eq!(parse_duration("365d").unwrap(), MAX_DURATION);
+        assert!(parse_duration("366d").is_err());
+        assert!(parse_duration("584542046090y").is_err());
     }
 }

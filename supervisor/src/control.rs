@@ -15,7 +15,6 @@
 //! channel: every state change still happens in the loop.
 
 use std::io;
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -25,6 +24,8 @@ use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, warn};
 
+use crate::config::MAX_WORKERS;
+use crate::notify::RateLimit;
 use crate::status::Status;
 
 /// The largest request line accepted.
@@ -33,6 +34,13 @@ pub const MAX_REQUEST: usize = 4096;
 const READ_TIMEOUT: Duration = Duration::from_secs(5);
 /// What is read and dropped after refusing a request (see `refuse`).
 const DRAIN_LIMIT: u64 = 1 << 20;
+/// At most this many control connections at once (HAProxy's stats socket
+/// `maxconn` does the same): more are answered with an error and closed, so
+/// clients that connect and hold cannot use up baton's descriptors.
+pub const MAX_CONNECTIONS: usize = 64;
+/// At most one warning per this interval about refused connections or
+/// failed accepts.
+const WARN_EVERY: Duration = Duration::from_secs(10);
 
 #[derive(Debug, Serialize, PartialEq, Eq)]
 #[serde(tag = "command", rename_all = "lowercase")]
@@ -49,34 +57,43 @@ pub enum Request {
 
 impl Request {
     /// Exactly `{"command": NAME}`, or `{"command": "reload", "workers": N}`
-    /// with N ≥ 1: anything else is refused rather than half-understood
-    /// (serde's `deny_unknown_fields` does not apply to internally tagged
-    /// enums).
+    /// with 1 ≤ N ≤ [`MAX_WORKERS`]: anything else (an unknown field, a
+    /// field twice) is refused rather than half-understood (serde's
+    /// `deny_unknown_fields` does not apply to internally tagged enums, and
+    /// a `serde_json::Value` keeps the last of duplicate keys; a derived
+    /// struct refuses both).
     pub fn parse(line: &[u8]) -> Result<Request, String> {
-        let value: serde_json::Value =
-            serde_json::from_slice(line).map_err(|e| format!("invalid request: {e}"))?;
-        let obj = value
-            .as_object()
-            .filter(|o| o.contains_key("command"))
-            .ok_or("invalid request: expected {\"command\": \"reload|status|stop\"}")?;
-        let command = obj.get("command").and_then(|c| c.as_str());
-        let workers = match (command, obj.get("workers")) {
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Raw {
+            command: serde_json::Value,
+            #[serde(default, deserialize_with = "present")]
+            workers: Option<serde_json::Value>,
+        }
+        /// `"workers": null` is there (and refused), unlike no `workers`.
+        fn present<'de, D: serde::Deserializer<'de>>(
+            d: D,
+        ) -> Result<Option<serde_json::Value>, D::Error> {
+            serde_json::Value::deserialize(d).map(Some)
+        }
+        let raw: Raw = serde_json::from_slice(line).map_err(|e| {
+            format!("invalid request: {e} (expected {{\"command\": \"reload|status|stop\"}})")
+        })?;
+        let command = raw.command.as_str();
+        let workers = match (command, raw.workers) {
             (_, None) => None,
             (Some("reload"), Some(n)) => Some(
                 n.as_u64()
-                    .filter(|&n| n >= 1)
                     .and_then(|n| usize::try_from(n).ok())
+                    .filter(|n| (1..=MAX_WORKERS).contains(n))
                     .ok_or_else(|| {
-                        format!("invalid request: workers must be at least 1, not {n}")
+                        format!("invalid request: workers must be from 1 to {MAX_WORKERS}, not {n}")
                     })?,
             ),
             (_, Some(_)) => {
                 return Err("invalid request: only reload takes workers".to_string());
             }
         };
-        if obj.len() != 1 + usize::from(workers.is_some()) {
-            return Err("invalid request: unknown field".to_string());
-        }
         match command {
             Some("reload") => Ok(Request::Reload { workers }),
             Some("status") => Ok(Request::Status),
@@ -134,8 +151,11 @@ pub struct Command {
     pub reply: oneshot::Sender<Reply>,
 }
 
-/// The default control socket path: `NAME.sock` in `$RUNTIME_DIRECTORY`,
-/// `$XDG_RUNTIME_DIR/baton` or `/run/baton`.
+/// The default control socket directory: `$RUNTIME_DIRECTORY`, else
+/// `$XDG_RUNTIME_DIR/baton`, else `/run/baton` for root and
+/// `/tmp/baton-UID` for any other user (created 0700 by baton, and refused
+/// unless owned by that uid and writable by no one else). Both baton and
+/// its clients look here.
 pub fn default_dir() -> PathBuf {
     if let Some(dir) = std::env::var_os("RUNTIME_DIRECTORY") {
         // systemd may list several, colon-separated: the first is ours.
@@ -152,16 +172,75 @@ pub fn default_dir() -> PathBuf {
     if let Some(dir) = std::env::var_os("XDG_RUNTIME_DIR").filter(|d| !d.is_empty()) {
         return PathBuf::from(dir).join("baton");
     }
-    PathBuf::from("/run/baton")
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    match unsafe { libc::geteuid() } {
+        0 => PathBuf::from("/run/baton"),
+        uid => per_uid_dir(uid),
+    }
 }
 
-/// A file name from a listener or `--name`: no `/`, not hidden.
+/// `/tmp/baton-UID`: a non-root user's default without `XDG_RUNTIME_DIR`.
+fn per_uid_dir(uid: u32) -> PathBuf {
+    PathBuf::from(format!("/tmp/baton-{uid}"))
+}
+
+/// Make the default directory `dir` ready: created if missing (0700 for
+/// `/tmp/baton-UID`, which another user may have created first, so it must
+/// then be a real directory of ours that no one else can write to; 0755
+/// otherwise, as systemd's runtime directories are).
+pub fn prepare_default_dir(dir: &Path) -> io::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, MetadataExt};
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let euid = unsafe { libc::geteuid() };
+    let shared_tmp = euid != 0 && dir == per_uid_dir(euid);
+    let mut builder = std::fs::DirBuilder::new();
+    builder.mode(if shared_tmp { 0o700 } else { 0o755 });
+    // /tmp exists: only the last component is created there.
+    builder.recursive(!shared_tmp);
+    match builder.create(dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(e),
+    }
+    if shared_tmp {
+        let meta = std::fs::symlink_metadata(dir)?;
+        let why = if !meta.file_type().is_dir() {
+            Some("it is not a directory (a symlink?)".to_string())
+        } else if meta.uid() != euid {
+            Some(format!("it is owned by uid {}, not {euid}", meta.uid()))
+        } else if meta.mode() & 0o022 != 0 {
+            Some(format!(
+                "it is writable by others (mode {:04o})",
+                meta.mode() & 0o7777
+            ))
+        } else {
+            None
+        };
+        if let Some(why) = why {
+            return Err(io::Error::new(
+                io::ErrorKind::PermissionDenied,
+                format!(
+                    "refusing {}: {why}; remove it, or set XDG_RUNTIME_DIR or --control",
+                    dir.display()
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// A file name from a listener or `--name`: no `/`, not hidden
+/// (`baton.sock` for a name that would be empty).
 pub fn socket_name(name: &str) -> String {
     let clean: String = name
         .chars()
         .map(|c| if c == '/' || c.is_control() { '_' } else { c })
         .collect();
-    format!("{}.sock", clean.trim_start_matches('.'))
+    match clean.trim_start_matches('.') {
+        // `.sock` would be hidden (and not found by the clients).
+        "" => "baton.sock".to_string(),
+        name => format!("{name}.sock"),
+    }
 }
 
 /// The bound control socket; removes its file when dropped.
@@ -171,23 +250,19 @@ pub struct ControlSocket {
 }
 
 impl ControlSocket {
-    /// Bind at `path` with mode 0600 (set before listen(2), so no one else
-    /// can ever connect). A stale file is replaced; a live one is an error.
+    /// Bind at `path` with mode 0600, set before the file appears there
+    /// and before listen(2), so no one else can ever connect (see
+    /// sockfile.rs). The directory must exist and be safe. A stale file is
+    /// replaced; a live one is an error.
     pub fn bind(path: &Path) -> io::Result<ControlSocket> {
-        if let Some(dir) = path.parent() {
-            if !dir.as_os_str().is_empty() && !dir.exists() {
-                use std::os::unix::fs::DirBuilderExt;
-                std::fs::DirBuilder::new()
-                    .recursive(true)
-                    .mode(0o755)
-                    .create(dir)?;
-            }
-        }
-        crate::listeners::remove_stale_socket(path)?;
-        let socket = socket2::Socket::new(socket2::Domain::UNIX, socket2::Type::STREAM, None)?;
-        socket.bind(&socket2::SockAddr::unix(path)?)?;
+        let socket = crate::sockfile::bind_unix(
+            path,
+            crate::sockfile::FileOptions {
+                mode: Some(0o600),
+                owner: None,
+            },
+        )?;
         let guard = RemoveOnDrop(path.to_path_buf());
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
         socket.listen(64)?;
         socket.set_nonblocking(true)?;
         let listener = UnixListener::from_std(std::os::unix::net::UnixListener::from(
@@ -204,17 +279,48 @@ impl ControlSocket {
         &self.path
     }
 
-    /// Accept clients forever, one task each.
+    /// Accept clients forever, one task each, at most [`MAX_CONNECTIONS`]
+    /// at once.
     pub async fn serve(&self, commands: mpsc::Sender<Command>) {
         // SAFETY: geteuid cannot fail and has no preconditions.
         let own_uid = unsafe { libc::geteuid() };
+        let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+        let mut busy_warning = RateLimit::new(WARN_EVERY);
+        let mut accept_warning = RateLimit::new(WARN_EVERY);
         loop {
             match self.listener.accept().await {
-                Ok((stream, _)) => {
-                    tokio::spawn(handle(stream, own_uid, commands.clone()));
-                }
+                Ok((stream, _)) => match slots.clone().try_acquire_owned() {
+                    Ok(slot) => {
+                        let commands = commands.clone();
+                        tokio::spawn(async move {
+                            handle(stream, own_uid, commands).await;
+                            drop(slot);
+                        });
+                    }
+                    Err(_) => {
+                        if let Some(suppressed) = busy_warning.allow(std::time::Instant::now()) {
+                            warn!(
+                                max = MAX_CONNECTIONS,
+                                suppressed, "control connection refused: too many open"
+                            );
+                        }
+                        // Best effort, never waits: the socket buffer of a
+                        // fresh connection has room for one line.
+                        let mut line = serde_json::to_vec(&Reply::error(format!(
+                            "too many control connections (at most {MAX_CONNECTIONS}); try again"
+                        )))
+                        .unwrap_or_default();
+                        line.push(b'\n');
+                        let _ = stream.try_write(&line);
+                        // What already arrived is read, so that closing
+                        // does not reset the connection under the reply.
+                        let _ = stream.try_read(&mut [0u8; MAX_REQUEST]);
+                    }
+                },
                 Err(e) => {
-                    warn!(error = %e, "control socket accept failed");
+                    if let Some(suppressed) = accept_warning.allow(std::time::Instant::now()) {
+                        warn!(error = %e, suppressed, "control socket accept failed");
+                    }
                     // EMFILE and friends: do not spin.
                     tokio::time::sleep(Duration::from_millis(100)).await;
                 }
@@ -350,6 +456,22 @@ mod tests {
             assert!(ok(&line).is_err(), "{line} accepted");
         }
         assert!(ok(r#"{"command":"status","workers":3}"#).is_err());
+        // Duplicate keys: refused, not "the last one wins".
+        let dup = ok(r#"{"command":"status","command":"reload"}"#).unwrap_err();
+        assert!(dup.contains("duplicate field"), "{dup}");
+        assert!(ok(r#"{"command":"reload","workers":2,"workers":3}"#).is_err());
+        // Bounded worker counts.
+        assert_eq!(
+            ok(&format!(
+                r#"{{"command":"reload","workers":{MAX_WORKERS}}}"#
+            ))
+            .unwrap(),
+            Request::Reload {
+                workers: Some(MAX_WORKERS)
+            }
+        );
+        let big = ok(r#"{"command":"reload","workers":100000}"#).unwrap_err();
+        assert!(big.contains("from 1 to 1024"), "{big}");
         assert!(ok("garbage").is_err());
         // What the client sends is what the server parses.
         let sent = serde_json::to_string(&Request::Reload { workers: Some(2) }).unwrap();
@@ -363,5 +485,7 @@ mod tests {
         assert_eq!(socket_name("127.0.0.1_8080"), "127.0.0.1_8080.sock");
         assert_eq!(socket_name("unix_/run/a.sock"), "unix__run_a.sock.sock");
         assert_eq!(socket_name("..x"), "x.sock");
+        assert_eq!(socket_name(""), "baton.sock");
+        assert_eq!(socket_name("..."), "baton.sock");
     }
 }

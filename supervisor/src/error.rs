@@ -11,7 +11,10 @@ pub enum ConfigError {
     Address { arg: String, why: String },
     #[error("--listen {0} is given twice: every listener must be a different address")]
     DuplicateListen(String),
-    #[error("--workers must be at least 1")]
+    #[error(
+        "--workers must be from 1 to {} (each worker costs baton descriptors)",
+        crate::config::MAX_WORKERS
+    )]
     Workers,
     #[error("--max-draining must be at least 1 (the generation a reload replaces drains)")]
     MaxDraining,
@@ -25,6 +28,8 @@ pub enum ConfigError {
     NoListeners,
     #[error("--socket-owner {0:?}: {1}")]
     Owner(String, String),
+    #[error("--control {}: {why}", .path.display())]
+    Control { path: PathBuf, why: String },
 }
 
 #[derive(Debug, thiserror::Error)]

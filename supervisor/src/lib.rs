@@ -10,6 +10,7 @@
 //! Modules, in the order a request to start flows through them:
 //! - [`config`]: command line → validated [`config::Config`].
 //! - [`listeners`]: bind (and own, for baton's whole life) the sockets.
+//! - [`sockfile`]: unix socket files created without a race.
 //! - [`notify`]: the datagram socket workers send `READY=1` on.
 //! - [`spawn`]: fork/exec of one worker with its fds and environment.
 //! - [`process`]: pidfds and signals, orphans (baton is a child subreaper).
@@ -29,6 +30,7 @@ pub mod listeners;
 pub mod notify;
 pub mod process;
 pub mod reload;
+pub mod sockfile;
 pub mod spawn;
 pub mod status;
 pub mod supervisor;

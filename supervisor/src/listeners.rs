@@ -23,7 +23,6 @@
 
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
-use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::path::PathBuf;
 
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
@@ -296,11 +295,17 @@ fn bind(spec: &ListenSpec, opts: &BindOptions) -> io::Result<Listener> {
             })
         }
         ListenAddr::Unix(path) => {
-            remove_stale_socket(path)?;
-            // socket2 creates sockets with SOCK_CLOEXEC: no worker inherits one
-            // except through the explicit dup2 in the spawner.
-            let socket = Socket::new(Domain::UNIX, Type::STREAM, None)?;
-            socket.bind(&SockAddr::unix(path)?)?;
+            // Mode and owner are set before the file appears at `path`, and
+            // before listen(2): nobody can connect before (see sockfile.rs).
+            // socket2 creates sockets with SOCK_CLOEXEC: no worker inherits
+            // one except through the explicit dup2 in the spawner.
+            let socket = crate::sockfile::bind_unix(
+                path,
+                crate::sockfile::FileOptions {
+                    mode: opts.socket_mode,
+                    owner: opts.socket_owner,
+                },
+            )?;
             // From here the file is ours: `Drop` removes it if anything fails.
             let listener = Listener {
                 name: spec.name.clone(),
@@ -313,13 +318,6 @@ fn bind(spec: &ListenSpec, opts: &BindOptions) -> io::Result<Listener> {
                 served: 1,
                 unix_path: Some(path.clone()),
             };
-            // Mode and owner before listen(2): nobody can connect before.
-            if let Some(mode) = opts.socket_mode {
-                std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))?;
-            }
-            if let Some((uid, gid)) = opts.socket_owner {
-                std::os::unix::fs::chown(path, uid, gid)?;
-            }
             socket2::SockRef::from(&listener.sockets[0]).listen(opts.backlog)?;
             Ok(listener)
         }
@@ -463,72 +461,92 @@ fn detach_program(member: BorrowedFd<'_>) -> io::Result<()> {
     Ok(())
 }
 
-/// A socket file left by a crashed run is replaced; one that a live server
-/// answers on is an error (two servers on one path would steal each other's
-/// connections); anything that is not a socket is left alone.
-pub(crate) fn remove_stale_socket(path: &std::path::Path) -> io::Result<()> {
-    let meta = match std::fs::symlink_metadata(path) {
-        Ok(meta) => meta,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
-        Err(e) => return Err(e),
-    };
-    if !meta.file_type().is_socket() {
-        return Err(io::Error::new(
-            io::ErrorKind::AlreadyExists,
-            "the path exists and is not a socket",
-        ));
-    }
-    match std::os::unix::net::UnixStream::connect(path) {
-        Ok(_) => Err(io::Error::new(
-            io::ErrorKind::AddrInUse,
-            "a live server answers on it",
-        )),
-        Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
-            tracing::info!(path = %path.display(), "replacing a stale socket file");
-            std::fs::remove_file(path)
-        }
-        Err(e) => Err(e),
-    }
-}
-
 /// Sockets passed by systemd (`LISTEN_FDS`, fd 3…), adopted in order with
 /// their `LISTEN_FDNAMES`. The variables are removed from baton's
 /// environment so that nothing later misreads them (workers get their own).
 /// Must run while baton is single-threaded (it changes the environment).
 pub fn inherit_from_env() -> Result<Vec<Listener>, ListenError> {
+    use std::os::unix::ffi::OsStrExt;
     let Some(fds) = std::env::var_os("LISTEN_FDS") else {
         return Ok(Vec::new());
     };
-    let pid = std::env::var("LISTEN_PID").ok();
-    let names = std::env::var("LISTEN_FDNAMES").unwrap_or_default();
+    let pid = std::env::var_os("LISTEN_PID");
+    let names = std::env::var_os("LISTEN_FDNAMES").unwrap_or_default();
     for var in ["LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES"] {
         std::env::remove_var(var);
     }
     let bad = |why: String| ListenError::Inherit { why };
-    if let Some(pid) = pid.filter(|p| !p.is_empty()) {
-        if pid != std::process::id().to_string() {
-            // Meant for another process (our parent, say): not ours to take.
-            tracing::warn!(listen_pid = %pid, "LISTEN_FDS is for another process: ignored");
-            return Ok(Vec::new());
-        }
-    }
-    let n: RawFd = fds
-        .to_str()
-        .and_then(|s| s.parse().ok())
-        .filter(|n| (0..1024).contains(n))
-        .ok_or_else(|| bad(format!("LISTEN_FDS={fds:?} is not a count")))?;
-    let names: Vec<&str> = names.split(':').collect();
-    (0..n)
-        .map(|i| {
-            let fd = 3 + i;
-            // systemd names every socket (FileDescriptorName=, else the unit's
-            // name), but a hand-made LISTEN_FDS may not.
-            let name = names.get(i as usize).filter(|n| !n.is_empty());
+    let parsed = parse_listen_env(
+        fds.as_bytes(),
+        pid.as_deref().map(|p| p.as_bytes()),
+        names.as_bytes(),
+        std::process::id(),
+    )
+    .map_err(bad)?;
+    let Some(passed) = parsed else {
+        // Meant for another process (our parent, say): not ours to take.
+        tracing::warn!(listen_pid = ?pid, "LISTEN_FDS is for another process: ignored");
+        return Ok(Vec::new());
+    };
+    passed
+        .into_iter()
+        .map(|(fd, name)| {
+            // systemd names every socket (FileDescriptorName=), but a
+            // hand-made LISTEN_FDS may not.
             let named = name.is_some();
-            let name = name.map_or_else(|| format!("fd{fd}"), |n| n.to_string());
+            let name = name.unwrap_or_else(|| format!("fd{fd}"));
             adopt(fd, name, named).map_err(|e| bad(format!("fd {fd}: {e}")))
         })
         .collect()
+}
+
+/// A socket systemd passed: its fd and its name from `LISTEN_FDNAMES`.
+pub type PassedFd = (RawFd, Option<String>);
+
+/// The most sockets baton adopts from `LISTEN_FDS`.
+pub const MAX_LISTEN_FDS: RawFd = 1024;
+
+/// systemd's socket-passing variables: `LISTEN_FDS` (a count), `LISTEN_PID`
+/// (whose they are) and `LISTEN_FDNAMES` (colon-separated names) → each fd
+/// (3, 4, …) with its name, if it has a usable one. `Ok(None)`: they are
+/// for another pid. A name is kept only if it is valid UTF-8 of at most 255
+/// bytes without control characters (it ends up in a file name and in
+/// workers' environment); otherwise the fd is named `fdN`.
+pub fn parse_listen_env(
+    fds: &[u8],
+    pid: Option<&[u8]>,
+    names: &[u8],
+    own_pid: u32,
+) -> Result<Option<Vec<PassedFd>>, String> {
+    if let Some(pid) = pid.filter(|p| !p.is_empty()) {
+        if pid != own_pid.to_string().as_bytes() {
+            return Ok(None);
+        }
+    }
+    let n: RawFd = std::str::from_utf8(fds)
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .filter(|n| (0..=MAX_LISTEN_FDS).contains(n))
+        .ok_or_else(|| {
+            format!(
+                "LISTEN_FDS={:?} is not a count from 0 to {MAX_LISTEN_FDS}",
+                String::from_utf8_lossy(&fds[..fds.len().min(64)])
+            )
+        })?;
+    let names: Vec<&[u8]> = names.split(|&b| b == b':').collect();
+    Ok(Some(
+        (0..n)
+            .map(|i| {
+                let name = names
+                    .get(i as usize)
+                    .and_then(|n| std::str::from_utf8(n).ok())
+                    .filter(|n| !n.is_empty() && n.len() <= 255)
+                    .filter(|n| !n.chars().any(char::is_control))
+                    .map(str::to_string);
+                (3 + i, name)
+            })
+            .collect(),
+    ))
 }
 
 fn adopt(fd: RawFd, name: String, named: bool) -> io::Result<Listener> {

@@ -5,6 +5,7 @@
 
 use std::io::{self, IoSliceMut};
 use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 use nix::sys::socket::{
@@ -80,6 +81,7 @@ impl NotifySocket {
             })
             .find(|p| p.is_dir())
             .unwrap_or_else(std::env::temp_dir);
+        remove_dead_dirs(&base);
         let dir = create_private_dir(&base)?;
         let path = dir.join("notify.sock");
         let sock = (|| {
@@ -165,6 +167,104 @@ fn recv_one(fd: i32) -> io::Result<Datagram> {
     })
 }
 
+/// The pid in a notify directory's name, `baton-PID-XXXXXXXX` (8 hex
+/// digits), if `name` is one.
+pub fn notify_dir_pid(name: &str) -> Option<u32> {
+    let rest = name.strip_prefix("baton-")?;
+    let (pid, suffix) = rest.split_once('-')?;
+    let digits = |s: &str, n: usize, hex: bool| {
+        !s.is_empty()
+            && s.len() <= n
+            && s.chars().all(|c| {
+                if hex {
+                    c.is_ascii_hexdigit()
+                } else {
+                    c.is_ascii_digit()
+                }
+            })
+    };
+    if !(digits(pid, 10, false) && suffix.len() == 8 && digits(suffix, 8, true)) {
+        return None;
+    }
+    pid.parse().ok().filter(|&p| p > 0)
+}
+
+/// Notify directories that a baton killed by SIGKILL left in `base`: those
+/// named like ours (`baton-PID-XXXXXXXX`), real directories (not symlinks)
+/// owned by baton's euid, whose pid is dead and whose socket nobody is bound
+/// to (a baton in another pid namespace may share `/tmp`), holding nothing
+/// but that socket. Only the socket and the directory are removed; nothing
+/// is followed.
+fn remove_dead_dirs(base: &Path) {
+    use nix::fcntl::{openat, OFlag};
+    use nix::sys::stat::Mode;
+    use nix::unistd::{unlinkat, UnlinkatFlags};
+    let Ok(entries) = std::fs::read_dir(base) else {
+        return;
+    };
+    let Ok(base_fd) = nix::fcntl::open(base, OFlag::O_DIRECTORY | OFlag::O_CLOEXEC, Mode::empty())
+    else {
+        return;
+    };
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let euid = unsafe { libc::geteuid() };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name.to_str().and_then(notify_dir_pid) else {
+            continue;
+        };
+        let alive = i32::try_from(pid).map_or(true, |pid| {
+            !matches!(
+                nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None),
+                Err(nix::errno::Errno::ESRCH)
+            )
+        });
+        if alive {
+            continue;
+        }
+        let Ok(dir) = openat(
+            &base_fd,
+            name.as_os_str(),
+            OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        ) else {
+            continue;
+        };
+        let Ok(meta) = nix::sys::stat::fstat(&dir) else {
+            continue;
+        };
+        if meta.st_uid != euid {
+            continue;
+        }
+        // Nothing in it but our socket (or nothing at all).
+        let path = base.join(&name);
+        let Ok(listing) = std::fs::read_dir(&path) else {
+            continue;
+        };
+        let listing: Vec<_> = listing.flatten().map(|e| e.file_name()).collect();
+        let sock = path.join("notify.sock");
+        match listing.as_slice() {
+            [] => {}
+            [only] if only == "notify.sock" => {
+                use std::os::unix::fs::FileTypeExt;
+                let is_socket =
+                    std::fs::symlink_metadata(&sock).is_ok_and(|m| m.file_type().is_socket());
+                let bound = std::os::unix::net::UnixDatagram::unbound()
+                    .and_then(|s| s.connect(&sock))
+                    .is_ok();
+                if !is_socket || bound {
+                    continue;
+                }
+                let _ = unlinkat(&dir, "notify.sock", UnlinkatFlags::NoRemoveDir);
+            }
+            _ => continue,
+        }
+        if unlinkat(&base_fd, name.as_os_str(), UnlinkatFlags::RemoveDir).is_ok() {
+            tracing::info!(dir = %base.join(&name).display(), pid, "removed the notify directory of a dead baton");
+        }
+    }
+}
+
 fn create_private_dir(base: &Path) -> io::Result<PathBuf> {
     use std::os::unix::fs::DirBuilderExt;
     let pid = std::process::id();
@@ -237,15 +337,10 @@ impl Manager {
     /// From `NOTIFY_SOCKET` (a path, or `@name` for the abstract namespace)
     /// and `WATCHDOG_USEC`/`WATCHDOG_PID`. None when baton has no manager.
     pub fn from_env() -> Option<Manager> {
-        use std::os::linux::net::SocketAddrExt;
-        use std::os::unix::net::{SocketAddr, UnixDatagram};
+        use std::os::unix::net::UnixDatagram;
         let target = std::env::var_os("NOTIFY_SOCKET")?;
         let bytes = std::os::unix::ffi::OsStrExt::as_bytes(target.as_os_str());
-        let addr = match bytes.strip_prefix(b"@") {
-            Some(name) => SocketAddr::from_abstract_name(name),
-            None => SocketAddr::from_pathname(std::path::Path::new(&target)),
-        };
-        let addr = match addr {
+        let addr = match notify_addr(bytes) {
             Ok(addr) => addr,
             Err(e) => {
                 tracing::warn!(notify_socket = ?target, error = %e, "NOTIFY_SOCKET unusable");
@@ -259,14 +354,29 @@ impl Manager {
                 return None;
             }
         };
-        let pid_ok = std::env::var("WATCHDOG_PID")
-            .map(|p| p == std::process::id().to_string())
-            .unwrap_or(true);
-        let watchdog = std::env::var("WATCHDOG_USEC")
-            .ok()
-            .and_then(|v| v.parse::<u64>().ok())
-            .filter(|&us| us > 0 && pid_ok)
-            .map(|us| std::time::Duration::from_micros(us / 2));
+        let usec = std::env::var_os("WATCHDOG_USEC");
+        let pid = std::env::var_os("WATCHDOG_PID");
+        let watchdog = match watchdog_period(
+            usec.as_deref().map(|v| v.as_encoded_bytes()),
+            pid.as_deref().map(|v| v.as_encoded_bytes()),
+            std::process::id(),
+        ) {
+            Ok(Some(period)) => {
+                let asked = usec
+                    .as_deref()
+                    .and_then(|u| u.to_str()?.parse::<u64>().ok())
+                    .map(|us| std::time::Duration::from_micros(us / 2));
+                if asked.is_some_and(|asked| asked < MIN_WATCHDOG_PERIOD) {
+                    tracing::warn!(watchdog_usec = ?usec, period = ?period, "WATCHDOG_USEC is too short to honour: pinging every 10ms");
+                }
+                Some(period)
+            }
+            Ok(None) => None,
+            Err(e) => {
+                tracing::warn!(error = %e, "WATCHDOG_USEC ignored");
+                None
+            }
+        };
         Some(Manager {
             socket,
             addr,
@@ -315,6 +425,62 @@ impl Manager {
     }
 }
 
+/// The shortest watchdog ping period baton keeps (a WATCHDOG_USEC of 1 or
+/// 2 would otherwise have it ping in a busy loop).
+pub const MIN_WATCHDOG_PERIOD: std::time::Duration = std::time::Duration::from_millis(10);
+
+/// The watchdog ping period from `WATCHDOG_USEC` and `WATCHDOG_PID` (as
+/// sd_watchdog_enabled(3) reads them): half the timeout, at least
+/// [`MIN_WATCHDOG_PERIOD`] and at most [`crate::config::MAX_DURATION`].
+/// `None`: no watchdog (unset, 0, or meant for another pid); an error: the
+/// value is unusable (the caller warns and ignores it).
+pub fn watchdog_period(
+    usec: Option<&[u8]>,
+    pid: Option<&[u8]>,
+    own_pid: u32,
+) -> Result<Option<std::time::Duration>, String> {
+    let Some(usec) = usec else {
+        return Ok(None);
+    };
+    if let Some(pid) = pid.filter(|p| !p.is_empty()) {
+        if pid != own_pid.to_string().as_bytes() {
+            return Ok(None);
+        }
+    }
+    let us: u64 = std::str::from_utf8(usec)
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| {
+            format!(
+                "WATCHDOG_USEC={:?} is not a number of microseconds",
+                String::from_utf8_lossy(&usec[..usec.len().min(64)])
+            )
+        })?;
+    if us == 0 {
+        return Ok(None);
+    }
+    let period = std::time::Duration::from_micros(us / 2);
+    Ok(Some(
+        period.clamp(MIN_WATCHDOG_PERIOD, crate::config::MAX_DURATION),
+    ))
+}
+
+/// Where `NOTIFY_SOCKET` points: `@name` is in the abstract namespace,
+/// anything else a path.
+pub fn notify_addr(target: &[u8]) -> io::Result<std::os::unix::net::SocketAddr> {
+    use std::os::linux::net::SocketAddrExt;
+    use std::os::unix::net::SocketAddr;
+    if target.is_empty() {
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, "empty"));
+    }
+    match target.strip_prefix(b"@") {
+        Some(name) => SocketAddr::from_abstract_name(name),
+        None => {
+            SocketAddr::from_pathname(std::path::Path::new(std::ffi::OsStr::from_bytes(target)))
+        }
+    }
+}
+
 fn monotonic_usec() -> u64 {
     let mut ts = libc::timespec {
         tv_sec: 0,
@@ -338,6 +504,36 @@ mod tests {
         assert_eq!(r.allow(t + s), None);
         assert_eq!(r.allow(t + s * 2), None);
         assert_eq!(r.allow(t + s * 11), Some(2));
+    }
+
+    #[test]
+    fn notify_dir_names() {
+        assert_eq!(notify_dir_pid("baton-123-0000abcd"), Some(123));
+        assert_eq!(notify_dir_pid("baton-test-1-0"), None);
+        assert_eq!(notify_dir_pid("baton-123-0000abc"), None);
+        assert_eq!(notify_dir_pid("baton-0-0000abcd"), None);
+        assert_eq!(notify_dir_pid("baton-12345678901-0000abcd"), None);
+        assert_eq!(notify_dir_pid("baton--0000abcd"), None);
+        assert_eq!(notify_dir_pid("xbaton-1-0000abcd"), None);
+    }
+
+    #[test]
+    fn watchdog_periods() {
+        let p = |u: &str| watchdog_period(Some(u.as_bytes()), None, 1);
+        assert_eq!(p("0"), Ok(None));
+        assert_eq!(p("1"), Ok(Some(MIN_WATCHDOG_PERIOD)));
+        assert_eq!(p("2"), Ok(Some(MIN_WATCHDOG_PERIOD)));
+        assert_eq!(p("20000000"), Ok(Some(std::time::Duration::from_secs(10))));
+        assert_eq!(
+            p(&u64::MAX.to_string()),
+            Ok(Some(crate::config::MAX_DURATION))
+        );
+        assert!(p("garbage").is_err());
+        assert!(p("-1").is_err());
+        assert_eq!(watchdog_period(Some(b"1000000"), Some(b"7"), 1), Ok(None));
+        assert!(watchdog_period(Some(b"1000000"), Some(b"1"), 1)
+            .unwrap()
+            .is_some());
     }
 
     #[test]

@@ -17,6 +17,7 @@
 //! - [`fixtures`]: the tests' tokio runtime, and deployable scripts.
 //! - [`tempdir`], [`wait`]: a self-removing temp dir, and a bounded wait for
 //!   conditions that have no log line.
+//! - [`users`]: a throwaway unprivileged user ([`TestUser`]), removed on drop.
 //! - [`systemd`]: a real systemd in private namespaces ([`systemd::Sandbox`],
 //!   torn down on drop) for the unit files in `systemd/`.
 //!
@@ -32,6 +33,7 @@ pub mod process;
 pub mod procfs;
 pub mod systemd;
 pub mod tempdir;
+pub mod users;
 pub mod wait;
 
 pub use bins::{baton_bin, demo_app_bin, workspace_root};
@@ -45,4 +47,5 @@ pub use procfs::{
     proc_state,
 };
 pub use tempdir::TempDir;
+pub use users::TestUser;
 pub use wait::wait_until;

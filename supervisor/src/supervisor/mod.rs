@@ -43,6 +43,17 @@ pub async fn run(config: Config, inherited: Vec<Listener>) -> Result<(), Error> 
     crate::process::become_subreaper();
     // The user's mistakes first, before anything is bound or started.
     spawn::resolve_program(&config.program, config.chdir.as_deref())?;
+    // An explicit control socket's directory must be safe (sockfile.rs):
+    // refused here, before anything is bound or logged, in one line.
+    if let Some(path) = &config.control {
+        let dir = path.parent().filter(|d| !d.as_os_str().is_empty());
+        crate::sockfile::check_dir(dir.unwrap_or(std::path::Path::new("."))).map_err(|source| {
+            Error::Control {
+                path: path.clone(),
+                source,
+            }
+        })?;
+    }
     // systemd's sockets first (fd 3… in its order), then --listen ones.
     let mut listeners = inherited;
     let opts = BindOptions {
@@ -202,7 +213,13 @@ fn bind_control(config: &Config, listeners: &[Listener]) -> Result<Option<Contro
             )
         }
     };
-    match ControlSocket::bind(&path) {
+    // Only the default directory is baton's to create (an explicit
+    // --control's was checked by Config::from_cli).
+    let bound = match path.parent().filter(|_| !explicit) {
+        Some(dir) => control::prepare_default_dir(dir).and_then(|()| ControlSocket::bind(&path)),
+        None => ControlSocket::bind(&path),
+    };
+    match bound {
         Ok(c) => {
             info!(path = %c.path().display(), "control socket");
             Ok(Some(c))
