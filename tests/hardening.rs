@@ -86,7 +86,9 @@ fn workers_are_signalled_through_pidfds_that_do_not_leak() {
 }
 
 /// fd hygiene: 100 reloads leave baton's fd count where it was and its
-/// memory flat.
+/// memory flat. Measured from reload 50 on: until then baton's memory still
+/// warms up (allocator arenas, buffers of the periodic /proc checks; it was
+/// seen to level off by reload 100 and stay flat over 400).
 #[test]
 fn a_hundred_reloads_leave_fds_and_rss_flat() {
     let baton = Baton::start(&[
@@ -97,25 +99,25 @@ fn a_hundred_reloads_leave_fds_and_rss_flat() {
     ]);
     baton.wait_log("generation serving generation=1", LONG);
     let mut first = None;
-    for g in 2..=101u64 {
+    for g in 2..=151u64 {
         baton.hup();
         baton.wait_log(&format!("generation serving generation={g}"), LONG);
         baton.wait_log(&format!("generation exited generation={}", g - 1), LONG);
-        if g == 11 {
+        if g == 51 {
             first = Some((fd_count(baton.pid()), vm_rss_kib(baton.pid())));
         }
     }
-    let (fds_10, rss_10) = first.unwrap();
-    let (fds_100, rss_100) = (fd_count(baton.pid()), vm_rss_kib(baton.pid()));
+    let (fds_50, rss_50) = first.unwrap();
+    let (fds_150, rss_150) = (fd_count(baton.pid()), vm_rss_kib(baton.pid()));
     println!(
-        "after 10 reloads: {fds_10} fds, {rss_10} KiB; after 100: {fds_100} fds, {rss_100} KiB"
+        "after 50 reloads: {fds_50} fds, {rss_50} KiB; after 150: {fds_150} fds, {rss_150} KiB"
     );
-    assert_eq!(fds_100, fds_10);
+    assert_eq!(fds_150, fds_50);
     // Allocator noise is a few pages; a per-reload leak of even 1 KiB would
-    // show as 90 KiB here.
+    // show as 100 KiB here.
     assert!(
-        rss_100 <= rss_10 + 64,
-        "RSS grew from {rss_10} to {rss_100} KiB"
+        rss_150 <= rss_50 + 64,
+        "RSS grew from {rss_50} to {rss_150} KiB"
     );
 }
 
