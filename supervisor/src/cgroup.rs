@@ -293,7 +293,15 @@ fn kill_leftovers(root: &Path) -> io::Result<()> {
         };
         gen.kill();
         gen.wait_empty(Duration::from_secs(5));
-        gen.remove()?;
+        // rmdir fails with EBUSY for a moment after `populated 0` while the
+        // kernel lets go of the killed tasks.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while let Err(e) = gen.remove() {
+            if e.raw_os_error() != Some(libc::EBUSY) || Instant::now() >= deadline {
+                return Err(with_path(e, gen.path()));
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
     }
     Ok(())
 }
@@ -356,10 +364,11 @@ impl GenCgroup {
         true
     }
 
-    /// rmdir (EBUSY while a process is still in it).
+    /// rmdir (EBUSY while a process is still in it). The error is the
+    /// raw OS error: callers name the path.
     pub fn remove(&self) -> io::Result<()> {
         match std::fs::remove_dir(&self.path) {
-            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(with_path(e, &self.path)),
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
             _ => Ok(()),
         }
     }
