@@ -9,7 +9,7 @@ use nix::sys::signal::Signal;
 use nix::unistd::Pid;
 use tracing::{error, info, warn};
 
-use crate::cgroup::{Containment, GenCgroup};
+use crate::cgroup::Containment;
 use crate::config::Config;
 use crate::error::{Error, SpawnError};
 use crate::generation::{backoff, GenState, Generation, Worker, WorkerState};
@@ -54,9 +54,9 @@ pub(super) struct Supervisor {
     pub(super) fatal: Option<(u64, String)>,
     /// Each generation in its own cgroup (None: containment off).
     pub(super) containment: Option<Containment>,
-    /// Cgroups of generations that are gone, not removed yet (EBUSY while
-    /// their last processes exit).
-    pub(super) dead_cgroups: Vec<GenCgroup>,
+    /// Cgroups of generations that are gone, not removed yet (EBUSY for a
+    /// moment after their last process exited). Paths only: no fd is kept.
+    pub(super) dead_cgroups: Vec<PathBuf>,
 }
 
 impl Supervisor {
@@ -509,15 +509,16 @@ impl Supervisor {
                 return true;
             }
             info!(generation = g.id, "generation exited");
-            dead.extend(g.cgroup.take());
+            dead.extend(g.cgroup.take().map(|c| c.path().to_path_buf()));
             false
         });
         self.dead_cgroups.extend(dead);
-        self.dead_cgroups.retain(|c| match c.remove() {
+        self.dead_cgroups.retain(|c| match std::fs::remove_dir(c) {
             Ok(()) => false,
             Err(e) if e.raw_os_error() == Some(libc::EBUSY) => true,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
             Err(e) => {
-                warn!(cgroup = %c.path().display(), error = %e, "cannot remove a generation's cgroup");
+                warn!(cgroup = %c.display(), error = %e, "cannot remove a generation's cgroup");
                 false
             }
         });
