@@ -504,3 +504,41 @@ fn no_writable_cgroup_logs_containment_off_once() {
     let (status, _) = runtime().block_on(get(baton.addr(), "/")).unwrap();
     assert_eq!(status, 200);
 }
+
+/// A second baton with the same KEY (here: the same --control path) while
+/// the first runs refuses to start (exit 1, one line naming the first), and
+/// leaves the first one's workers alone.
+#[test]
+fn second_baton_with_the_same_key_refuses_and_kills_nothing() {
+    if !containment_or_skip("second_baton_with_the_same_key_refuses_and_kills_nothing") {
+        return;
+    }
+    let dir = TempDir::new();
+    let control = dir.join("control.sock");
+    let args = |listen: &'static str| {
+        vec![
+            "--listen".to_string(),
+            listen.to_string(),
+            "--control".to_string(),
+            control.display().to_string(),
+            "--".to_string(),
+            demo_app_bin().display().to_string(),
+        ]
+    };
+    let first_args = args("127.0.0.1:0");
+    let first = Baton::start(&first_args.iter().map(String::as_str).collect::<Vec<_>>());
+    first.wait_log("generation serving generation=1", LONG);
+    let worker = first.generation_workers(1)[0].pid;
+    let mut cmd = Command::new(baton_bin());
+    cmd.args(args("127.0.0.1:0"));
+    let (code, out, err) = output(cmd);
+    assert_eq!(code, Some(1), "{out}{err}");
+    assert!(
+        err.contains(&format!("another baton (pid {}) runs in", first.pid())),
+        "{err}"
+    );
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(pid_alive(worker));
+    let (status, _) = runtime().block_on(get(first.addr(), "/")).unwrap();
+    assert_eq!(status, 200);
+}
