@@ -61,6 +61,11 @@ pub(super) struct Supervisor {
 
 impl Supervisor {
     pub(super) fn finished(&self) -> bool {
+        if self.fatal.is_none() && self.stop.is_none() {
+            // Not ending: no need to look at the cgroups (each look opens a
+            // file; the event loop asks this every turn).
+            return false;
+        }
         // With containment, a generation's leftovers count until gone.
         let workers_gone = self
             .generations
@@ -508,8 +513,10 @@ impl Supervisor {
                 }
                 return true;
             }
-            info!(generation = g.id, "generation exited");
+            // Its cgroup.procs fd is closed before the line that says it is
+            // gone (a test counts baton's fds on it).
             dead.extend(g.cgroup.take().map(|c| c.path().to_path_buf()));
+            info!(generation = g.id, "generation exited");
             false
         });
         self.dead_cgroups.extend(dead);
