@@ -548,6 +548,48 @@ pub fn worker_env(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::fd::AsFd;
+
+    /// A failure between fork and exec while switching user comes back
+    /// through the error pipe as "cannot switch to user …": here setgroups
+    /// with more groups than the kernel allows (EINVAL, root or not).
+    #[test]
+    fn user_switch_failure_is_reported() {
+        let devnull = std::fs::File::open("/dev/null").unwrap();
+        let user = WorkerUser {
+            spec: "someone".into(),
+            name: "someone".into(),
+            uid: 65534,
+            gid: 65534,
+            groups: (0..70_000).collect(),
+        };
+        let err = spawn(&WorkerSpec {
+            program: OsStr::new("/bin/true"),
+            args: &[],
+            chdir: None,
+            fds: &[],
+            stdin: devnull.as_fd(),
+            env: &[],
+            user: Some(&user),
+            cgroup_procs: None,
+        })
+        .expect_err("setgroups with 70000 groups must fail");
+        assert!(
+            matches!(
+                err,
+                SpawnError::User {
+                    what: "setgroups",
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+        let msg = err.to_string();
+        assert!(
+            msg.contains("cannot switch to user someone (setgroups)"),
+            "{msg}"
+        );
+    }
 
     #[test]
     fn pid_digits() {
