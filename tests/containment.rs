@@ -186,8 +186,9 @@ os.execv("{demo}", ["{demo}"])
     assert_eq!(baton.count_log("stopping"), 0, "baton got a signal");
 }
 
-/// With --user, a reload serves (new workers run as the user too) and a
-/// broken deploy rolls back with the old generation serving.
+/// With --user, a reload serves (new workers run as the user too), also one
+/// that grows the --reuseport group (baton, still root, binds the added
+/// sockets), and a broken deploy rolls back with the old generation serving.
 #[test]
 fn user_reload_and_rollback() {
     if !root_or_skip("user_reload_and_rollback") {
@@ -204,6 +205,7 @@ fn user_reload_and_rollback() {
         "127.0.0.1:0",
         "--workers",
         "2",
+        "--reuseport",
         "--user",
         &user.name,
         "--control",
@@ -212,18 +214,21 @@ fn user_reload_and_rollback() {
         app.to_str().unwrap(),
     ]);
     baton.wait_log("generation serving generation=1", LONG);
-    let reload = || {
+    let reload = |extra: &[&str]| {
         let mut cmd = Command::new(baton_bin());
-        cmd.args(["reload", "--control", control.to_str().unwrap()]);
+        cmd.args(["reload", "--control", control.to_str().unwrap()])
+            .args(extra);
         output(cmd)
     };
-    let (code, out, err) = reload();
+    let (code, out, err) = reload(&["--workers", "3"]);
     assert_eq!(code, Some(0), "{out}{err}");
+    baton.wait_log("listener grown", LONG);
+    assert_eq!(baton.generation_workers(2).len(), 3);
     for w in baton.generation_workers(2) {
         assert_eq!(numbers(&status_field(w.pid, "Uid")), vec![user.uid; 4]);
     }
     write_script(&app, "echo broken deploy >&2; exit 3");
-    let (code, out, err) = reload();
+    let (code, out, err) = reload(&[]);
     assert_eq!(code, Some(1), "{out}{err}");
     assert!(err.contains("generation 2 keeps serving"), "{err}");
     let (status, body) = runtime().block_on(get(baton.addr(), "/")).unwrap();
