@@ -34,7 +34,10 @@ pub fn containment_available() -> Result<(), String> {
         return Err("the tests do not run as root".into());
     }
     let own = cgroup_of(std::process::id() as i32).ok_or("no cgroup v2 hierarchy")?;
-    let probe = own.join(format!("baton-probe-{}", std::process::id()));
+    // Unique per call: tests probe in parallel.
+    static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let probe = own.join(format!("baton-probe-{}-{n}", std::process::id()));
     std::fs::create_dir(&probe).map_err(|e| format!("cannot create {}: {e}", probe.display()))?;
     let kill = probe.join("cgroup.kill").exists();
     let _ = std::fs::remove_dir(&probe);
