@@ -222,12 +222,22 @@ impl Demo {
         self.deploy(|path| std::os::unix::fs::symlink(demo_app_bin(), path).unwrap());
     }
 
-    /// The pids in demo.service's cgroup, with their `comm`.
+    /// The pids in demo.service's cgroup and those below it (baton's
+    /// `baton-KEY/supervisor` and `gen-N`, Delegate=yes), with their `comm`.
     fn cgroup_processes(&self) -> Vec<(i32, String)> {
         let cgroup = self.property("ControlGroup");
         let procs = self
             .sd
-            .exec(&["cat", &format!("/sys/fs/cgroup{cgroup}/cgroup.procs")])
+            .exec(&[
+                "find",
+                &format!("/sys/fs/cgroup{cgroup}"),
+                "-name",
+                "cgroup.procs",
+                "-exec",
+                "cat",
+                "{}",
+                "+",
+            ])
             .ok();
         procs
             .stdout
@@ -711,4 +721,69 @@ fn watchdog_restarts_a_hung_baton() {
          (GET / answered by {pid})\n{}",
         demo.diagnostics()
     );
+}
+
+/// The shipped unit's `--user nobody` and `Delegate=yes`: baton (root) runs
+/// in `<unit>/baton-KEY/supervisor`, every worker as nobody (no capability)
+/// in its generation's `gen-N` cgroup, and a reload's old generation
+/// cgroup is removed once it has drained.
+#[test]
+fn workers_run_as_user_in_generation_cgroups_under_systemd() {
+    let Some(demo) = Demo::boot("workers_run_as_user_in_generation_cgroups_under_systemd") else {
+        return;
+    };
+    demo.start();
+    let read = |path: String| demo.sd.exec(&["cat", &path]).ok().stdout;
+    let cgroup_of = |pid: i32| {
+        let text = read(format!("/proc/{pid}/cgroup"));
+        text.lines()
+            .find_map(|l| l.strip_prefix("0::"))
+            .unwrap_or_else(|| panic!("no cgroup v2 line for {pid}: {text:?}"))
+            .trim()
+            .to_string()
+    };
+    let unit = demo.property("ControlGroup");
+    let main = cgroup_of(demo.main_pid());
+    let root = main
+        .strip_suffix("/supervisor")
+        .unwrap_or_else(|| panic!("baton is in {main}, not in a supervisor cgroup"));
+    assert!(
+        root.starts_with(&format!("{unit}/baton-")),
+        "baton's subtree {root} is not below the unit's cgroup {unit}"
+    );
+    demo.sd.wait_journal(
+        SERVICE,
+        "containment: each generation runs in its own cgroup",
+        JOURNAL,
+    );
+    let (_, worker) = demo.get_root();
+    println!("baton in {main}, worker {worker} in {}", cgroup_of(worker));
+    assert_eq!(cgroup_of(worker), format!("{root}/gen-1"));
+    let status = read(format!("/proc/{worker}/status"));
+    let field = |key: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(key))
+            .unwrap_or_else(|| panic!("no {key} in {status}"))
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    assert_eq!(field("Uid:"), "65534 65534 65534 65534", "{status}");
+    assert_eq!(field("CapEff:"), "0000000000000000");
+    assert_eq!(field("NoNewPrivs:"), "1");
+
+    let out = demo.sd.systemctl(&["reload", SERVICE]);
+    assert!(
+        out.success(),
+        "reload failed: {out}\n{}",
+        demo.diagnostics()
+    );
+    demo.wait_generation(2);
+    let (_, worker) = demo.get_root();
+    assert_eq!(cgroup_of(worker), format!("{root}/gen-2"));
+    let gen1 = format!("/sys/fs/cgroup{root}/gen-1");
+    wait_until(LONG, "generation 1's cgroup is removed", || {
+        !demo.sd.exec(&["test", "-d", &gen1]).success()
+    });
 }

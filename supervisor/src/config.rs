@@ -13,6 +13,7 @@ use clap::Parser;
 use nix::sys::signal::Signal;
 
 use crate::error::ConfigError;
+use crate::user::WorkerUser;
 
 /// The most workers a generation may have (`--workers`, `reload --workers`):
 /// each costs baton a pidfd and, with `--reuseport`, a socket per TCP/UDP
@@ -60,6 +61,13 @@ pub struct Cli {
     /// Owner of the unix socket files baton creates: USER, USER:GROUP or :GROUP.
     #[arg(long, value_name = "USER[:GROUP]")]
     pub socket_owner: Option<String>,
+
+    /// Run the workers as this user (and group; default: the user's primary
+    /// group), with the user's supplementary groups, no capabilities and
+    /// no_new_privs. baton itself stays root: it binds the sockets (ports
+    /// below 1024 too) and keeps them for later reloads.
+    #[arg(long, value_name = "USER[:GROUP]")]
+    pub user: Option<String>,
 
     /// The control socket for `baton reload|status|stop` (default: NAME.sock in
     /// $RUNTIME_DIRECTORY, $XDG_RUNTIME_DIR/baton or /run/baton, NAME being
@@ -226,6 +234,8 @@ pub struct Config {
     /// (uid, gid) resolved from `--socket-owner`.
     pub socket_owner: Option<(Option<u32>, Option<u32>)>,
     pub compat_env: bool,
+    /// `--user`: who the workers run as.
+    pub user: Option<WorkerUser>,
     pub control: Option<PathBuf>,
     pub name: Option<String>,
     pub program: OsString,
@@ -277,6 +287,7 @@ impl Config {
             socket_mode: cli.socket_mode,
             socket_owner: cli.socket_owner.as_deref().map(parse_owner).transpose()?,
             compat_env: !cli.no_compat_env,
+            user: cli.user.as_deref().map(WorkerUser::resolve).transpose()?,
             control: cli.control,
             name: cli.name,
             program,

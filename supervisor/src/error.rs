@@ -30,6 +30,8 @@ pub enum ConfigError {
     Owner(String, String),
     #[error("--control {}: {why}", .path.display())]
     Control { path: PathBuf, why: String },
+    #[error("--user {0:?}: {1}")]
+    User(String, String),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -51,6 +53,13 @@ pub enum SpawnError {
     },
     #[error("cannot run {}: not found in PATH", .program.to_string_lossy())]
     NotInPath { program: OsString },
+    #[error("cannot spawn {}: cannot switch to user {user} ({what}): {source}", .program.to_string_lossy())]
+    User {
+        program: OsString,
+        user: String,
+        what: &'static str,
+        source: io::Error,
+    },
     #[error("cannot spawn {}: {what}: {source}", .program.to_string_lossy())]
     Os {
         program: OsString,
@@ -75,6 +84,10 @@ pub enum Error {
     Signals(io::Error),
     #[error("generation {generation} failed to start: {cause}")]
     FirstGeneration { generation: u64, cause: String },
+    #[error(transparent)]
+    Cgroup(#[from] crate::cgroup::Busy),
+    #[error("cannot create the cgroup of generation {generation}: {source}")]
+    GenCgroup { generation: u64, source: io::Error },
     #[error("{0}")]
     Io(#[from] io::Error),
 }

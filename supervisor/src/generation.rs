@@ -21,6 +21,7 @@ use std::os::fd::OwnedFd;
 use nix::sys::signal::Signal;
 use nix::unistd::Pid;
 
+use crate::cgroup::GenCgroup;
 use crate::process;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -103,6 +104,10 @@ pub struct Generation {
     /// When `state` last changed.
     pub changed: Instant,
     pub workers: Vec<Worker>,
+    /// Its cgroup, when baton contains generations (see cgroup.rs).
+    pub cgroup: Option<GenCgroup>,
+    /// What its workers left in its cgroup got the drain signal.
+    pub leftovers_signalled: bool,
 }
 
 impl Worker {
@@ -163,6 +168,8 @@ impl Generation {
             state: GenState::Starting { since: now },
             changed: now,
             workers: Vec::new(),
+            cgroup: None,
+            leftovers_signalled: false,
         }
     }
 
@@ -183,6 +190,24 @@ impl Generation {
 
     pub fn live_count(&self) -> usize {
         self.live_pids().count()
+    }
+
+    /// Processes are left in its cgroup (its workers' own, once they are gone).
+    pub fn cgroup_populated(&self) -> bool {
+        self.cgroup.as_ref().is_some_and(|c| c.populated())
+    }
+
+    /// SIGKILL: every worker, and with a cgroup everything in it at once.
+    pub fn kill_all(&mut self, group: bool) {
+        for w in &mut self.workers {
+            if w.pid.is_some() {
+                w.signal(Signal::SIGKILL, group);
+                w.state = WorkerState::Draining;
+            }
+        }
+        if let Some(c) = &self.cgroup {
+            c.kill();
+        }
     }
 
     pub fn all_ready(&self) -> bool {

@@ -12,7 +12,8 @@
 //! - [`listeners`]: bind (and own, for baton's whole life) the sockets.
 //! - [`sockfile`]: unix socket files created without a race.
 //! - [`notify`]: the datagram socket workers send `READY=1` on.
-//! - [`spawn`]: fork/exec of one worker with its fds and environment.
+//! - [`spawn`]: fork/exec of one worker with its fds and environment, as
+//!   [`user`] (`--user`) and in its generation's [`cgroup`].
 //! - [`process`]: pidfds and signals, orphans (baton is a child subreaper).
 //! - [`generation`]: the state of a generation and of its workers.
 //! - [`supervisor`]: the event loop and every state transition.
@@ -21,6 +22,7 @@
 //!   [`client`] its command-line side; [`status`] what `status` reports.
 //! - [`error`]: errors by operation, and their exit codes.
 
+pub mod cgroup;
 pub mod client;
 pub mod config;
 pub mod control;
@@ -34,6 +36,7 @@ pub mod sockfile;
 pub mod spawn;
 pub mod status;
 pub mod supervisor;
+pub mod user;
 
 /// A clap error as one line naming the culprit (exit 2), or help/version
 /// printed as clap formats them (exit 0).

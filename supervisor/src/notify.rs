@@ -63,8 +63,9 @@ pub struct NotifySocket {
 
 impl NotifySocket {
     /// Bind `notify.sock` in a fresh private (0700) directory under
-    /// `$RUNTIME_DIRECTORY`, `$XDG_RUNTIME_DIR` or the temp dir.
-    pub fn bind() -> io::Result<NotifySocket> {
+    /// `$RUNTIME_DIRECTORY`, `$XDG_RUNTIME_DIR` or the temp dir, the first
+    /// of them that is `usable` (`--user`: that its workers can reach).
+    pub fn bind(usable: impl Fn(&Path) -> bool) -> io::Result<NotifySocket> {
         let base = ["RUNTIME_DIRECTORY", "XDG_RUNTIME_DIR"]
             .iter()
             .filter_map(std::env::var_os)
@@ -79,7 +80,7 @@ impl NotifySocket {
                         .to_string(),
                 )
             })
-            .find(|p| p.is_dir())
+            .find(|p| p.is_dir() && usable(p))
             .unwrap_or_else(std::env::temp_dir);
         remove_dead_dirs(&base);
         let dir = create_private_dir(&base)?;

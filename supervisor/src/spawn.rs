@@ -19,6 +19,7 @@ use nix::unistd::{AccessFlags, Pid};
 
 use crate::error::SpawnError;
 use crate::listeners::{Kind, Listener};
+use crate::user::WorkerUser;
 
 /// Variables a worker must not inherit from baton's own environment: systemd
 /// set them for baton, and a worker that read them would talk to the wrong
@@ -48,6 +49,11 @@ pub struct WorkerSpec<'a> {
     pub stdin: BorrowedFd<'a>,
     /// Added to baton's environment (after scrubbing SCRUBBED and `BATON_*`).
     pub env: &'a [(String, String)],
+    /// `--user`: the child drops to this identity before exec.
+    pub user: Option<&'a WorkerUser>,
+    /// `cgroup.procs` of the cgroup the child joins before exec (opened for
+    /// writing by the parent: the child only writes "0", itself, to it).
+    pub cgroup_procs: Option<BorrowedFd<'a>>,
 }
 
 /// Find the file that `execve` will run, now: a path with `/` is taken
@@ -101,6 +107,11 @@ enum Stage {
     Dup2,
     Chdir,
     Exec,
+    Cgroup,
+    Setgroups,
+    Setgid,
+    Setuid,
+    NoNewPrivs,
 }
 
 impl Stage {
@@ -111,6 +122,11 @@ impl Stage {
             3 => "fcntl(F_DUPFD_CLOEXEC)",
             4 => "dup2",
             5 => "chdir",
+            7 => "joining its generation's cgroup (write to cgroup.procs)",
+            8 => "setgroups",
+            9 => "setgid",
+            10 => "setuid",
+            11 => "prctl(PR_SET_NO_NEW_PRIVS)",
             _ => "execve",
         }
     }
@@ -132,6 +148,10 @@ struct ChildPlan {
     first_free: RawFd,
     err_fd: RawFd,
     parent: libc::pid_t,
+    /// -1: stay in baton's cgroup.
+    cgroup_procs: RawFd,
+    /// (uid, gid, supplementary groups) to switch to.
+    user: Option<(libc::uid_t, libc::gid_t, Vec<libc::gid_t>)>,
 }
 
 /// Start one worker. Returns once `execve` has succeeded (the error pipe
@@ -201,6 +221,8 @@ pub fn spawn(spec: &WorkerSpec<'_>) -> Result<Pid, SpawnError> {
         first_free: 3 + spec.fds.len() as RawFd,
         err_fd: err_write.as_raw_fd(),
         parent: std::process::id() as libc::pid_t,
+        cgroup_procs: spec.cgroup_procs.map_or(-1, |fd| fd.as_raw_fd()),
+        user: spec.user.map(|u| (u.uid, u.gid, u.groups.clone())),
     };
 
     // Block every signal across fork: otherwise a signal landing in the child
@@ -248,6 +270,14 @@ pub fn spawn(spec: &WorkerSpec<'_>) -> Result<Pid, SpawnError> {
             program: program.into_os_string(),
             source,
         }),
+        s if (Stage::Setgroups as u8..=Stage::NoNewPrivs as u8).contains(&s) => {
+            Err(SpawnError::User {
+                program: spec.program.to_owned(),
+                user: spec.user.map_or_else(String::new, |u| u.spec.clone()),
+                what: Stage::from_u8(s),
+                source,
+            })
+        }
         s => Err(os_err(Stage::from_u8(s), source)),
     }
 }
@@ -280,8 +310,9 @@ fn read_full(fd: RawFd, buf: &mut [u8]) -> usize {
 ///
 /// # Safety
 /// Must only be called in a freshly forked child of a single-threaded parent.
-/// Uses only async-signal-safe calls (sigaction, sigprocmask, prctl, getppid,
-/// setpgid, fcntl, dup2, close_range, chdir, getpid, execve, write, _exit) and
+/// Uses only async-signal-safe calls (sigaction, sigprocmask, write, prctl,
+/// setgroups, setgid, setuid, getppid, setpgid, fcntl, dup2, close_range,
+/// chdir, getpid, execve, _exit) and
 /// writes only to memory the child owns a copy of.
 unsafe fn exec_child(plan: &mut ChildPlan) -> ! {
     // Handlers do not survive execve, but ignored signals would (Rust ignores
@@ -308,9 +339,53 @@ unsafe fn exec_child(plan: &mut ChildPlan) -> ! {
     };
     libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut());
 
+    // Into its generation's cgroup first, while still root ("0" is the
+    // writer itself): everything it starts from now on is contained.
+    if plan.cgroup_procs >= 0 && libc::write(plan.cgroup_procs, b"0".as_ptr().cast(), 1) != 1 {
+        child_fail(plan.err_fd, Stage::Cgroup);
+    }
+
+    // --user. The bounding set first (dropping needs CAP_SETPCAP, gone after
+    // setuid): nothing the worker execs can regain a capability. Then the
+    // groups, the gid and last the uid (each needs the privilege the next
+    // one drops). setuid from root to a non-root uid with SECBIT_KEEP_CAPS
+    // unset clears the permitted, effective and ambient sets; the ambient
+    // set is cleared explicitly too. no_new_privs: no setuid binary or file
+    // capability gives anything back across exec.
+    if let Some((uid, gid, groups)) = &plan.user {
+        for cap in 0..64 {
+            // EINVAL past the kernel's last capability: harmless.
+            libc::prctl(libc::PR_CAPBSET_DROP, cap as libc::c_ulong, 0, 0, 0);
+        }
+        if libc::setgroups(groups.len(), groups.as_ptr()) == -1 {
+            child_fail(plan.err_fd, Stage::Setgroups);
+        }
+        if libc::setgid(*gid) == -1 {
+            child_fail(plan.err_fd, Stage::Setgid);
+        }
+        if libc::setuid(*uid) == -1 {
+            child_fail(plan.err_fd, Stage::Setuid);
+        }
+        if libc::getuid() != *uid || libc::geteuid() != *uid || libc::getegid() != *gid {
+            *libc::__errno_location() = libc::EPERM;
+            child_fail(plan.err_fd, Stage::Setuid);
+        }
+        libc::prctl(
+            libc::PR_CAP_AMBIENT,
+            libc::PR_CAP_AMBIENT_CLEAR_ALL as libc::c_ulong,
+            0,
+            0,
+            0,
+        );
+        if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) == -1 {
+            child_fail(plan.err_fd, Stage::NoNewPrivs);
+        }
+    }
+
     // The worker dies with baton even when baton is SIGKILLed. PDEATHSIG fires
     // when the *thread* that forked exits: this is baton's main thread, which
-    // lives as long as baton. Re-check the parent: it may be gone already.
+    // lives as long as baton. After the credential change above, which clears
+    // it. Re-check the parent: it may be gone already.
     if libc::prctl(
         libc::PR_SET_PDEATHSIG,
         libc::SIGKILL as libc::c_ulong,
@@ -473,6 +548,48 @@ pub fn worker_env(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::fd::AsFd;
+
+    /// A failure between fork and exec while switching user comes back
+    /// through the error pipe as "cannot switch to user …": here setgroups
+    /// with more groups than the kernel allows (EINVAL, root or not).
+    #[test]
+    fn user_switch_failure_is_reported() {
+        let devnull = std::fs::File::open("/dev/null").unwrap();
+        let user = WorkerUser {
+            spec: "someone".into(),
+            name: "someone".into(),
+            uid: 65534,
+            gid: 65534,
+            groups: (0..70_000).collect(),
+        };
+        let err = spawn(&WorkerSpec {
+            program: OsStr::new("/bin/true"),
+            args: &[],
+            chdir: None,
+            fds: &[],
+            stdin: devnull.as_fd(),
+            env: &[],
+            user: Some(&user),
+            cgroup_procs: None,
+        })
+        .expect_err("setgroups with 70000 groups must fail");
+        assert!(
+            matches!(
+                err,
+                SpawnError::User {
+                    what: "setgroups",
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+        let msg = err.to_string();
+        assert!(
+            msg.contains("cannot switch to user someone (setgroups)"),
+            "{msg}"
+        );
+    }
 
     #[test]
     fn pid_digits() {

@@ -22,6 +22,7 @@ pub fn collect(
     max_draining: usize,
     stopping: bool,
     started: Instant,
+    cgroup: Option<&std::path::Path>,
 ) -> Status {
     let now = Instant::now();
     let ms = |d: std::time::Duration| d.as_millis() as u64;
@@ -31,6 +32,7 @@ pub fn collect(
         uptime_ms: ms(now.duration_since(started)),
         state: if stopping { "stopping" } else { "running" }.to_string(),
         workers,
+        cgroup: cgroup.map(|p| p.display().to_string()),
         listeners: listeners
             .iter()
             .enumerate()
@@ -63,6 +65,7 @@ pub fn collect(
                     }
                     _ => None,
                 },
+                processes: g.cgroup.as_ref().map(|c| c.process_count()),
                 workers: g
                     .workers
                     .iter()
@@ -120,6 +123,9 @@ pub struct Status {
     /// that served, or `--workers`).
     #[serde(default)]
     pub workers: usize,
+    /// baton's cgroup subtree (`…/baton-KEY`), null when containment is off.
+    #[serde(default)]
+    pub cgroup: Option<String>,
     pub listeners: Vec<ListenerStatus>,
     /// Newest first.
     pub generations: Vec<GenerationStatus>,
@@ -174,6 +180,10 @@ pub struct GenerationStatus {
     pub state_age_ms: u64,
     /// For "draining"/"failed": time left before SIGKILL.
     pub deadline_in_ms: Option<u64>,
+    /// Processes in its cgroup (its workers and all they started), null
+    /// when containment is off.
+    #[serde(default)]
+    pub processes: Option<usize>,
     pub workers: Vec<WorkerStatus>,
 }
 
@@ -240,15 +250,20 @@ impl Status {
                 .deadline_in_ms
                 .map(|d| format!(", SIGKILL in {}", ms(d)))
                 .unwrap_or_default();
+            let processes = g
+                .processes
+                .map(|n| format!(", {n} process{}", if n == 1 { "" } else { "es" }))
+                .unwrap_or_default();
             let _ = writeln!(
                 out,
-                "generation {}  {} for {}{}, {} worker{}",
+                "generation {}  {} for {}{}, {} worker{}{}",
                 g.generation,
                 g.state,
                 ms(g.state_age_ms),
                 deadline,
                 g.worker_count,
-                plural(g.worker_count)
+                plural(g.worker_count),
+                processes
             );
             let per_slot = self.listeners.iter().any(|l| l.per_slot);
             for w in &g.workers {

@@ -10,6 +10,8 @@
 //!   spawned (by pid, never by name).
 //! - [`procfs`]: what `/proc` says about a pid: open fds, zombie children,
 //!   liveness.
+//! - [`cgroup`]: cgroup v2 paths, cleaning up after a SIGKILLed baton, and
+//!   a throw-away user ([`cgroup::TestUser`]) for `--user`.
 //! - [`http`]: a minimal hyper 1 client: one request on a fresh connection
 //!   ([`get`]), or a keep-alive [`Conn`]; errors are classified by kind.
 //! - [`load`]: a tokio load generator (keep-alive, connection-per-request and
@@ -25,6 +27,7 @@
 //! the captured log, so a failing test explains itself.
 
 pub mod bins;
+pub mod cgroup;
 pub mod control;
 pub mod fixtures;
 pub mod http;

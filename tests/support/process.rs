@@ -415,6 +415,15 @@ impl Baton {
             .collect()
     }
 
+    /// baton's cgroup subtree (`…/baton-KEY`) from its `containment:` line,
+    /// if it logged one so far.
+    pub fn cgroup(&self) -> Option<std::path::PathBuf> {
+        self.lines()
+            .iter()
+            .filter(|l| l.contains("containment: each generation"))
+            .find_map(|l| field(l, "cgroup").map(Into::into))
+    }
+
     /// Polls (bounded) until baton exits; returns its status.
     pub fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
         self.proc.wait_exit(timeout)
@@ -464,6 +473,10 @@ impl Drop for Baton {
                     let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
                 }
             }
+        }
+        // A SIGKILLed baton leaves its cgroups (and what is in them).
+        if let Some(root) = self.cgroup() {
+            crate::cgroup::clean_baton_cgroup(&root.join("supervisor"));
         }
     }
 }

@@ -74,6 +74,7 @@ impl Supervisor {
                     self.config.max_draining,
                     self.stop.is_some(),
                     self.started,
+                    self.containment.as_ref().map(|c| c.root()),
                 );
                 let _ = cmd.reply.send(Reply {
                     ok: true,
@@ -140,7 +141,7 @@ impl Supervisor {
             gen.workers.retain(|w| w.pid.is_some());
             if fast {
                 gen.set_state(GenState::Killed);
-                signal_workers(gen, Signal::SIGKILL, group);
+                gen.kill_all(group);
             } else if !gen.state().is_leaving() {
                 gen.set_state(GenState::Draining {
                     deadline: now + self.config.drain_timeout,
@@ -332,9 +333,10 @@ impl Supervisor {
                     warn!(
                         generation = gen.id,
                         workers = gen.live_count(),
+                        processes = gen.cgroup.as_ref().map(|c| c.process_count()),
                         "drain timeout: killing the workers left"
                     );
-                    signal_workers(gen, Signal::SIGKILL, group);
+                    gen.kill_all(group);
                     gen.set_state(GenState::Killed);
                 }
                 continue;
@@ -388,13 +390,13 @@ impl Supervisor {
             let expired = now >= stop.deadline;
             if expired {
                 for gen in &mut self.generations {
-                    if gen.live_count() > 0 {
+                    if gen.live_count() > 0 || gen.cgroup_populated() {
                         warn!(
                             generation = gen.id,
                             workers = gen.live_count(),
                             "stop timeout: killing the workers left"
                         );
-                        signal_workers(gen, Signal::SIGKILL, group);
+                        gen.kill_all(group);
                     }
                 }
             }

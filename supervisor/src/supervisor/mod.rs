@@ -12,12 +12,14 @@
 //! - [`events`]: what each event does.
 
 use std::os::fd::OwnedFd;
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::mpsc;
 use tracing::{info, warn};
 
+use crate::cgroup::Containment;
 use crate::config::Config;
 use crate::control::{self, Command, ControlSocket, Reply};
 use crate::error::{ConfigError, Error};
@@ -54,13 +56,21 @@ pub async fn run(config: Config, inherited: Vec<Listener>) -> Result<(), Error> 
             }
         })?;
     }
+    // Containment before binding: what a crashed predecessor left running
+    // (a daemon holding the port) is killed first.
+    let containment = Containment::setup(&containment_key(&config, &inherited))?;
     // systemd's sockets first (fd 3… in its order), then --listen ones.
     let mut listeners = inherited;
+    // With --user, unix sockets baton creates belong to the workers' user
+    // (unless --socket-owner says otherwise), so the workers can use them.
+    let socket_owner = config
+        .socket_owner
+        .or_else(|| config.user.as_ref().map(|u| (Some(u.uid), Some(u.gid))));
     let opts = BindOptions {
         backlog: i32::try_from(config.backlog).unwrap_or(i32::MAX),
         reuseport_slots: config.reuseport.then_some(config.workers),
         socket_mode: config.socket_mode,
-        socket_owner: config.socket_owner,
+        socket_owner,
     };
     listeners.extend(listeners::bind_all(&config.listeners, &opts)?);
     if listeners.is_empty() {
@@ -72,6 +82,19 @@ pub async fn run(config: Config, inherited: Vec<Listener>) -> Result<(), Error> 
         version = env!("CARGO_PKG_VERSION"),
         "baton starting"
     );
+    let containment = match containment {
+        Ok(c) => {
+            info!(cgroup = %c.root().display(), "containment: each generation runs in its own cgroup");
+            Some(c)
+        }
+        Err(why) => {
+            info!(reason = %why.0, "containment off: processes a worker starts outside its process group can outlive their generation");
+            None
+        }
+    };
+    if let Some(u) = &config.user {
+        info!(user = %u.name, uid = u.uid, gid = u.gid, groups = ?u.groups, "workers run as another user");
+    }
     for (i, l) in listeners.iter().enumerate() {
         info!(
             name = %l.name,
@@ -83,10 +106,7 @@ pub async fn run(config: Config, inherited: Vec<Listener>) -> Result<(), Error> 
             "listening"
         );
     }
-    let notify = NotifySocket::bind().map_err(|source| Error::Notify {
-        path: std::env::temp_dir(),
-        source,
-    })?;
+    let notify = bind_notify(&config)?;
     // Handlers before the first worker: a HUP or TERM that arrives while it
     // starts must become an event, not kill baton.
     let sig = |kind: SignalKind| signal(kind).map_err(Error::Signals);
@@ -125,6 +145,8 @@ pub async fn run(config: Config, inherited: Vec<Listener>) -> Result<(), Error> 
         fatal: None,
         broken_listeners: Default::default(),
         queues: Default::default(),
+        containment,
+        dead_cgroups: Vec::new(),
     };
     sup.start_generation(sup.workers)?;
     // Pings from the event loop itself: a stuck loop stops them.
@@ -188,6 +210,54 @@ pub async fn run(config: Config, inherited: Vec<Listener>) -> Result<(), Error> 
             Ok(())
         }
     }
+}
+
+/// The key of baton's cgroup subtree (see [`crate::cgroup::key`]), from
+/// what is known before binding.
+fn containment_key(config: &Config, inherited: &[Listener]) -> String {
+    use crate::config::ListenAddr;
+    let first = match (inherited.first(), config.listeners.first()) {
+        (Some(l), _) => Some(l.name.clone()),
+        (None, Some(spec)) => match &spec.addr {
+            ListenAddr::Tcp(a) | ListenAddr::Udp(a) if a.port() == 0 => None,
+            _ if spec.named => Some(spec.name.clone()),
+            addr => Some(addr.to_string()),
+        },
+        (None, None) => None,
+    };
+    crate::cgroup::key(
+        config.control.as_deref(),
+        config.name.as_deref(),
+        first.as_deref(),
+    )
+}
+
+/// The notify socket; with `--user`, in a directory that user can reach,
+/// and sendable to by the user's group (the directory stays root's, mode
+/// 0710: the workers cannot list it or replace the socket).
+fn bind_notify(config: &Config) -> Result<NotifySocket, Error> {
+    let err = |path: PathBuf, source: std::io::Error| Error::Notify { path, source };
+    let Some(user) = &config.user else {
+        return NotifySocket::bind(|_| true).map_err(|e| err(std::env::temp_dir(), e));
+    };
+    let notify = NotifySocket::bind(|base| user.can_traverse(base))
+        .map_err(|e| err(std::env::temp_dir(), e))?;
+    let path = notify.path().to_path_buf();
+    let dir = path.parent().unwrap_or(&path).to_path_buf();
+    let grant = |p: &std::path::Path, mode: u32| -> std::io::Result<()> {
+        use std::os::unix::fs::PermissionsExt;
+        std::os::unix::fs::chown(p, None, Some(user.gid))?;
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode))
+    };
+    grant(&path, 0o660).map_err(|e| err(path.clone(), e))?;
+    grant(&dir, 0o710).map_err(|e| err(dir.clone(), e))?;
+    if !user.can_traverse(&dir) {
+        return Err(err(
+            dir,
+            std::io::Error::other(format!("not reachable by --user {}", user.name)),
+        ));
+    }
+    Ok(notify)
 }
 
 /// The control socket at `--control PATH`, or at the default path (where

@@ -9,6 +9,7 @@ use nix::sys::signal::Signal;
 use nix::unistd::Pid;
 use tracing::{error, info, warn};
 
+use crate::cgroup::Containment;
 use crate::config::Config;
 use crate::error::{Error, SpawnError};
 use crate::generation::{backoff, GenState, Generation, Worker, WorkerState};
@@ -57,11 +58,25 @@ pub(super) struct Supervisor {
     /// Accept queues of per-slot sockets, by (listener, socket): see
     /// liveness.rs.
     pub(super) queues: std::collections::HashMap<(usize, usize), super::liveness::QueueWatch>,
+    /// Each generation in its own cgroup (None: containment off).
+    pub(super) containment: Option<Containment>,
+    /// Cgroups of generations that are gone, not removed yet (EBUSY for a
+    /// moment after their last process exited). Paths only: no fd is kept.
+    pub(super) dead_cgroups: Vec<PathBuf>,
 }
 
 impl Supervisor {
     pub(super) fn finished(&self) -> bool {
-        let workers_gone = self.generations.iter().all(|g| g.live_count() == 0);
+        if self.fatal.is_none() && self.stop.is_none() {
+            // Not ending: no need to look at the cgroups (each look opens a
+            // file; the event loop asks this every turn).
+            return false;
+        }
+        // With containment, a generation's leftovers count until gone.
+        let workers_gone = self
+            .generations
+            .iter()
+            .all(|g| g.live_count() == 0 && !g.cgroup_populated());
         self.fatal.is_some() && workers_gone
             || self.stop.is_some() && workers_gone && !self.orphans_left
     }
@@ -83,7 +98,15 @@ impl Supervisor {
             .generations
             .iter()
             .filter_map(|g| g.next_deadline(self.config.ready_after));
-        gens.chain(self.stop.map(|s| s.deadline)).min()
+        // Leftovers in the cgroup of a generation whose workers are gone
+        // announce their exit nowhere baton listens: look again soon.
+        let poll = self
+            .generations
+            .iter()
+            .any(|g| g.state().is_leaving() && g.live_count() == 0 && g.cgroup.is_some())
+            || !self.dead_cgroups.is_empty();
+        let poll = poll.then(|| Instant::now() + Duration::from_millis(50));
+        gens.chain(self.stop.map(|s| s.deadline)).chain(poll).min()
     }
 
     // ---- spawning -------------------------------------------------------
@@ -99,6 +122,24 @@ impl Supervisor {
         let now = Instant::now();
         self.generations.push(Generation::new(id, count, now));
         let idx = self.generations.len() - 1;
+        if let Some(c) = &self.containment {
+            match c.create(id) {
+                Ok(cg) => self.generations[idx].cgroup = Some(cg),
+                Err(source) => {
+                    let cause = format!("cannot create its cgroup: {source}");
+                    error!(generation = id, cause = %cause, "reload failed");
+                    let first = self.serving().is_none() && id == 1;
+                    self.fail_generation(idx, cause);
+                    if first {
+                        return Err(Error::GenCgroup {
+                            generation: id,
+                            source,
+                        });
+                    }
+                    return Ok(());
+                }
+            }
+        }
         let backlog = i32::try_from(self.config.backlog).unwrap_or(i32::MAX);
         for l in &mut self.listeners {
             match l.grow(count, backlog) {
@@ -178,6 +219,11 @@ impl Supervisor {
             // (without WATCHDOG_PID, which would only have to match its pid).
             env.push(("WATCHDOG_USEC".into(), period.as_micros().to_string()));
         }
+        let cgroup = self
+            .generations
+            .iter()
+            .find(|g| g.id == generation)
+            .and_then(|g| g.cgroup.as_ref());
         let pid = spawn::spawn(&WorkerSpec {
             program: &self.config.program,
             args: &self.config.args,
@@ -185,6 +231,8 @@ impl Supervisor {
             fds: &fds,
             stdin: self.devnull.as_fd(),
             env: &env,
+            user: self.config.user.as_ref(),
+            cgroup_procs: cgroup.map(|c| c.procs_fd()),
         })
         .inspect_err(|e| error!(generation, slot, error = %e, "spawn failed"))?;
         info!(
@@ -570,14 +618,44 @@ impl Supervisor {
         }
     }
 
+    /// A leaving generation is gone once its workers are, and (with
+    /// containment) every process they left in its cgroup: those get the
+    /// drain signal when the last worker exits, and SIGKILL with the
+    /// generation's deadline (`cgroup.kill`).
     pub(super) fn drop_finished_generations(&mut self) {
         let before = self.generations.len();
-        self.generations.retain(|g| {
-            let done = g.state().is_leaving() && g.workers.iter().all(|w| w.pid.is_none());
-            if done {
-                info!(generation = g.id, "generation exited");
+        let drain_signal = self.config.drain_signal;
+        let mut dead = Vec::new();
+        self.generations.retain_mut(|g| {
+            let leaving = g.state().is_leaving();
+            if !leaving || g.workers.iter().any(|w| w.pid.is_some()) {
+                return true;
             }
-            !done
+            if g.cgroup_populated() {
+                if !g.leftovers_signalled {
+                    g.leftovers_signalled = true;
+                    if let Some(c) = &g.cgroup {
+                        let n = c.signal_all(drain_signal);
+                        warn!(generation = g.id, count = n, signal = %drain_signal.as_str(), cgroup = %c.path().display(), "signalling processes the workers left behind");
+                    }
+                }
+                return true;
+            }
+            // Its cgroup.procs fd is closed before the line that says it is
+            // gone (a test counts baton's fds on it).
+            dead.extend(g.cgroup.take().map(|c| c.path().to_path_buf()));
+            info!(generation = g.id, "generation exited");
+            false
+        });
+        self.dead_cgroups.extend(dead);
+        self.dead_cgroups.retain(|c| match std::fs::remove_dir(c) {
+            Ok(()) => false,
+            Err(e) if e.raw_os_error() == Some(libc::EBUSY) => true,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
+            Err(e) => {
+                warn!(cgroup = %c.display(), error = %e, "cannot remove a generation's cgroup");
+                false
+            }
         });
         // A reload held by --max-draining may fit now.
         if self.generations.len() < before {
