@@ -87,6 +87,12 @@ fn wait_generations_gone(baton: &Baton, last: u64, timeout: Duration) {
             WORKERS,
             timeout,
         );
+        // Gone for baton too: with containment, once its cgroup is empty
+        // (and its cgroup.procs fd closed), a moment after the last worker.
+        baton.wait_log(
+            &format!("generation exited generation={generation}"),
+            timeout,
+        );
     }
 }
 

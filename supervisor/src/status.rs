@@ -12,6 +12,15 @@ use crate::generation::{GenState, Generation, WorkerState};
 use crate::listeners::Listener;
 use crate::reload::Reloads;
 
+/// What `collect` reports about baton itself.
+pub struct Baton<'a> {
+    pub max_draining: usize,
+    pub stopping: bool,
+    pub started: Instant,
+    /// Its cgroup subtree (containment on).
+    pub cgroup: Option<&'a std::path::Path>,
+}
+
 /// Snapshot the supervisor's state; `workers` is the count the next reload
 /// uses.
 pub fn collect(
@@ -19,11 +28,14 @@ pub fn collect(
     listeners: &[Listener],
     workers: usize,
     reloads: &Reloads,
-    max_draining: usize,
-    stopping: bool,
-    started: Instant,
-    cgroup: Option<&std::path::Path>,
+    baton: Baton<'_>,
 ) -> Status {
+    let Baton {
+        max_draining,
+        stopping,
+        started,
+        cgroup,
+    } = baton;
     let now = Instant::now();
     let ms = |d: std::time::Duration| d.as_millis() as u64;
     Status {

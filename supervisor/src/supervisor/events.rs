@@ -71,10 +71,12 @@ impl Supervisor {
                     &self.listeners,
                     self.workers,
                     &self.reloads,
-                    self.config.max_draining,
-                    self.stop.is_some(),
-                    self.started,
-                    self.containment.as_ref().map(|c| c.root()),
+                    status::Baton {
+                        max_draining: self.config.max_draining,
+                        stopping: self.stop.is_some(),
+                        started: self.started,
+                        cgroup: self.containment.as_ref().map(|c| c.root()),
+                    },
                 );
                 let _ = cmd.reply.send(Reply {
                     ok: true,
