@@ -17,8 +17,10 @@ const LONG: Duration = Duration::from_secs(60);
 /// A minimal HTTP worker in Python that serves its inherited sockets
 /// (answering `ok` and closing), says READY=1, pings WATCHDOG=1 when asked
 /// to, and — in slot 0, the first time only (a marker file) — misbehaves as
-/// `MODE` says: `close-fd` closes its sockets and sleeps, `hang` stops
-/// accepting and sleeps, `no-ping` stops its watchdog pings.
+/// `MODE` says: `close-fd` answers one connection, then closes its sockets
+/// and sleeps (after it was ready: baton refuses a worker that is ready
+/// without its sockets), `hang` stops accepting and sleeps, `no-ping`
+/// stops its watchdog pings.
 const PY_WORKER: &str = r#"#!/usr/bin/env python3
 import os, socket, threading, time, sys
 fds = range(3, 3 + int(os.environ["LISTEN_FDS"]))
@@ -37,6 +39,10 @@ def serve(sock):
         conn.recv(65536)
         conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok")
         conn.close()
+        if bad and mode == "close-fd":
+            for s in socks:
+                s.close()
+            time.sleep(1000)
 def pings():
     while not (bad and mode == "no-ping"):
         notify(b"WATCHDOG=1")
@@ -44,10 +50,6 @@ def pings():
 if "WATCHDOG_USEC" in os.environ:
     threading.Thread(target=pings, daemon=True).start()
 notify(b"READY=1")
-if bad and mode == "close-fd":
-    for s in socks:
-        s.close()
-    time.sleep(1000)
 if bad and mode == "hang":
     time.sleep(1000)
 for s in socks[1:]:
