@@ -498,8 +498,11 @@ fn no_writable_cgroup_logs_containment_off_once() {
         demo.to_str().unwrap(),
     ])
     .uid(65534)
-    .gid(65534);
-    let baton = Baton::start_with(cmd);
+    .gid(65534)
+    // Its notify directory in the test's temp dir (removed with it), not in
+    // /tmp, where no root baton may clean up another user's directory.
+    .env("RUNTIME_DIRECTORY", dir.path());
+    let mut baton = Baton::start_with(cmd);
     baton.wait_log("generation serving generation=1", LONG);
     let line = baton.wait_log("containment off", LONG);
     assert!(line.contains("INFO"), "{line}");
@@ -508,6 +511,8 @@ fn no_writable_cgroup_logs_containment_off_once() {
     assert!(baton.cgroup().is_none());
     let (status, _) = runtime().block_on(get(baton.addr(), "/")).unwrap();
     assert_eq!(status, 200);
+    baton.signal(nix::sys::signal::Signal::SIGTERM);
+    assert_eq!(baton.wait_exit(LONG).code(), Some(0));
 }
 
 /// A second baton with the same KEY (here: the same --control path) while
