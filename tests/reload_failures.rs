@@ -433,3 +433,72 @@ fn a_worker_that_closed_its_inherited_socket_is_not_ready() {
     let rt = baton_e2e::runtime();
     assert_eq!(generation(&rt, addr), 1);
 }
+
+/// A `baton reload` that arrives while the first generation is starting is
+/// queued behind it; when that generation fails, baton exits 1, and the
+/// waiting client is told why (exit 1 and the cause), not left with a
+/// closed connection (exit 3).
+#[test]
+fn a_reload_queued_behind_a_failing_first_generation_gets_the_cause() {
+    let deploy = Deploy::new();
+    let gate = deploy.dir.join("gate");
+    deploy.write(&format!(
+        "while [ ! -e '{}' ]; do sleep 0.01; done\nexit 3",
+        gate.display()
+    ));
+    let control = deploy.dir.join("control.sock");
+    let mut baton = Baton::start(&[
+        "--listen",
+        "127.0.0.1:0",
+        "--control",
+        control.to_str().unwrap(),
+        "--",
+        deploy.app(),
+    ]);
+    baton.wait_log("control socket", LONG);
+    let reload = std::thread::spawn({
+        let control = control.clone();
+        move || {
+            std::process::Command::new(baton_e2e::baton_bin())
+                .args(["reload", "--control"])
+                .arg(&control)
+                .output()
+                .unwrap()
+        }
+    });
+    baton.wait_log("reload queued", LONG);
+    open_gate(&gate);
+    assert_eq!(baton.wait_exit(LONG).code(), Some(1));
+    let out = reload.join().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("the first generation failed to start and baton exits")
+            && stderr.contains("exited 3"),
+        "{stderr}"
+    );
+}
+
+/// A draining worker owes exit 0; one that exits otherwise (here: killed
+/// by the drain signal it does not handle) is logged as a warning, since
+/// requests it held may have been lost.
+#[test]
+fn a_draining_worker_that_exits_with_an_error_is_a_warning() {
+    let deploy = Deploy::new();
+    deploy.write("exec sleep 1000");
+    let baton = Baton::start(&[
+        "--listen",
+        "127.0.0.1:0",
+        "--ready-after",
+        "100ms",
+        "--",
+        deploy.app(),
+    ]);
+    baton.wait_log("generation serving generation=1", LONG);
+    baton.hup();
+    let line = baton.wait_log("worker exited generation=1", LONG);
+    assert!(
+        line.contains("WARN") && line.contains("killed by SIGTERM"),
+        "{line}"
+    );
+}

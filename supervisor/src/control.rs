@@ -247,6 +247,8 @@ pub fn socket_name(name: &str) -> String {
 pub struct ControlSocket {
     listener: UnixListener,
     path: PathBuf,
+    /// One permit per open connection (at most [`MAX_CONNECTIONS`]).
+    slots: std::sync::Arc<tokio::sync::Semaphore>,
 }
 
 impl ControlSocket {
@@ -272,6 +274,7 @@ impl ControlSocket {
         Ok(ControlSocket {
             listener,
             path: path.to_path_buf(),
+            slots: std::sync::Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS)),
         })
     }
 
@@ -279,12 +282,20 @@ impl ControlSocket {
         &self.path
     }
 
+    /// Wait (at most `max`) until every open connection has been answered
+    /// and closed: baton is about to exit with replies on their way (a
+    /// queued `baton reload` told why the first generation failed).
+    pub async fn finish_replies(&self, max: Duration) {
+        let all = MAX_CONNECTIONS as u32;
+        let _ = tokio::time::timeout(max, self.slots.acquire_many(all)).await;
+    }
+
     /// Accept clients forever, one task each, at most [`MAX_CONNECTIONS`]
     /// at once.
     pub async fn serve(&self, commands: mpsc::Sender<Command>) {
         // SAFETY: geteuid cannot fail and has no preconditions.
         let own_uid = unsafe { libc::geteuid() };
-        let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+        let slots = &self.slots;
         let mut busy_warning = RateLimit::new(WARN_EVERY);
         let mut accept_warning = RateLimit::new(WARN_EVERY);
         loop {

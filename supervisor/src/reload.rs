@@ -121,6 +121,33 @@ impl Reloads {
         self.last = Some(outcome);
     }
 
+    /// The first generation failed and baton exits: every waiter, queued or
+    /// not, is told so (exit 1 and the cause at the client, rather than a
+    /// closed connection).
+    pub fn fail_all(&mut self, generation: u64, cause: &str, now: Instant) {
+        let outcome = Outcome {
+            generation,
+            ok: false,
+            cause: Some(format!(
+                "the first generation failed to start and baton exits: {cause}"
+            )),
+            pids: Vec::new(),
+            workers: 0,
+            serving: None,
+            took: Duration::ZERO,
+            at: now,
+            held: None,
+        };
+        let waiters = std::mem::take(&mut self.waiting)
+            .into_iter()
+            .map(|(_, w)| w)
+            .chain(std::mem::take(&mut self.waiting_queued));
+        for w in waiters {
+            let _ = w.send(outcome.clone());
+        }
+        self.cancel_all();
+    }
+
     /// baton is stopping: no queued reload will run. Dropping the senders
     /// tells every waiter so.
     pub fn cancel_all(&mut self) {

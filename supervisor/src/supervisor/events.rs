@@ -256,7 +256,24 @@ impl Supervisor {
         // Each exit is logged once: as a death to respawn from the serving
         // generation, as a plain exit otherwise.
         if !matches!(state, GenState::Serving { .. }) || self.stop.is_some() {
-            info!(generation = id, slot, pid = pid.as_raw(), status = %status, "worker exited");
+            // A worker told to drain owes exit 0: anything else (uWSGI's
+            // failed re-exec, a crash while finishing requests) may have cost
+            // requests, and is worth a warning. SIGKILL at a deadline is
+            // warned about where it is sent.
+            let drained = matches!(state, GenState::Draining { .. }) || self.stop.is_some();
+            if drained && status != "exited 0" && status != "killed by SIGKILL" {
+                warn!(
+                    generation = id,
+                    slot,
+                    pid = pid.as_raw(),
+                    status = %status,
+                    hint = "a draining worker should finish its work and exit 0: requests it \
+                            held may have been lost",
+                    "worker exited"
+                );
+            } else {
+                info!(generation = id, slot, pid = pid.as_raw(), status = %status, "worker exited");
+            }
         }
         match state {
             GenState::Starting { .. } => {

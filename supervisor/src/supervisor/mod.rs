@@ -201,6 +201,10 @@ pub async fn run(config: Config, inherited: Vec<Listener>) -> Result<(), Error> 
     // the control socket and the notify socket are removed by their Drop.
     drop(sup);
     drop(serve_control);
+    if let (Some(_), Some(control)) = (&fatal, &control) {
+        // `baton reload`s that waited for the first generation get its cause.
+        control.finish_replies(Duration::from_secs(1)).await;
+    }
     drop(control);
     drop(notify);
     match fatal {

@@ -516,8 +516,8 @@ impl Supervisor {
             // The first generation: nothing serves, baton exits 1 once its
             // workers are gone.
             error!(generation = id, cause = %cause, "generation failed to start");
+            self.reloads.fail_all(id, &cause, Instant::now());
             self.fatal = Some((id, cause));
-            self.reloads.cancel_all();
             return;
         }
         let serving = self.serving().map(|si| self.generations[si].id);
