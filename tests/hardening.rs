@@ -94,6 +94,10 @@ fn a_hundred_reloads_leave_fds_and_rss_flat() {
     let baton = Baton::start(&[
         "--listen",
         "127.0.0.1:0",
+        // 150 reloads: no settle time (2 s each by default; what it does is
+        // tested in reload_failures.rs).
+        "--settle",
+        "0s",
         "--",
         demo_app_bin().to_str().unwrap(),
     ]);

@@ -502,3 +502,104 @@ fn a_draining_worker_that_exits_with_an_error_is_a_warning() {
         "{line}"
     );
 }
+
+/// The settle window, with default flags: a new generation that says
+/// READY=1 and dies a moment later (gunicorn's master says READY=1 before
+/// its workers import the app; an import error kills it) is rolled back:
+/// the old generation never stopped serving, `baton reload` exits 1 with
+/// the cause, and no request fails.
+#[test]
+fn a_generation_that_dies_within_the_settle_time_is_rolled_back() {
+    let deploy = Deploy::new();
+    deploy.good("");
+    let control = deploy.dir.join("control.sock");
+    let baton = Baton::start(&[
+        "--listen",
+        "127.0.0.1:0",
+        "--workers",
+        "2",
+        "--control",
+        control.to_str().unwrap(),
+        "--",
+        deploy.app(),
+    ]);
+    baton.wait_log("generation serving generation=1", LONG);
+    let addr = baton.addr();
+    let rt = baton_e2e::runtime();
+    let load = Load::start(rt.handle(), addr, light_load());
+    // Ready, then gone half a second later.
+    deploy.write(&format!(
+        "if [ \"$BATON_WORKER\" = 1 ]; then\n\
+         exec python3 -c 'import os, socket, time, sys\n\
+         s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)\n\
+         s.sendto(b\"READY=1\", os.environ[\"NOTIFY_SOCKET\"])\n\
+         time.sleep(0.5)\n\
+         sys.exit(3)'\n\
+         fi\n\
+         exec {}",
+        demo_app_bin().display()
+    ));
+    let out = std::process::Command::new(baton_e2e::baton_bin())
+        .args(["reload", "--control"])
+        .arg(&control)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    for needle in [
+        "generation 2 rolled back",
+        "exited 3",
+        "after its generation was ready, within the settle time (2s; --settle)",
+        "generation 1 keeps serving",
+    ] {
+        assert!(stderr.contains(needle), "{needle:?} in {stderr}");
+    }
+    // Generation 1 was never told to drain.
+    assert_eq!(baton.count_log("draining generation=1"), 0);
+    baton.wait_log("generation ready, settling generation=2", LONG);
+    assert_eq!(generation(&rt, addr), 1);
+    let report = rt.block_on(load.finish());
+    report.assert_no_failed_request();
+}
+
+/// While a generation settles both serve: `baton status` shows it
+/// `settling` with its deadline, the old one `serving`; a HUP meanwhile is
+/// queued; at the end the old one drains.
+#[test]
+fn a_settling_generation_shows_in_status_and_then_serves() {
+    let deploy = Deploy::new();
+    deploy.good("");
+    let control = deploy.dir.join("control.sock");
+    let baton = Baton::start(&[
+        "--listen",
+        "127.0.0.1:0",
+        "--settle",
+        "3s",
+        "--control",
+        control.to_str().unwrap(),
+        "--",
+        deploy.app(),
+    ]);
+    baton.wait_log("generation serving generation=1", LONG);
+    baton.hup();
+    baton.wait_log("generation ready, settling generation=2", LONG);
+    let out = std::process::Command::new(baton_e2e::baton_bin())
+        .args(["status", "--json", "--control"])
+        .arg(&control)
+        .output()
+        .unwrap();
+    let status: serde_json::Value = serde_json::from_slice(&out.stdout).expect("status JSON");
+    let gens = status["generations"].as_array().unwrap();
+    assert_eq!(gens[0]["generation"], 2, "{status}");
+    assert_eq!(gens[0]["state"], "settling", "{status}");
+    assert!(
+        gens[0]["deadline_in_ms"].as_u64().unwrap() <= 3000,
+        "{status}"
+    );
+    assert_eq!(gens[1]["state"], "serving", "{status}");
+    baton.hup();
+    baton.wait_log("reload queued", LONG);
+    baton.wait_log("generation serving generation=2", LONG);
+    baton.wait_log("draining generation=1", LONG);
+    baton.wait_log("generation ready, settling generation=3", LONG);
+}

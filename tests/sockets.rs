@@ -187,6 +187,10 @@ fn reuseport_twenty_reloads_under_load_lose_nothing_and_spread() {
         "--reuseport",
         "--workers",
         &WORKERS.to_string(),
+        // Many reloads: no settle time (2 s each by default; what it does is
+        // tested in reload_failures.rs), the rest default.
+        "--settle",
+        "0s",
         "--",
         &demo,
     ]);
@@ -505,7 +509,9 @@ fn udp_echo_across_reloads(reuseport: bool) {
     if reuseport {
         args.push("--reuseport");
     }
-    args.extend(["--", demo.as_str()]);
+    // Many reloads: no settle time (2 s each by default; what it does is
+    // tested in reload_failures.rs).
+    args.extend(["--settle", "0s", "--", demo.as_str()]);
     let mut baton = Baton::start(&args);
     let line = listening_lines(&baton, 1).remove(0);
     assert_eq!(field(&line, "kind"), Some("udp"), "{line}");
@@ -770,6 +776,9 @@ fn ipv6_and_unix_listeners_serve_across_reloads() {
         unix_listen.as_str(),
         "--workers",
         "2",
+        // Many reloads: no settle time (2 s each by default).
+        "--settle",
+        "0s",
         "--",
         demo.as_str(),
     ]);

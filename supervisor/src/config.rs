@@ -112,6 +112,13 @@ pub struct Cli {
     #[arg(long, value_name = "N", default_value = "8")]
     pub max_draining: usize,
 
+    /// After a new generation is ready, the old one keeps serving this long;
+    /// a new worker that exits meanwhile rolls the reload back (catches an
+    /// app that says READY=1 and dies, e.g. gunicorn's master before its
+    /// workers load the app). 0s turns it off.
+    #[arg(long, value_name = "DURATION", default_value = "2s", value_parser = parse_duration)]
+    pub settle: Duration,
+
     /// Workers get WATCHDOG_USEC (as systemd gives services) and must send
     /// WATCHDOG=1 at least this often once ready; one that misses it is
     /// killed and respawned. Off by default.
@@ -223,6 +230,7 @@ pub struct Config {
     pub ready_timeout: Duration,
     pub ready_after: Option<Duration>,
     pub worker_watchdog: Option<Duration>,
+    pub settle: Duration,
     pub drain_signal: Signal,
     pub drain_timeout: Duration,
     pub signal_group: bool,
@@ -277,6 +285,7 @@ impl Config {
             ready_timeout: cli.ready_timeout,
             ready_after: cli.ready_after,
             worker_watchdog: cli.worker_watchdog,
+            settle: cli.settle,
             drain_signal: cli.drain_signal,
             drain_timeout: cli.drain_timeout,
             signal_group: cli.signal_group,

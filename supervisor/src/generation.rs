@@ -2,8 +2,10 @@
 //! moment, and the life of each of its workers.
 //!
 //! ```text
-//! Generation:  Starting ──all ready──► Serving ──next one serves──► Draining ─┬──► (gone)
-//!                 │                                                            │
+//! Generation:  Starting ──all ready──► Settling ──settle time──► Serving ──next one serves──► Draining ─┬──► (gone)
+//!                 │  (no settle for the first    │                                                    │
+//!                 │   generation, or --settle 0) │ a worker exits                                     │
+//!                 │                               ▼                                                   │
 //!                 └──a worker exits / misses its deadline──► Failed ───────────┤
 //!                                     (drain signal, like Draining)           deadline
 //!                                                                              ▼
@@ -28,6 +30,11 @@ use crate::process;
 pub enum GenState {
     /// Spawned, waiting for every worker to be ready.
     Starting { since: Instant },
+    /// Every worker is ready and accepts; the generation it replaces keeps
+    /// serving (not draining) until `until` (`--settle`). A worker that
+    /// exits before then rolls the reload back. `since` is the reload's
+    /// start.
+    Settling { since: Instant, until: Instant },
     /// Accepting; the one generation that respawns its dead workers.
     Serving { since: Instant },
     /// Told to stop accepting; SIGKILLed at the deadline.
@@ -52,6 +59,7 @@ impl GenState {
     pub fn name(&self) -> &'static str {
         match self {
             GenState::Starting { .. } => "starting",
+            GenState::Settling { .. } => "settling",
             GenState::Serving { .. } => "serving",
             GenState::Draining { .. } => "draining",
             GenState::Failed { .. } => "failed",
@@ -233,6 +241,7 @@ impl Generation {
     pub fn next_deadline(&self, ready_after: Option<Duration>) -> Option<Instant> {
         let own = match self.state {
             GenState::Draining { deadline } | GenState::Failed { deadline } => Some(deadline),
+            GenState::Settling { until, .. } => Some(until),
             _ => None,
         };
         let workers = self.workers.iter().filter_map(|w| match w.state {

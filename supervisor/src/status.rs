@@ -72,9 +72,11 @@ pub fn collect(
                 state: g.state().name().to_string(),
                 state_age_ms: ms(now.duration_since(g.changed)),
                 deadline_in_ms: match g.state() {
-                    GenState::Draining { deadline } | GenState::Failed { deadline } => {
-                        Some(ms(deadline.saturating_duration_since(now)))
-                    }
+                    GenState::Draining { deadline }
+                    | GenState::Failed { deadline }
+                    | GenState::Settling {
+                        until: deadline, ..
+                    } => Some(ms(deadline.saturating_duration_since(now))),
                     _ => None,
                 },
                 processes: g.cgroup.as_ref().map(|c| c.process_count()),

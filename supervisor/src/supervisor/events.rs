@@ -289,6 +289,20 @@ impl Supervisor {
                     format!("worker slot {slot} (pid {pid}) {status} {when}"),
                 );
             }
+            GenState::Settling { until, .. } => {
+                gen.workers.remove(wi);
+                let settle = self.config.settle;
+                let after_ready = settle.saturating_sub(until.saturating_duration_since(now));
+                self.fail_generation(
+                    gi,
+                    format!(
+                        "worker slot {slot} (pid {pid}) {status} {} after its generation was \
+                         ready, within the settle time ({}; --settle)",
+                        humantime::format_duration(round_ms(after_ready)),
+                        humantime::format_duration(settle)
+                    ),
+                );
+            }
             GenState::Serving { .. } => {
                 let quick = now.duration_since(w.started) < HEALTHY_AFTER;
                 w.quick_deaths = if quick { w.quick_deaths + 1 } else { 0 };
@@ -361,6 +375,12 @@ impl Supervisor {
                 continue;
             }
             if gen_state == GenState::Killed {
+                continue;
+            }
+            if let GenState::Settling { until, .. } = gen_state {
+                if now >= until && self.stop.is_none() {
+                    self.end_settle(gi, now);
+                }
                 continue;
             }
             for wi in 0..self.generations[gi].workers.len() {

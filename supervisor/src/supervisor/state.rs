@@ -88,9 +88,12 @@ impl Supervisor {
     }
 
     pub(super) fn starting(&self) -> Option<usize> {
-        self.generations
-            .iter()
-            .position(|g| matches!(g.state(), GenState::Starting { .. }))
+        self.generations.iter().position(|g| {
+            matches!(
+                g.state(),
+                GenState::Starting { .. } | GenState::Settling { .. }
+            )
+        })
     }
 
     pub(super) fn next_deadline(&self) -> Option<Instant> {
@@ -408,14 +411,60 @@ impl Supervisor {
             && gen.all_ready()
             && self.stop.is_none()
         {
-            self.promote(gi, now);
+            self.settle_or_promote(gi, now);
         }
+    }
+
+    /// Generation `gi` is all ready. Replacing a serving generation, it
+    /// first settles (`--settle`): both serve, and the old one drains only
+    /// if the new one is still whole at the end. The first generation has
+    /// nothing to fall back to: it serves at once.
+    fn settle_or_promote(&mut self, gi: usize, now: Instant) {
+        let settle = self.config.settle;
+        let GenState::Starting { since } = self.generations[gi].state() else {
+            return;
+        };
+        if settle.is_zero() || self.serving().is_none() {
+            self.promote(gi, now);
+            return;
+        }
+        let gen = &mut self.generations[gi];
+        gen.set_state(GenState::Settling {
+            since,
+            until: now + settle,
+        });
+        info!(
+            generation = gen.id,
+            settle = %humantime::format_duration(settle),
+            "generation ready, settling"
+        );
+    }
+
+    /// The settle time of generation `gi` is over and none of its workers
+    /// exited: it still holds its sockets? Then it serves.
+    pub(super) fn end_settle(&mut self, gi: usize, now: Instant) {
+        for wi in 0..self.generations[gi].workers.len() {
+            if let Some(missing) = self.missing_socket(gi, wi) {
+                let w = &self.generations[gi].workers[wi];
+                let cause = format!(
+                    "worker slot {} (pid {}) no longer holds its socket {missing} at the end of \
+                     the settle time: the app closed the socket it inherited",
+                    w.slot,
+                    w.pid.map_or(0, |p| p.as_raw())
+                );
+                self.fail_generation(gi, cause);
+                return;
+            }
+        }
+        self.promote(gi, now);
     }
 
     /// Generation `gi` is ready: it serves, and the one it replaces drains.
     pub(super) fn promote(&mut self, gi: usize, now: Instant) {
         let old = self.serving();
-        let GenState::Starting { since } = self.generations[gi].state() else {
+        let (GenState::Starting { since } | GenState::Settling { since, .. }) =
+            self.generations[gi].state()
+        else {
             return;
         };
         self.generations[gi].set_state(GenState::Serving { since: now });
@@ -559,7 +608,8 @@ impl Supervisor {
             ));
         }
         if let Some(gi) = self.starting() {
-            parts.push(format!("generation {} starting", self.generations[gi].id));
+            let g = &self.generations[gi];
+            parts.push(format!("generation {} {}", g.id, g.state().name()));
         }
         let leaving = self
             .generations
