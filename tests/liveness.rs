@@ -205,3 +205,44 @@ fn a_stopped_worker_is_replaced_and_its_queue_served() {
         !baton_e2e::pid_alive(stopped.pid)
     });
 }
+
+/// In shared mode no worker can be singled out: connections that wait on
+/// the socket while nobody accepts them are reported (one warning per
+/// stall, and the queue length in `baton status`).
+#[test]
+fn connections_waiting_on_a_shared_socket_are_reported() {
+    let app = PyApp::new();
+    let app_args = app.args("hang");
+    let control = app.dir.join("control.sock");
+    let mut args = vec![
+        "--listen",
+        "127.0.0.1:0",
+        "--control",
+        control.to_str().unwrap(),
+        "--",
+    ];
+    args.extend(app_args.iter().map(String::as_str));
+    let baton = Baton::start(&args);
+    baton.wait_log("generation serving generation=1", LONG);
+    let addr = baton.addr();
+    let rt = baton_e2e::runtime();
+    let _waiting = many_requests(&rt, addr, 5);
+    let line = baton.wait_log("connections wait on the listener", LONG);
+    assert!(
+        line.contains("WARN") && line.contains(&addr.to_string()) && line.contains("queued=5"),
+        "{line}"
+    );
+    let out = std::process::Command::new(baton_e2e::baton_bin())
+        .args(["status", "--json", "--control"])
+        .arg(&control)
+        .output()
+        .unwrap();
+    let status: serde_json::Value = serde_json::from_slice(&out.stdout).expect("status JSON");
+    assert_eq!(status["listeners"][0]["queued"][0], 5, "{status}");
+    assert_eq!(baton.count_log("connections wait on the listener"), 1);
+    assert_eq!(
+        baton.count_log("worker stuck"),
+        0,
+        "shared: nobody replaced"
+    );
+}

@@ -61,6 +61,7 @@ pub fn collect(
                 per_slot: l.per_slot(),
                 served: l.served_count(),
                 inherited: l.inherited,
+                queued: l.queue_lengths().into_iter().flatten().collect(),
             })
             .collect(),
         generations: generations
@@ -180,6 +181,10 @@ pub struct ListenerStatus {
     #[serde(default)]
     pub served: usize,
     pub inherited: bool,
+    /// Connections waiting in each socket's accept queue (TCP; empty for
+    /// other kinds): what `ss -ltn` shows as Recv-Q.
+    #[serde(default)]
+    pub queued: Vec<u32>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

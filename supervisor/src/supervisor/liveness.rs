@@ -14,6 +14,10 @@
 //! - neither, but the queue has not shrunk for [`STALL_CHECKS`] checks
 //!   (seconds): it accepts nothing, replaced too.
 //!
+//! A shared socket (every worker accepts on it) whose queue does not shrink
+//! for [`WARN_CHECKS`] seconds is only reported (a warning, and the queue
+//! lengths in `baton status`): no worker can be singled out.
+//!
 //! Opt-in, `--worker-watchdog D` catches a hung worker in any mode: a ready
 //! worker that sent no `WATCHDOG=1` for D is replaced.
 //!
@@ -37,18 +41,27 @@ pub(super) const STALL_CHECKS: u32 = 10;
 /// Evidence is looked at once the queue stayed non-empty this many checks.
 const SUSPECT_CHECKS: u32 = 2;
 
+/// A shared socket's queue that has not shrunk for this many checks is
+/// warned about.
+const WARN_CHECKS: u32 = 5;
+
 /// The accept queue of one per-slot socket, over the last checks.
 #[derive(Debug, Default, Clone, Copy)]
 pub(super) struct QueueWatch {
     /// Checks in a row the queue was non-empty and did not shrink.
     checks: u32,
     last: u32,
+    /// Said so for this stall (shared sockets: a warning, once).
+    warned: bool,
 }
 
 impl QueueWatch {
     /// Record the queue's length now; returns for how many checks it has not
     /// shrunk while non-empty.
     fn observe(&mut self, len: u32) -> u32 {
+        if len == 0 {
+            self.warned = false;
+        }
         self.checks = match len {
             0 => 0,
             _ if self.checks > 0 && len < self.last => 1,
@@ -87,12 +100,26 @@ impl Supervisor {
         }
         let gen = &self.generations[si];
         for (li, l) in self.listeners.iter().enumerate() {
-            if !l.per_slot() {
-                continue;
-            }
             for (j, len) in l.queue_lengths().into_iter().enumerate() {
                 let Some(len) = len else { continue };
-                let checks = self.queues.entry((li, j)).or_default().observe(len);
+                let watch = self.queues.entry((li, j)).or_default();
+                let checks = watch.observe(len);
+                if !l.per_slot() {
+                    // Every worker shares the socket: nothing to single out.
+                    // Connections that wait while nobody takes them are
+                    // worth saying, once per stall.
+                    if checks >= WARN_CHECKS && !watch.warned {
+                        watch.warned = true;
+                        warn!(
+                            addr = %l.local,
+                            queued = len,
+                            seconds = checks,
+                            "connections wait on the listener and no worker accepts them \
+                             (workers busy, hung, or not serving the inherited socket)"
+                        );
+                    }
+                    continue;
+                }
                 if checks < SUSPECT_CHECKS {
                     continue;
                 }
