@@ -315,150 +315,155 @@ fn read_full(fd: RawFd, buf: &mut [u8]) -> usize {
 /// chdir, getpid, execve, _exit) and
 /// writes only to memory the child owns a copy of.
 unsafe fn exec_child(plan: &mut ChildPlan) -> ! {
-    // Handlers do not survive execve, but ignored signals would (Rust ignores
-    // SIGPIPE; a parent may ignore others): give the worker the default
-    // disposition for every signal. The raw syscall, because glibc refuses
-    // its reserved real-time signals (32, 33), which can be inherited ignored
-    // too. An all-zero kernel sigaction is SIG_DFL with no flags and an empty
-    // mask, whatever the architecture's field order.
-    let dfl = [0u64; 4];
-    for sig in 1..=64 {
-        // Fails harmlessly (EINVAL) for SIGKILL and SIGSTOP.
-        libc::syscall(
-            libc::SYS_rt_sigaction,
-            sig,
-            dfl.as_ptr(),
-            std::ptr::null_mut::<u64>(),
-            8usize,
-        );
-    }
-    let empty = {
-        let mut set: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut set);
-        set
-    };
-    libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut());
+    // SAFETY: this function's contract (see # Safety): a freshly forked child of a
+    // single-threaded parent, async-signal-safe calls only; every pointer
+    // points into `plan`, prepared (and NUL-terminated) before fork.
+    unsafe {
+        // Handlers do not survive execve, but ignored signals would (Rust ignores
+        // SIGPIPE; a parent may ignore others): give the worker the default
+        // disposition for every signal. The raw syscall, because glibc refuses
+        // its reserved real-time signals (32, 33), which can be inherited ignored
+        // too. An all-zero kernel sigaction is SIG_DFL with no flags and an empty
+        // mask, whatever the architecture's field order.
+        let dfl = [0u64; 4];
+        for sig in 1..=64 {
+            // Fails harmlessly (EINVAL) for SIGKILL and SIGSTOP.
+            libc::syscall(
+                libc::SYS_rt_sigaction,
+                sig,
+                dfl.as_ptr(),
+                std::ptr::null_mut::<u64>(),
+                8usize,
+            );
+        }
+        let empty = {
+            let mut set: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut set);
+            set
+        };
+        libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut());
 
-    // Into its generation's cgroup first, while still root ("0" is the
-    // writer itself): everything it starts from now on is contained.
-    if plan.cgroup_procs >= 0 && libc::write(plan.cgroup_procs, b"0".as_ptr().cast(), 1) != 1 {
-        child_fail(plan.err_fd, Stage::Cgroup);
-    }
+        // Into its generation's cgroup first, while still root ("0" is the
+        // writer itself): everything it starts from now on is contained.
+        if plan.cgroup_procs >= 0 && libc::write(plan.cgroup_procs, b"0".as_ptr().cast(), 1) != 1 {
+            child_fail(plan.err_fd, Stage::Cgroup);
+        }
 
-    // --user. The bounding set first (dropping needs CAP_SETPCAP, gone after
-    // setuid): nothing the worker execs can regain a capability. Then the
-    // groups, the gid and last the uid (each needs the privilege the next
-    // one drops). setuid from root to a non-root uid with SECBIT_KEEP_CAPS
-    // unset clears the permitted, effective and ambient sets; the ambient
-    // set is cleared explicitly too. no_new_privs: no setuid binary or file
-    // capability gives anything back across exec.
-    if let Some((uid, gid, groups)) = &plan.user {
-        for cap in 0..64 {
-            // EINVAL past the kernel's last capability: harmless.
-            libc::prctl(libc::PR_CAPBSET_DROP, cap as libc::c_ulong, 0, 0, 0);
+        // --user. The bounding set first (dropping needs CAP_SETPCAP, gone after
+        // setuid): nothing the worker execs can regain a capability. Then the
+        // groups, the gid and last the uid (each needs the privilege the next
+        // one drops). setuid from root to a non-root uid with SECBIT_KEEP_CAPS
+        // unset clears the permitted, effective and ambient sets; the ambient
+        // set is cleared explicitly too. no_new_privs: no setuid binary or file
+        // capability gives anything back across exec.
+        if let Some((uid, gid, groups)) = &plan.user {
+            for cap in 0..64 {
+                // EINVAL past the kernel's last capability: harmless.
+                libc::prctl(libc::PR_CAPBSET_DROP, cap as libc::c_ulong, 0, 0, 0);
+            }
+            if libc::setgroups(groups.len(), groups.as_ptr()) == -1 {
+                child_fail(plan.err_fd, Stage::Setgroups);
+            }
+            if libc::setgid(*gid) == -1 {
+                child_fail(plan.err_fd, Stage::Setgid);
+            }
+            if libc::setuid(*uid) == -1 {
+                child_fail(plan.err_fd, Stage::Setuid);
+            }
+            if libc::getuid() != *uid || libc::geteuid() != *uid || libc::getegid() != *gid {
+                *libc::__errno_location() = libc::EPERM;
+                child_fail(plan.err_fd, Stage::Setuid);
+            }
+            libc::prctl(
+                libc::PR_CAP_AMBIENT,
+                libc::PR_CAP_AMBIENT_CLEAR_ALL as libc::c_ulong,
+                0,
+                0,
+                0,
+            );
+            if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) == -1 {
+                child_fail(plan.err_fd, Stage::NoNewPrivs);
+            }
         }
-        if libc::setgroups(groups.len(), groups.as_ptr()) == -1 {
-            child_fail(plan.err_fd, Stage::Setgroups);
-        }
-        if libc::setgid(*gid) == -1 {
-            child_fail(plan.err_fd, Stage::Setgid);
-        }
-        if libc::setuid(*uid) == -1 {
-            child_fail(plan.err_fd, Stage::Setuid);
-        }
-        if libc::getuid() != *uid || libc::geteuid() != *uid || libc::getegid() != *gid {
-            *libc::__errno_location() = libc::EPERM;
-            child_fail(plan.err_fd, Stage::Setuid);
-        }
-        libc::prctl(
-            libc::PR_CAP_AMBIENT,
-            libc::PR_CAP_AMBIENT_CLEAR_ALL as libc::c_ulong,
+
+        // The worker dies with baton even when baton is SIGKILLed. PDEATHSIG fires
+        // when the *thread* that forked exits: this is baton's main thread, which
+        // lives as long as baton. After the credential change above, which clears
+        // it. Re-check the parent: it may be gone already.
+        if libc::prctl(
+            libc::PR_SET_PDEATHSIG,
+            libc::SIGKILL as libc::c_ulong,
             0,
             0,
             0,
-        );
-        if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) == -1 {
-            child_fail(plan.err_fd, Stage::NoNewPrivs);
+        ) == -1
+        {
+            child_fail(plan.err_fd, Stage::PdeathSig);
         }
-    }
-
-    // The worker dies with baton even when baton is SIGKILLed. PDEATHSIG fires
-    // when the *thread* that forked exits: this is baton's main thread, which
-    // lives as long as baton. After the credential change above, which clears
-    // it. Re-check the parent: it may be gone already.
-    if libc::prctl(
-        libc::PR_SET_PDEATHSIG,
-        libc::SIGKILL as libc::c_ulong,
-        0,
-        0,
-        0,
-    ) == -1
-    {
-        child_fail(plan.err_fd, Stage::PdeathSig);
-    }
-    if libc::getppid() != plan.parent {
-        libc::_exit(1);
-    }
-    // Its own process group: a Ctrl-C on baton's terminal reaches baton only,
-    // which then drains the workers in order instead of all at once.
-    if libc::setpgid(0, 0) == -1 {
-        child_fail(plan.err_fd, Stage::Setpgid);
-    }
-
-    // Two passes, as Go's runtime does: first lift every source (and the error
-    // pipe) that a dup2 onto a low target could overwrite above the highest
-    // target, then dup2 onto the targets.
-    let high = plan.first_free - 1;
-    if plan.err_fd <= high {
-        let fd = libc::fcntl(plan.err_fd, libc::F_DUPFD_CLOEXEC, plan.first_free);
-        if fd < 0 {
-            child_fail(plan.err_fd, Stage::MoveFd);
+        if libc::getppid() != plan.parent {
+            libc::_exit(1);
         }
-        plan.err_fd = fd;
-    }
-    for m in plan.moves.iter_mut() {
-        if m.0 <= high && m.0 != m.1 {
-            let fd = libc::fcntl(m.0, libc::F_DUPFD_CLOEXEC, plan.first_free);
+        // Its own process group: a Ctrl-C on baton's terminal reaches baton only,
+        // which then drains the workers in order instead of all at once.
+        if libc::setpgid(0, 0) == -1 {
+            child_fail(plan.err_fd, Stage::Setpgid);
+        }
+
+        // Two passes, as Go's runtime does: first lift every source (and the error
+        // pipe) that a dup2 onto a low target could overwrite above the highest
+        // target, then dup2 onto the targets.
+        let high = plan.first_free - 1;
+        if plan.err_fd <= high {
+            let fd = libc::fcntl(plan.err_fd, libc::F_DUPFD_CLOEXEC, plan.first_free);
             if fd < 0 {
                 child_fail(plan.err_fd, Stage::MoveFd);
             }
-            m.0 = fd;
+            plan.err_fd = fd;
         }
-    }
-    for &(src, target) in plan.moves.iter() {
-        let ok = if src == target {
-            // dup2 onto itself would keep FD_CLOEXEC: clear it instead.
-            let flags = libc::fcntl(src, libc::F_GETFD);
-            flags >= 0 && libc::fcntl(src, libc::F_SETFD, flags & !libc::FD_CLOEXEC) >= 0
-        } else {
-            libc::dup2(src, target) >= 0
-        };
-        if !ok {
-            child_fail(plan.err_fd, Stage::Dup2);
+        for m in plan.moves.iter_mut() {
+            if m.0 <= high && m.0 != m.1 {
+                let fd = libc::fcntl(m.0, libc::F_DUPFD_CLOEXEC, plan.first_free);
+                if fd < 0 {
+                    child_fail(plan.err_fd, Stage::MoveFd);
+                }
+                m.0 = fd;
+            }
         }
-    }
-    // Anything else (an fd baton inherited without CLOEXEC) closes at exec.
-    // ENOSYS on old kernels is fine: baton's own fds are all CLOEXEC.
-    libc::syscall(
-        libc::SYS_close_range,
-        plan.first_free as libc::c_uint,
-        libc::c_uint::MAX,
-        libc::CLOSE_RANGE_CLOEXEC as libc::c_uint,
-    );
+        for &(src, target) in plan.moves.iter() {
+            let ok = if src == target {
+                // dup2 onto itself would keep FD_CLOEXEC: clear it instead.
+                let flags = libc::fcntl(src, libc::F_GETFD);
+                flags >= 0 && libc::fcntl(src, libc::F_SETFD, flags & !libc::FD_CLOEXEC) >= 0
+            } else {
+                libc::dup2(src, target) >= 0
+            };
+            if !ok {
+                child_fail(plan.err_fd, Stage::Dup2);
+            }
+        }
+        // Anything else (an fd baton inherited without CLOEXEC) closes at exec.
+        // ENOSYS on old kernels is fine: baton's own fds are all CLOEXEC.
+        libc::syscall(
+            libc::SYS_close_range,
+            plan.first_free as libc::c_uint,
+            libc::c_uint::MAX,
+            libc::CLOSE_RANGE_CLOEXEC as libc::c_uint,
+        );
 
-    if let Some(dir) = &plan.chdir {
-        if libc::chdir(dir.as_ptr()) == -1 {
-            child_fail(plan.err_fd, Stage::Chdir);
+        if let Some(dir) = &plan.chdir {
+            if libc::chdir(dir.as_ptr()) == -1 {
+                child_fail(plan.err_fd, Stage::Chdir);
+            }
         }
-    }
 
-    write_pid(plan.listen_pid.add(LISTEN_PID_PREFIX.len()), libc::getpid());
-    libc::execve(
-        plan.program.as_ptr(),
-        plan.argv.as_ptr(),
-        plan.envp.as_ptr(),
-    );
-    child_fail(plan.err_fd, Stage::Exec)
+        write_pid(plan.listen_pid.add(LISTEN_PID_PREFIX.len()), libc::getpid());
+        libc::execve(
+            plan.program.as_ptr(),
+            plan.argv.as_ptr(),
+            plan.envp.as_ptr(),
+        );
+        child_fail(plan.err_fd, Stage::Exec)
+    }
 }
 
 /// Decimal digits of `pid` and a NUL at `out` (room for 21 bytes).
@@ -466,21 +471,25 @@ unsafe fn exec_child(plan: &mut ChildPlan) -> ! {
 /// # Safety
 /// `out` must point to at least 21 writable bytes.
 unsafe fn write_pid(out: *mut u8, pid: libc::pid_t) {
-    let mut digits = [0u8; 20];
-    let mut n = pid as u64;
-    let mut len = 0;
-    loop {
-        digits[len] = b'0' + (n % 10) as u8;
-        len += 1;
-        n /= 10;
-        if n == 0 {
-            break;
+    // SAFETY: the caller guarantees 21 writable bytes at `out`; at most 20
+    // digits and a NUL are written.
+    unsafe {
+        let mut digits = [0u8; 20];
+        let mut n = pid as u64;
+        let mut len = 0;
+        loop {
+            digits[len] = b'0' + (n % 10) as u8;
+            len += 1;
+            n /= 10;
+            if n == 0 {
+                break;
+            }
         }
+        for i in 0..len {
+            *out.add(i) = digits[len - 1 - i];
+        }
+        *out.add(len) = 0;
     }
-    for i in 0..len {
-        *out.add(i) = digits[len - 1 - i];
-    }
-    *out.add(len) = 0;
 }
 
 /// Report `stage` and errno to the parent, then exit.
@@ -488,11 +497,15 @@ unsafe fn write_pid(out: *mut u8, pid: libc::pid_t) {
 /// # Safety
 /// Child of fork only (see exec_child).
 unsafe fn child_fail(err_fd: RawFd, stage: Stage) -> ! {
-    let errno = *libc::__errno_location();
-    let e = errno.to_ne_bytes();
-    let msg = [stage as u8, e[0], e[1], e[2], e[3]];
-    libc::write(err_fd, msg.as_ptr().cast(), msg.len());
-    libc::_exit(127)
+    // SAFETY: in a forked child only (see # Safety): reading errno, write(2) and
+    // _exit(2) are async-signal-safe; `msg` is a local buffer.
+    unsafe {
+        let errno = *libc::__errno_location();
+        let e = errno.to_ne_bytes();
+        let msg = [stage as u8, e[0], e[1], e[2], e[3]];
+        libc::write(err_fd, msg.as_ptr().cast(), msg.len());
+        libc::_exit(127)
+    }
 }
 
 /// The socket-passing variables, in systemd's protocol and, unless
