@@ -20,7 +20,8 @@
 //! - [`reload`]: reload requests, their coalescing and their outcomes.
 //! - [`control`]: the control socket (`baton reload|status|stop`), and
 //!   [`client`] its command-line side; [`status`] what `status` reports.
-//! - [`error`]: errors by operation, and their exit codes.
+//! - [`error`]: errors by operation, and their exit codes; [`usage`]: a
+//!   usage error as one line.
 
 pub mod cgroup;
 pub mod client;
@@ -36,30 +37,10 @@ pub mod sockfile;
 pub mod spawn;
 pub mod status;
 pub mod supervisor;
+pub mod usage;
 pub mod user;
-
-/// A clap error as one line naming the culprit (exit 2), or help/version
-/// printed as clap formats them (exit 0).
-pub fn usage_error(e: clap::Error) -> std::process::ExitCode {
-    use clap::error::ErrorKind;
-    if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) {
-        let _ = e.print();
-        return std::process::ExitCode::SUCCESS;
-    }
-    // clap's first paragraph (a message, sometimes followed by the missing
-    // arguments on their own lines), joined into one line.
-    let text = e.to_string();
-    let first: Vec<&str> = text
-        .lines()
-        .take_while(|l| !l.trim().is_empty())
-        .map(str::trim)
-        .collect();
-    let first = first.join(" ");
-    let first = first.strip_prefix("error: ").unwrap_or(&first);
-    eprintln!("baton: {first} (see baton --help)");
-    std::process::ExitCode::from(2)
-}
 
 pub use config::{Cli, Config};
 pub use error::Error;
 pub use supervisor::run;
+pub use usage::usage_error;
