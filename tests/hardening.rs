@@ -239,14 +239,9 @@ fn max_draining_holds_the_next_reload_until_an_old_generation_exits() {
     baton.hup();
     baton.wait_log("generation serving generation=2", LONG);
     // Generation 1 drains its request: one old generation, the bound.
-    let client = |args: &[&str]| {
-        let mut cmd = std::process::Command::new(baton_e2e::baton_bin());
-        cmd.args(args).arg("--control").arg(&control);
-        cmd
-    };
     let reload = std::thread::spawn({
-        let mut cmd = client(&["reload"]);
-        move || cmd.output().unwrap()
+        let control = control.clone();
+        move || baton_e2e::ctl(&control, &["reload"])
     });
     let line = baton.wait_log("reload held", LONG);
     assert!(
@@ -255,13 +250,11 @@ fn max_draining_holds_the_next_reload_until_an_old_generation_exits() {
             && line.contains("max_draining=1"),
         "{line}"
     );
-    let out = client(&["status", "--json"]).output().unwrap();
-    let status: serde_json::Value = serde_json::from_slice(&out.stdout).expect("status JSON");
+    let status = baton_e2e::status_json(&control);
     assert_eq!(status["reload_queued"], true, "{status}");
     assert_eq!(status["reload_held"]["draining"], 1, "{status}");
     assert_eq!(status["reload_held"]["max_draining"], 1, "{status}");
-    let text = client(&["status"]).output().unwrap();
-    let text = String::from_utf8_lossy(&text.stdout);
+    let (_, text, _) = baton_e2e::ctl(&control, &["status"]);
     assert!(
         text.contains("a reload is held for") && text.contains("--max-draining 1"),
         "{text}"
@@ -277,10 +270,8 @@ fn max_draining_holds_the_next_reload_until_an_old_generation_exits() {
     assert_eq!(response.status, 200);
     // ... which then exits, and the held reload runs.
     baton.wait_log("generation exited generation=1", LONG);
-    let out = reload.join().unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(out.status.code(), Some(0), "{stdout} {stderr}");
+    let (code, stdout, stderr) = reload.join().unwrap();
+    assert_eq!(code, Some(0), "{stdout} {stderr}");
     assert!(stdout.contains("generation 3 serving"), "{stdout}");
     assert!(
         stderr.contains("this reload waited") && stderr.contains("--max-draining"),

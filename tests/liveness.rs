@@ -232,12 +232,7 @@ fn connections_waiting_on_a_shared_socket_are_reported() {
         line.contains("WARN") && line.contains(&addr.to_string()) && line.contains("queued=5"),
         "{line}"
     );
-    let out = std::process::Command::new(baton_e2e::baton_bin())
-        .args(["status", "--json", "--control"])
-        .arg(&control)
-        .output()
-        .unwrap();
-    let status: serde_json::Value = serde_json::from_slice(&out.stdout).expect("status JSON");
+    let status = baton_e2e::status_json(&control);
     assert_eq!(status["listeners"][0]["queued"][0], 5, "{status}");
     assert_eq!(baton.count_log("connections wait on the listener"), 1);
     assert_eq!(

@@ -362,12 +362,7 @@ fn failed_generations_count_toward_max_draining() {
         line.contains("generation=10") && line.contains("draining=8"),
         "{line}"
     );
-    let out = std::process::Command::new(baton_e2e::baton_bin())
-        .args(["status", "--json", "--control"])
-        .arg(&control)
-        .output()
-        .unwrap();
-    let status: serde_json::Value = serde_json::from_slice(&out.stdout).expect("status JSON");
+    let status = baton_e2e::status_json(&control);
     let states: Vec<&str> = status["generations"]
         .as_array()
         .unwrap()
@@ -414,13 +409,8 @@ fn a_worker_that_closed_its_inherited_socket_is_not_ready() {
          s.sendto(b\"READY=1\", os.environ[\"NOTIFY_SOCKET\"])\n\
          time.sleep(1000)\n'",
     );
-    let out = std::process::Command::new(baton_e2e::baton_bin())
-        .args(["reload", "--control"])
-        .arg(&control)
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    let (code, _, stderr) = baton_e2e::ctl(&control, &["reload"]);
+    assert_eq!(code, Some(1), "{stderr}");
     for needle in [
         "generation 2 rolled back",
         "is ready but no longer holds its socket",
@@ -458,20 +448,13 @@ fn a_reload_queued_behind_a_failing_first_generation_gets_the_cause() {
     baton.wait_log("control socket", LONG);
     let reload = std::thread::spawn({
         let control = control.clone();
-        move || {
-            std::process::Command::new(baton_e2e::baton_bin())
-                .args(["reload", "--control"])
-                .arg(&control)
-                .output()
-                .unwrap()
-        }
+        move || baton_e2e::ctl(&control, &["reload"])
     });
     baton.wait_log("reload queued", LONG);
     open_gate(&gate);
     assert_eq!(baton.wait_exit(LONG).code(), Some(1));
-    let out = reload.join().unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    let (code, _, stderr) = reload.join().unwrap();
+    assert_eq!(code, Some(1), "{stderr}");
     assert!(
         stderr.contains("the first generation failed to start and baton exits")
             && stderr.contains("exited 3"),
@@ -539,13 +522,8 @@ fn a_generation_that_dies_within_the_settle_time_is_rolled_back() {
          exec {}",
         demo_app_bin().display()
     ));
-    let out = std::process::Command::new(baton_e2e::baton_bin())
-        .args(["reload", "--control"])
-        .arg(&control)
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    let (code, _, stderr) = baton_e2e::ctl(&control, &["reload"]);
+    assert_eq!(code, Some(1), "{stderr}");
     for needle in [
         "generation 2 rolled back",
         "exited 3",
@@ -583,12 +561,7 @@ fn a_settling_generation_shows_in_status_and_then_serves() {
     baton.wait_log("generation serving generation=1", LONG);
     baton.hup();
     baton.wait_log("generation ready, settling generation=2", LONG);
-    let out = std::process::Command::new(baton_e2e::baton_bin())
-        .args(["status", "--json", "--control"])
-        .arg(&control)
-        .output()
-        .unwrap();
-    let status: serde_json::Value = serde_json::from_slice(&out.stdout).expect("status JSON");
+    let status = baton_e2e::status_json(&control);
     let gens = status["generations"].as_array().unwrap();
     assert_eq!(gens[0]["generation"], 2, "{status}");
     assert_eq!(gens[0]["state"], "settling", "{status}");

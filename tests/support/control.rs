@@ -72,3 +72,20 @@ pub fn output(mut cmd: Command) -> (Option<i32>, String, String) {
         String::from_utf8_lossy(&stderr).into_owned(),
     )
 }
+
+/// `baton ARGS --control CONTROL`, run: (exit code, stdout, stderr).
+pub fn ctl(control: &std::path::Path, args: &[&str]) -> (Option<i32>, String, String) {
+    let mut cmd = Command::new(baton_bin());
+    cmd.args(args)
+        .arg("--control")
+        .arg(control)
+        .stdin(Stdio::null());
+    output(cmd)
+}
+
+/// `baton status --json` of the baton at `control`, parsed.
+pub fn status_json(control: &std::path::Path) -> serde_json::Value {
+    let (code, out, err) = ctl(control, &["status", "--json"]);
+    assert_eq!(code, Some(0), "baton status: {err}");
+    serde_json::from_str(&out).unwrap_or_else(|e| panic!("status JSON: {e}: {out}"))
+}

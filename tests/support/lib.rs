@@ -40,7 +40,7 @@ pub mod users;
 pub mod wait;
 
 pub use bins::{baton_bin, demo_app_bin, workspace_root};
-pub use control::Controlled;
+pub use control::{ctl, status_json, Controlled};
 pub use fixtures::{gated_demo_app, open_gate, runtime, skip, write_script};
 pub use http::{get, request, spawn_request, Conn, ErrorKind, RequestError, Response};
 pub use load::{Load, LoadConfig, Mode, ModeStats, Report};
