@@ -443,6 +443,23 @@ async fn send(write: &mut tokio::net::unix::OwnedWriteHalf, reply: &Reply) -> io
     write.write_all(&line).await
 }
 
+/// The answer to `baton reload`: what the reload that covers it did.
+impl From<crate::reload::Outcome> for Reply {
+    fn from(o: crate::reload::Outcome) -> Reply {
+        Reply {
+            ok: o.ok,
+            error: o.cause,
+            generation: Some(o.generation),
+            serving: o.serving,
+            pids: o.pids,
+            workers: Some(o.workers),
+            took_ms: Some(o.took.as_millis() as u64),
+            held_ms: o.held.map(|d| d.as_millis() as u64),
+            ..Reply::default()
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

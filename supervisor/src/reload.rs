@@ -34,7 +34,10 @@ pub struct Outcome {
     pub held: Option<Duration>,
 }
 
-pub type Waiter = oneshot::Sender<Outcome>;
+/// Who waits for a reload: a `baton reload` client's reply channel (the
+/// control connection writes what it receives; a dropped sender reads as
+/// "baton is stopping").
+pub type Waiter = oneshot::Sender<crate::control::Reply>;
 
 #[derive(Debug, Default)]
 pub struct Reloads {
@@ -116,7 +119,7 @@ impl Reloads {
         self.waiting = rest;
         for (_, w) in mine {
             // The client may have gone away: nothing to do then.
-            let _ = w.send(outcome.clone());
+            let _ = w.send(outcome.clone().into());
         }
         self.last = Some(outcome);
     }
@@ -143,7 +146,7 @@ impl Reloads {
             .map(|(_, w)| w)
             .chain(std::mem::take(&mut self.waiting_queued));
         for w in waiters {
-            let _ = w.send(outcome.clone());
+            let _ = w.send(outcome.clone().into());
         }
         self.cancel_all();
     }
@@ -190,7 +193,7 @@ mod tests {
         assert_eq!(r.held(), None);
         r.finish(outcome(7, true));
         let got = ra.try_recv().unwrap();
-        assert!(got.held.is_some(), "{got:?}");
+        assert!(got.held_ms.is_some(), "{got:?}");
         r.finish(outcome(8, true));
         assert!(r.last.as_ref().unwrap().held.is_none(), "only the held one");
     }
@@ -206,7 +209,7 @@ mod tests {
         r.queue(Some(c), None);
         assert!(r.is_queued());
         r.finish(outcome(2, false));
-        assert_eq!(ra.try_recv().unwrap().generation, 2);
+        assert_eq!(ra.try_recv().unwrap().generation, Some(2));
         assert!(rb.try_recv().is_err());
         assert_eq!(r.take_queued(3), None);
         assert!(!r.is_queued());

@@ -7,10 +7,8 @@ use nix::errno::Errno;
 use nix::sys::signal::Signal;
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
-use tokio::sync::oneshot;
 use tracing::{debug, info, warn};
 
-use super::reload_reply;
 use super::state::{round_ms, signal_workers, Stop, Supervisor};
 use crate::control::{Command, Reply, Request};
 use crate::generation::{backoff, GenState, WorkerState, HEALTHY_AFTER};
@@ -89,15 +87,8 @@ impl Supervisor {
                     Some(n) => info!(workers = n, "reload requested on the control socket"),
                     None => info!("reload requested on the control socket"),
                 }
-                let (tx, rx) = oneshot::channel();
-                tokio::spawn(async move {
-                    let reply = match rx.await {
-                        Ok(outcome) => reload_reply(outcome),
-                        Err(_) => Reply::error("baton is stopping"),
-                    };
-                    let _ = cmd.reply.send(reply);
-                });
-                self.on_reload_request(Some(tx), workers);
+                // Answered with the outcome of the reload that covers it.
+                self.on_reload_request(Some(cmd.reply), workers);
             }
             Request::Stop => {
                 let _ = cmd.reply.send(Reply {

@@ -21,11 +21,11 @@ use tracing::{info, warn};
 
 use crate::cgroup::Containment;
 use crate::config::Config;
-use crate::control::{self, Command, ControlSocket, Reply};
+use crate::control::{self, Command, ControlSocket};
 use crate::error::{ConfigError, Error};
 use crate::listeners::{self, BindOptions, Listener};
 use crate::notify::{Manager, NotifySocket};
-use crate::reload::{Outcome, Reloads};
+use crate::reload::Reloads;
 use crate::spawn::{self};
 
 mod events;
@@ -303,19 +303,5 @@ fn bind_control(config: &Config, listeners: &[Listener]) -> Result<Option<Contro
             warn!(path = %path.display(), error = %e, "no control socket: `baton reload` will not reach this baton");
             Ok(None)
         }
-    }
-}
-
-pub(super) fn reload_reply(o: Outcome) -> Reply {
-    Reply {
-        ok: o.ok,
-        error: o.cause,
-        generation: Some(o.generation),
-        serving: o.serving,
-        pids: o.pids,
-        workers: Some(o.workers),
-        took_ms: Some(o.took.as_millis() as u64),
-        held_ms: o.held.map(|d| d.as_millis() as u64),
-        ..Reply::default()
     }
 }
