@@ -236,7 +236,8 @@ pub struct Config {
     pub signal_group: bool,
     pub max_draining: usize,
     pub chdir: Option<PathBuf>,
-    pub backlog: u32,
+    /// listen(2)'s backlog, as the call takes it (the kernel caps it anyway).
+    pub backlog: i32,
     pub reuseport: bool,
     pub socket_mode: Option<u32>,
     /// (uid, gid) resolved from `--socket-owner`.
@@ -291,7 +292,7 @@ impl Config {
             signal_group: cli.signal_group,
             max_draining: cli.max_draining,
             chdir: cli.chdir,
-            backlog: cli.backlog,
+            backlog: i32::try_from(cli.backlog).unwrap_or(i32::MAX),
             reuseport: cli.reuseport,
             socket_mode: cli.socket_mode,
             socket_owner: cli.socket_owner.as_deref().map(parse_owner).transpose()?,

@@ -67,7 +67,7 @@ pub async fn run(config: Config, inherited: Vec<Listener>) -> Result<(), Error> 
         .socket_owner
         .or_else(|| config.user.as_ref().map(|u| (Some(u.uid), Some(u.gid))));
     let opts = BindOptions {
-        backlog: i32::try_from(config.backlog).unwrap_or(i32::MAX),
+        backlog: config.backlog,
         reuseport_slots: config.reuseport.then_some(config.workers),
         socket_mode: config.socket_mode,
         socket_owner,

@@ -143,7 +143,7 @@ impl Supervisor {
                 }
             }
         }
-        let backlog = i32::try_from(self.config.backlog).unwrap_or(i32::MAX);
+        let backlog = self.config.backlog;
         for l in &mut self.listeners {
             match l.grow(count, backlog) {
                 Ok(0) => {}
@@ -286,7 +286,7 @@ impl Supervisor {
         if self.stop.is_some() {
             return false;
         }
-        let backlog = i32::try_from(self.config.backlog).unwrap_or(i32::MAX);
+        let backlog = self.config.backlog;
         let mut replaced = false;
         for (li, l) in self.listeners.iter_mut().enumerate() {
             for j in l.stopped_listening() {
