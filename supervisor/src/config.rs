@@ -112,6 +112,14 @@ pub struct Cli {
     #[arg(long, value_name = "N", default_value = "8")]
     pub max_draining: usize,
 
+    /// What makes a worker ready: `notify` (READY=1 on NOTIFY_SOCKET, or
+    /// --ready-after), or `accepting` too: ready once it is seen accepting on
+    /// every stream socket it was given (an epoll registration or a thread
+    /// blocked in accept, read from /proc), for apps that cannot notify —
+    /// no guessed delay.
+    #[arg(long, value_name = "WHEN", value_enum, default_value = "notify")]
+    pub ready_when: ReadyWhen,
+
     /// After a new generation is ready, the old one keeps serving this long;
     /// a new worker that exits meanwhile rolls the reload back (catches an
     /// app that says READY=1 and dies, e.g. gunicorn's master before its
@@ -142,6 +150,15 @@ pub struct Cli {
     /// at every spawn.
     #[arg(last = true, required = true, value_name = "PROGRAM [ARGS...]")]
     pub command: Vec<OsString>,
+}
+
+/// What makes a worker ready (`--ready-when`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ReadyWhen {
+    /// `READY=1` on `NOTIFY_SOCKET` (or `--ready-after`).
+    Notify,
+    /// That, or seen accepting on every stream socket it was given.
+    Accepting,
 }
 
 /// Where a listener is.
@@ -231,6 +248,7 @@ pub struct Config {
     pub ready_after: Option<Duration>,
     pub worker_watchdog: Option<Duration>,
     pub settle: Duration,
+    pub ready_when: ReadyWhen,
     pub drain_signal: Signal,
     pub drain_timeout: Duration,
     pub signal_group: bool,
@@ -287,6 +305,7 @@ impl Config {
             ready_after: cli.ready_after,
             worker_watchdog: cli.worker_watchdog,
             settle: cli.settle,
+            ready_when: cli.ready_when,
             drain_signal: cli.drain_signal,
             drain_timeout: cli.drain_timeout,
             signal_group: cli.signal_group,

@@ -157,3 +157,88 @@ pub fn holds_socket(pid: Pid, inode: u64) -> Option<bool> {
             .any(|e| std::fs::read_link(e.path()).is_ok_and(|t| t.as_os_str() == target.as_str())),
     )
 }
+
+/// Is `root` (or a process it started) observed accepting on every socket
+/// in `inodes`? What the kernel shows, with no cooperation from the app:
+/// a listening socket registered in one of its epoll sets (`tfd: … ino:`
+/// in `/proc/PID/fdinfo` of an eventpoll fd), or a thread blocked in
+/// `accept`/`accept4` on it (`/proc/PID/task/TID/syscall`). A server that
+/// waits in `poll`/`select` is not seen (its fd set is in its memory).
+pub fn observed_accepting(root: Pid, inodes: &[u64]) -> bool {
+    let mut seen = std::collections::HashSet::new();
+    for pid in process_tree(root, 256) {
+        let proc_dir = format!("/proc/{pid}");
+        if let Ok(fds) = std::fs::read_dir(format!("{proc_dir}/fd")) {
+            for fd in fds.filter_map(Result::ok) {
+                let is_epoll = std::fs::read_link(fd.path())
+                    .is_ok_and(|t| t.as_os_str() == "anon_inode:[eventpoll]");
+                if !is_epoll {
+                    continue;
+                }
+                let info = format!("{proc_dir}/fdinfo/{}", fd.file_name().to_string_lossy());
+                let Ok(info) = std::fs::read_to_string(info) else {
+                    continue;
+                };
+                for line in info.lines().filter(|l| l.starts_with("tfd:")) {
+                    let ino = line
+                        .split_whitespace()
+                        .find_map(|w| w.strip_prefix("ino:"))
+                        .and_then(|h| u64::from_str_radix(h, 16).ok());
+                    seen.extend(ino);
+                }
+            }
+        }
+        if let Ok(tasks) = std::fs::read_dir(format!("{proc_dir}/task")) {
+            for task in tasks.filter_map(Result::ok) {
+                let Ok(call) = std::fs::read_to_string(task.path().join("syscall")) else {
+                    continue;
+                };
+                let mut words = call.split_whitespace();
+                let nr = words.next().and_then(|n| n.parse::<i64>().ok());
+                if nr != Some(libc::SYS_accept) && nr != Some(libc::SYS_accept4) {
+                    continue;
+                }
+                let fd = words
+                    .next()
+                    .and_then(|a| u64::from_str_radix(a.trim_start_matches("0x"), 16).ok());
+                let Some(fd) = fd else { continue };
+                let target = std::fs::read_link(format!("{proc_dir}/fd/{fd}"));
+                let ino = target.ok().and_then(|t| {
+                    t.to_str()?
+                        .strip_prefix("socket:[")?
+                        .strip_suffix(']')?
+                        .parse::<u64>()
+                        .ok()
+                });
+                seen.extend(ino);
+            }
+        }
+    }
+    !inodes.is_empty() && inodes.iter().all(|i| seen.contains(i))
+}
+
+/// `root` and its descendants (from `/proc/PID/task/TID/children`), at
+/// most `max` of them.
+fn process_tree(root: Pid, max: usize) -> Vec<i32> {
+    let mut found = vec![root.as_raw()];
+    let mut i = 0;
+    while i < found.len() && found.len() < max {
+        let pid = found[i];
+        i += 1;
+        let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+            continue;
+        };
+        for task in tasks.filter_map(Result::ok) {
+            let Ok(children) = std::fs::read_to_string(task.path().join("children")) else {
+                continue;
+            };
+            found.extend(
+                children
+                    .split_whitespace()
+                    .filter_map(|c| c.parse::<i32>().ok()),
+            );
+        }
+    }
+    found.truncate(max);
+    found
+}

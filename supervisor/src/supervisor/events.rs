@@ -10,6 +10,7 @@ use nix::unistd::Pid;
 use tracing::{debug, info, warn};
 
 use super::state::{round_ms, signal_workers, Stop, Supervisor};
+use crate::config::ReadyWhen;
 use crate::control::{Command, Reply, Request};
 use crate::generation::{backoff, GenState, WorkerState, HEALTHY_AFTER};
 use crate::notify::Datagram;
@@ -387,13 +388,26 @@ impl Supervisor {
                     {
                         self.mark_ready(gi, wi, now);
                     }
+                    WorkerState::Starting { .. }
+                        if self.config.ready_when == ReadyWhen::Accepting
+                            && self.observed_accepting(gi, wi) =>
+                    {
+                        info!(
+                            generation = gen.id,
+                            slot = w.slot,
+                            pid = w.pid.map_or(0, |p| p.as_raw()),
+                            "worker seen accepting"
+                        );
+                        self.mark_ready(gi, wi, now);
+                    }
                     WorkerState::Starting { deadline, since } if now >= deadline => {
                         let (id, slot, pid) = (gen.id, w.slot, w.pid);
                         let waited = now.duration_since(since);
                         let cause = format!(
                             "worker slot {slot} (pid {}) not ready after {}: it sent no READY=1 \
                              to $NOTIFY_SOCKET (for an app that cannot notify, use \
-                             --ready-after DURATION; for a slow start, raise --ready-timeout)",
+                             --ready-when accepting or --ready-after DURATION; for a slow \
+                             start, raise --ready-timeout)",
                             pid.map_or(0, |p| p.as_raw()),
                             humantime::format_duration(round_ms(waited))
                         );

@@ -10,10 +10,10 @@ use nix::unistd::Pid;
 use tracing::{error, info, warn};
 
 use crate::cgroup::Containment;
-use crate::config::Config;
+use crate::config::{Config, ReadyWhen};
 use crate::error::{Error, SpawnError};
 use crate::generation::{backoff, GenState, Generation, Worker, WorkerState};
-use crate::listeners::Listener;
+use crate::listeners::{Kind, Listener};
 use crate::notify::Manager;
 use crate::notify::RateLimit;
 use crate::reload::{Outcome, Reloads};
@@ -108,6 +108,15 @@ impl Supervisor {
             .iter()
             .any(|g| g.state().is_leaving() && g.live_count() == 0 && g.cgroup.is_some())
             || !self.dead_cgroups.is_empty();
+        // `--ready-when accepting`: starting workers are looked at until
+        // they accept.
+        let watch_starting = self.config.ready_when == ReadyWhen::Accepting
+            && self.generations.iter().any(|g| {
+                g.workers
+                    .iter()
+                    .any(|w| matches!(w.state, WorkerState::Starting { .. }))
+            });
+        let poll = poll || watch_starting;
         let poll = poll.then(|| Instant::now() + Duration::from_millis(50));
         gens.chain(self.stop.map(|s| s.deadline)).chain(poll).min()
     }
@@ -372,6 +381,27 @@ impl Supervisor {
             }
         }
         None
+    }
+
+    /// `--ready-when accepting`: worker `wi` of generation `gi` (or a
+    /// process it started) is seen accepting on every stream socket it was
+    /// given (see [`crate::process::observed_accepting`]).
+    pub(super) fn observed_accepting(&self, gi: usize, wi: usize) -> bool {
+        let gen = &self.generations[gi];
+        let w = &gen.workers[wi];
+        let Some(pid) = w.pid else {
+            return false;
+        };
+        let mut inodes = Vec::new();
+        for l in self.listeners.iter().filter(|l| l.kind != Kind::Udp) {
+            for j in l.slots_for(w.slot, gen.count) {
+                match l.inode(j) {
+                    Ok(i) => inodes.push(i),
+                    Err(_) => return false,
+                }
+            }
+        }
+        crate::process::observed_accepting(pid, &inodes)
     }
 
     pub(super) fn mark_ready(&mut self, gi: usize, wi: usize, now: Instant) {
