@@ -129,6 +129,7 @@ fn twenty_reloads_under_load_lose_nothing() {
             max_requests_per_client: 1_000_000,
             hard_limit: Duration::from_secs(120),
             request_timeout: Duration::from_secs(10),
+            keepalive_think: None,
         },
     );
 

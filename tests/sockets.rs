@@ -224,6 +224,7 @@ fn reuseport_twenty_reloads_under_load_lose_nothing_and_spread() {
             max_requests_per_client: 1_000_000,
             hard_limit: Duration::from_secs(150),
             request_timeout: Duration::from_secs(10),
+            keepalive_think: None,
         },
     );
     let wait_progress = |what: &str| {

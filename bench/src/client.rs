@@ -118,6 +118,22 @@ impl Conn {
         })
     }
 
+    /// What a pooled client (urllib3's `is_connection_dropped`, browsers)
+    /// checks before reusing an idle connection: is anything readable on it
+    /// already? EOF (the server closed it while idle), a reset, or bytes
+    /// nobody asked for all mean "do not send on this one". A real,
+    /// non-blocking `recv(MSG_PEEK)` on the socket, not the runtime's cached
+    /// readiness, so a FIN that has arrived is seen.
+    pub fn dropped_while_idle(&self) -> bool {
+        let mut byte = [std::mem::MaybeUninit::<u8>::uninit(); 1];
+        // tokio's sockets are O_NONBLOCK: nothing to read is WouldBlock.
+        match socket2::SockRef::from(&self.stream).peek(&mut byte) {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => false,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => false,
+            Ok(_) | Err(_) => true,
+        }
+    }
+
     /// Sends `req` and reads one complete response.
     pub async fn request(&mut self, req: &[u8]) -> Result<Response, Failure> {
         self.buf.clear();

@@ -9,6 +9,15 @@
 //!   read the response, close.
 //! - in-flight: like new-connection, on `/sleep?ms=2000`; clients start
 //!   staggered over 2 s so a reload always meets requests in every phase.
+//! - think-time: many keep-alive connections (10,000 in full mode), each
+//!   `GET /`, then a think time of 0.5–1.5 s (uniformly random), then the
+//!   next request, as real clients do; the clients start spread over
+//!   [`THINK_RAMP`] so the connects come in batches the backlog takes.
+//!   The client is a pooled one: before reusing its connection it checks
+//!   (non-blocking peek) whether the server closed it while it was idle,
+//!   and if so opens a new one — counted as `idle_closed`, not a failure,
+//!   as urllib3 and browsers do. A connection that ends after the request
+//!   was written is a failure (`eof`, `reset`): the idle-close race.
 //!
 //! Every request ends as ok (status 200) or as a failure of one kind
 //! ([`FailKind`]); the first failures are kept with when, which client,
@@ -33,12 +42,22 @@ pub enum Scenario {
     KeepAlive,
     NewConn,
     InFlight,
+    ThinkTime,
 }
 
 /// How long an in-flight request sleeps on the server.
 pub const INFLIGHT_SLEEP: Duration = Duration::from_millis(2000);
 
+/// The think-time scenario: a uniformly random pause in this range after
+/// every response.
+pub const THINK_MIN: Duration = Duration::from_millis(500);
+pub const THINK_MAX: Duration = Duration::from_millis(1500);
+/// …its clients open their first connection spread over this long.
+pub const THINK_RAMP: Duration = Duration::from_secs(1);
+
 impl Scenario {
+    /// The matrix's scenarios (every target, with and without reloads);
+    /// think-time runs on its own list of targets.
     pub const ALL: [Scenario; 3] = [Scenario::KeepAlive, Scenario::NewConn, Scenario::InFlight];
 
     pub fn id(self) -> &'static str {
@@ -46,6 +65,7 @@ impl Scenario {
             Scenario::KeepAlive => "keep-alive",
             Scenario::NewConn => "new-conn",
             Scenario::InFlight => "in-flight",
+            Scenario::ThinkTime => "think-time",
         }
     }
 
@@ -54,30 +74,37 @@ impl Scenario {
             Scenario::KeepAlive => "64 keep-alive connections, GET / back to back",
             Scenario::NewConn => "64 clients, a new connection per GET /",
             Scenario::InFlight => "50 clients, GET /sleep?ms=2000 on a new connection each",
+            Scenario::ThinkTime => {
+                "keep-alive connections, each GET / then a think time of 0.5–1.5 s, a pooled client"
+            }
         }
     }
 
+    /// The default number of clients (think-time: of full mode; the run
+    /// may use fewer, see `--think-clients`).
     pub fn clients(self) -> usize {
         match self {
             Scenario::KeepAlive | Scenario::NewConn => 64,
             Scenario::InFlight => 50,
+            Scenario::ThinkTime => 10_000,
         }
     }
 
     pub fn path(self) -> String {
         match self {
-            Scenario::KeepAlive | Scenario::NewConn => "/".to_owned(),
+            Scenario::KeepAlive | Scenario::NewConn | Scenario::ThinkTime => "/".to_owned(),
             Scenario::InFlight => format!("/sleep?ms={}", INFLIGHT_SLEEP.as_millis()),
         }
     }
 
     fn keep_alive(self) -> bool {
-        self == Scenario::KeepAlive
+        matches!(self, Scenario::KeepAlive | Scenario::ThinkTime)
     }
 
     fn stagger(self) -> Duration {
         match self {
             Scenario::InFlight => INFLIGHT_SLEEP,
+            Scenario::ThinkTime => THINK_RAMP,
             Scenario::KeepAlive | Scenario::NewConn => Duration::ZERO,
         }
     }
@@ -123,6 +150,16 @@ struct Tally {
     samples: Vec<FailureRecord>,
     hist: Histogram<u64>,
     connects: u64,
+    idle_closed: u64,
+    timeline: Vec<Sample>,
+}
+
+/// A successful request of the think-time scenario: when it began (ms from
+/// the start of the load) and how long it took (µs).
+#[derive(Clone, Copy, Debug)]
+pub struct Sample {
+    pub begun_ms: u32,
+    pub latency_us: u32,
 }
 
 /// What one load run saw.
@@ -135,6 +172,11 @@ pub struct LoadResult {
     /// Latencies of successful requests, µs.
     pub hist: Histogram<u64>,
     pub connects: u64,
+    /// think-time: connections found closed by the server while idle,
+    /// before reuse (reconnected; not failures).
+    pub idle_closed: u64,
+    /// think-time: every successful request, for latencies by window.
+    pub timeline: Vec<Sample>,
     /// From the start to the end of the last request.
     pub elapsed: Duration,
 }
@@ -188,6 +230,8 @@ pub async fn run(
         samples: Vec::new(),
         hist: new_histogram(),
         connects: 0,
+        idle_closed: 0,
+        timeline: Vec::new(),
         elapsed: Duration::ZERO,
     };
     for handle in handles {
@@ -201,6 +245,8 @@ pub async fn run(
                 result.samples.extend(t.samples);
                 let _ = result.hist.add(&t.hist);
                 result.connects += t.connects;
+                result.idle_closed += t.idle_closed;
+                result.timeline.extend(t.timeline);
             }
             Err(e) => {
                 *result.by_kind.entry("client-panicked".into()).or_default() += 1;
@@ -238,7 +284,12 @@ async fn client(
         samples: Vec::new(),
         hist: new_histogram(),
         connects: 0,
+        idle_closed: 0,
+        timeline: Vec::new(),
     };
+    let think = scenario == Scenario::ThinkTime;
+    // A xorshift per client: think times need spread, not quality.
+    let mut rng = 0x9E37_79B9_7F4A_7C15_u64 ^ ((id as u64 + 1).wrapping_mul(0x2545_F491_4F6C_DD1D));
     if !delay.is_zero() {
         tokio::time::sleep(delay).await;
     }
@@ -249,6 +300,11 @@ async fn client(
         let begun = Instant::now();
         let mut served_before = 0;
         let outcome = tokio::time::timeout(timeout, async {
+            // A pooled client checks an idle connection before reusing it.
+            if think && conn.as_ref().is_some_and(Conn::dropped_while_idle) {
+                conn = None;
+                t.idle_closed += 1;
+            }
             if conn.is_none() {
                 conn = Some(Conn::connect(addr).await?);
                 t.connects += 1;
@@ -289,6 +345,13 @@ async fn client(
                 t.ok += 1;
                 live.ok.fetch_add(1, Ordering::Relaxed);
                 t.hist.saturating_record(latency.as_micros() as u64);
+                if think {
+                    let begun_ms = begun.duration_since(start).as_millis();
+                    t.timeline.push(Sample {
+                        begun_ms: u32::try_from(begun_ms).unwrap_or(u32::MAX),
+                        latency_us: u32::try_from(latency.as_micros()).unwrap_or(u32::MAX),
+                    });
+                }
             }
             Err(f) => {
                 // A failed connection is not reused.
@@ -308,6 +371,17 @@ async fn client(
                     });
                 }
             }
+        }
+        if think {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            let frac = (rng >> 11) as f64 / (1u64 << 53) as f64;
+            let pause = THINK_MIN + (THINK_MAX - THINK_MIN).mul_f64(frac);
+            // Bounded by the deadline. One timer per pause (10,000 clients:
+            // no polling); `stop` is seen at most 1.5 s late.
+            let wake = (Instant::now() + pause).min(deadline);
+            tokio::time::sleep_until(tokio::time::Instant::from_std(wake)).await;
         }
     }
     t

@@ -100,6 +100,20 @@ struct Args {
     #[arg(long, value_name = "N")]
     paired_rounds: Option<usize>,
 
+    /// Connections of the think-time scenario (default: 10,000 full, 1,000
+    /// quick).
+    #[arg(long, value_name = "N")]
+    think_clients: Option<usize>,
+
+    /// Load duration of each think-time run (default: 14 s full, 5 s quick).
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    think_duration: Option<Duration>,
+
+    /// Time between reloads in the think-time runs with reloads (the first
+    /// 1 s after the clients' ramp-up).
+    #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = humantime::parse_duration)]
+    think_reload_every: Duration,
+
     /// Load duration of each paired run.
     #[arg(long, value_name = "DURATION", default_value = "4s", value_parser = humantime::parse_duration)]
     paired_duration: Duration,
@@ -172,6 +186,10 @@ fn main() -> ExitCode {
 struct Plan {
     mode: &'static str,
     runs: Vec<(Kind, Scenario, bool)>,
+    /// The think-time scenario: (target, with reloads), after the matrix.
+    think: Vec<(Kind, bool)>,
+    think_clients: usize,
+    think_duration: Duration,
     /// (round, target, scenario, with reloads)
     paired: Vec<(usize, Kind, Scenario, bool)>,
     idle: Vec<Kind>,
@@ -185,7 +203,11 @@ fn baton_configs() -> Vec<Kind> {
     let mut v = Vec::new();
     for reuseport in [false, true] {
         for workers in [1, 4, 16] {
-            v.push(Kind::Baton { workers, reuseport });
+            v.push(Kind::Baton {
+                workers,
+                reuseport,
+                threads: None,
+            });
         }
     }
     v
@@ -201,14 +223,17 @@ fn plan(args: &Args) -> Plan {
         let w1 = Kind::Baton {
             workers: 1,
             reuseport: false,
+            threads: None,
         };
         let w4 = Kind::Baton {
             workers: 4,
             reuseport: false,
+            threads: None,
         };
         let w4r = Kind::Baton {
             workers: 4,
             reuseport: true,
+            threads: None,
         };
         for sc in [Scenario::KeepAlive, Scenario::NewConn] {
             runs.push((Kind::DemoApp, sc, false));
@@ -274,15 +299,39 @@ fn plan(args: &Args) -> Plan {
     // fall on both sides alike. `round` numbers the pairs.
     let mut paired = Vec::new();
     let mut pair = 0;
+    // --workers = cores: each worker with demo-app's default runtime (a
+    // thread per core, what it does unless told its share) and with its
+    // share of the cores (--threads cores/workers, what BATON_WORKERS
+    // gives it).
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    // cores / workers, with as many workers as cores.
+    let share: u16 = 1;
     for sc in [Scenario::KeepAlive, Scenario::NewConn] {
         let mut variants: Vec<(Kind, bool)> = Vec::new();
         for reuseport in [false, true] {
             let w1 = Kind::Baton {
                 workers: 1,
                 reuseport,
+                threads: None,
             };
             variants.push((w1, false));
             variants.push((w1, true));
+        }
+        if cores > 1 {
+            for threads in [None, Some(share)] {
+                let wn = Kind::Baton {
+                    workers: cores,
+                    reuseport: false,
+                    threads,
+                };
+                variants.push((wn, false));
+            }
+            let sized = Kind::Baton {
+                workers: cores,
+                reuseport: false,
+                threads: Some(share),
+            };
+            variants.push((sized, true));
         }
         for round in 0..rounds {
             for (i, &(k, r)) in variants.iter().enumerate() {
@@ -298,11 +347,52 @@ fn plan(args: &Args) -> Plan {
         }
     }
     if !args.only.is_empty() {
-        paired.retain(|&(_, k, sc, r)| args.only.iter().any(|o| label(k, sc, r).contains(o)));
+        // A pair stays or goes as a whole, by its baton run's label.
+        let keep: std::collections::BTreeSet<usize> = paired
+            .iter()
+            .filter(|&&(_, k, sc, r)| {
+                k != Kind::DemoApp && args.only.iter().any(|o| label(k, sc, r).contains(o))
+            })
+            .map(|&(p, ..)| p)
+            .collect();
+        paired.retain(|&(p, ..)| keep.contains(&p));
     }
+    // The think-time scenario: baton and the peers that reload in place,
+    // each without reloads (its steady latency) and with a reload every
+    // second.
+    let mut think = Vec::new();
+    if mode != "soak" {
+        let w1 = Kind::Baton {
+            workers: 1,
+            reuseport: false,
+            threads: None,
+        };
+        for k in [w1, Kind::Nginx, Kind::Haproxy, Kind::HaproxyIdleClose] {
+            think.push((k, false));
+            think.push((k, true));
+        }
+    }
+    if !args.only.is_empty() {
+        think.retain(|&(k, r)| {
+            args.only
+                .iter()
+                .any(|o| label(k, Scenario::ThinkTime, r).contains(o))
+        });
+    }
+    let think_clients = args.think_clients.unwrap_or(if mode == "quick" {
+        1_000
+    } else {
+        Scenario::ThinkTime.clients()
+    });
+    let think_duration = args
+        .think_duration
+        .unwrap_or(Duration::from_secs(if mode == "quick" { 5 } else { 14 }));
     Plan {
         mode,
         runs,
+        think,
+        think_clients,
+        think_duration,
         paired,
         idle,
         idle_reloads,
@@ -329,6 +419,13 @@ async fn real_main(args: Args) -> Result<u8> {
         return Ok(0);
     }
     let started = Instant::now();
+    let fd_limit = match raise_fd_limit(FD_LIMIT) {
+        Ok(n) => n,
+        Err(e) => {
+            eprintln!("bench: warning: cannot raise RLIMIT_NOFILE: {e}");
+            1024
+        }
+    };
     tokio::spawn(async {
         if tokio::signal::ctrl_c().await.is_ok() {
             ABORT.store(true, Ordering::Relaxed);
@@ -346,7 +443,17 @@ async fn real_main(args: Args) -> Result<u8> {
         !args.no_peers,
         baton_args,
     );
-    let plan = plan(&args);
+    let mut plan = plan(&args);
+    // HAProxy takes 2 fds per connection (client and server side) from
+    // the same limit: without CAP_SYS_RESOURCE the hard limit caps it.
+    let fits = (fd_limit.saturating_sub(1000) / 2 / 100 * 100) as usize;
+    if args.think_clients.is_none() && plan.think_clients > fits {
+        eprintln!(
+            "bench: RLIMIT_NOFILE is {fd_limit} (the hard limit; wanted {FD_LIMIT}): the think-time scenario uses {fits} connections, not {}",
+            plan.think_clients
+        );
+        plan.think_clients = fits;
+    }
     let machine = machine();
     eprintln!(
         "bench: {} mode; baton {} ({}), demo-app {} ({})",
@@ -417,9 +524,8 @@ async fn real_main(args: Args) -> Result<u8> {
         let r = run_case(
             &env,
             &args,
-            kind,
-            scenario,
-            with_reloads,
+            (kind, scenario, with_reloads),
+            scenario.clients(),
             dur,
             &tag,
             &mut progress,
@@ -430,6 +536,29 @@ async fn real_main(args: Args) -> Result<u8> {
         runs.push(r);
     }
     report::fill_ratios(&mut runs);
+
+    // The think-time scenario.
+    let total = plan.think.len();
+    for (i, &(kind, with_reloads)) in plan.think.iter().enumerate() {
+        if aborted() {
+            break;
+        }
+        let tag = format!("[think-time {}/{total}]", i + 1);
+        let r = run_case(
+            &env,
+            &args,
+            (kind, Scenario::ThinkTime, with_reloads),
+            plan.think_clients,
+            plan.think_duration,
+            &tag,
+            &mut progress,
+        )
+        .await;
+        progress.clear();
+        println!("{tag} {}", one_line(&r));
+        runs.push(r);
+    }
+    report::fill_think_ratios(&mut runs);
 
     // Paired throughput rounds.
     let mut paired = Vec::new();
@@ -442,9 +571,8 @@ async fn real_main(args: Args) -> Result<u8> {
         let mut r = run_case(
             &env,
             &args,
-            kind,
-            scenario,
-            with_reloads,
+            (kind, scenario, with_reloads),
+            scenario.clients(),
             args.paired_duration,
             &tag,
             &mut progress,
@@ -504,6 +632,9 @@ async fn real_main(args: Args) -> Result<u8> {
         );
         durations.insert("in-flight".to_owned(), plan.inflight_duration.as_secs_f64());
     }
+    if !plan.think.is_empty() {
+        durations.insert("think-time".to_owned(), plan.think_duration.as_secs_f64());
+    }
     let mut report = Report {
         tool: format!("baton bench {}", env!("CARGO_PKG_VERSION")),
         mode: plan.mode.to_owned(),
@@ -517,6 +648,8 @@ async fn real_main(args: Args) -> Result<u8> {
             reload_every_ms: args.reload_every.as_millis() as u64,
             request_timeout_s: REQUEST_TIMEOUT.as_secs_f64(),
             idle_reloads: plan.idle_reloads,
+            think_reload_every_ms: Some(args.think_reload_every.as_millis() as u64),
+            fd_limit: Some(fd_limit),
         },
         skipped,
         startup,
@@ -624,6 +757,16 @@ fn one_line(r: &RunResult) -> String {
                         .map_or("–".into(), |h| format!("{:.1} ms", h.p50_ms))
                 ));
             }
+            if let Some(t) = r.think {
+                s.push_str(&format!(
+                    ", {} connections, {} idle-closed, p99 steady {} / after reload {}",
+                    r.clients,
+                    r.idle_closed,
+                    t.steady_p99_ms.map_or("–".into(), |v| format!("{v:.1} ms")),
+                    t.after_reload_p99_ms
+                        .map_or("–".into(), |v| format!("{v:.1} ms"))
+                ));
+            }
             if r.failed > 0 {
                 s.push_str(&format!(" {:?}", r.failed_by_kind));
             }
@@ -641,14 +784,14 @@ fn one_line(r: &RunResult) -> String {
 async fn run_case(
     env: &Env,
     args: &Args,
-    kind: Kind,
-    scenario: Scenario,
-    with_reloads: bool,
+    (kind, scenario, with_reloads): (Kind, Scenario, bool),
+    clients: usize,
     duration: Duration,
     tag: &str,
     progress: &mut Progress,
 ) -> RunResult {
     let mut r = RunResult::new(kind, scenario, with_reloads, duration.as_secs_f64());
+    r.clients = clients;
     if args.no_peers && kind.is_peer() {
         r.status = Status::Skipped;
         r.note = Some("--no-peers".into());
@@ -679,19 +822,29 @@ async fn run_case(
     let mut load = tokio::spawn(load::run(
         target.addr,
         scenario,
-        scenario.clients(),
+        clients,
         duration,
         REQUEST_TIMEOUT,
         live.clone(),
     ));
     let mut signals: Vec<Instant> = Vec::new();
-    let mut next_reload = start + args.reload_every;
+    // think-time: the first reload a second after the clients' ramp-up,
+    // then one a second (--think-reload-every).
+    let (first_reload, reload_every) = if scenario == Scenario::ThinkTime {
+        (
+            load::THINK_RAMP + Duration::from_secs(1),
+            args.think_reload_every,
+        )
+    } else {
+        (args.reload_every, args.reload_every)
+    };
+    let mut next_reload = start + first_reload;
     let mut died = None;
     let outcome = loop {
         let now = Instant::now();
         if with_reloads && now >= next_reload && now < start + duration && died.is_none() {
             signals.push(target.reload());
-            next_reload += args.reload_every;
+            next_reload += reload_every;
             continue;
         }
         if aborted() {
@@ -745,6 +898,13 @@ async fn run_case(
         _ => None,
     };
     fill_load(&mut r, &res);
+    if scenario == Scenario::ThinkTime {
+        let signal_ms: Vec<f64> = signals
+            .iter()
+            .map(|t| t.duration_since(start).as_secs_f64() * 1e3)
+            .collect();
+        r.think = Some(report::think_latency(&res.timeline, &signal_ms));
+    }
     r.signals_sent = signals.len();
     r.reloads_done = analysis.done();
     r.reloads_failed = analysis.failed();
@@ -810,6 +970,7 @@ fn fill_load(r: &mut RunResult, res: &load::LoadResult) {
     r.failed_by_kind = res.by_kind.clone();
     r.failures = res.samples.iter().take(50).cloned().collect();
     r.connects = res.connects;
+    r.idle_closed = res.idle_closed;
     r.rps = res.ok as f64 / r.elapsed_s.max(1e-9);
     if !res.hist.is_empty() {
         let ms = |us: u64| us as f64 / 1e3;
@@ -928,6 +1089,7 @@ async fn run_soak(env: &Env, args: &Args, n: usize, progress: &mut Progress) -> 
     let kind = Kind::Baton {
         workers: args.soak_workers,
         reuseport: false,
+        threads: None,
     };
     let clients = 8;
     let mut s = SoakResult {
@@ -1092,6 +1254,28 @@ fn procs_rss(pid: i32) -> Option<u64> {
 }
 
 // ---- helpers -------------------------------------------------------------
+
+/// Open files the benchmark wants: the think-time scenario's 10,000 client
+/// connections here, as many in the server (two generations' worth during
+/// a reload, and a proxy's backend side), with room to spare.
+const FD_LIMIT: u64 = 65_536;
+
+/// Raises this process's RLIMIT_NOFILE to `want` (the hard limit too when
+/// allowed, i.e. as root), else as far as the hard limit goes. The targets
+/// the benchmark starts inherit it. Returns the soft limit now in force.
+fn raise_fd_limit(want: u64) -> Result<u64> {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE).context("getrlimit(RLIMIT_NOFILE)")?;
+    if soft >= want {
+        return Ok(soft);
+    }
+    if setrlimit(Resource::RLIMIT_NOFILE, want, hard.max(want)).is_ok() {
+        return Ok(want);
+    }
+    setrlimit(Resource::RLIMIT_NOFILE, hard, hard)
+        .with_context(|| format!("setrlimit(RLIMIT_NOFILE, {hard})"))?;
+    Ok(hard)
+}
 
 /// A progress line on stderr: rewritten in place on a terminal, a plain
 /// line every 2 s otherwise (CI logs).

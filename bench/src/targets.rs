@@ -24,23 +24,42 @@ pub const PEER_WORKERS: usize = 2;
 #[serde(tag = "kind", rename_all = "kebab-case")]
 pub enum Kind {
     DemoApp,
-    Baton { workers: usize, reuseport: bool },
+    Baton {
+        workers: usize,
+        reuseport: bool,
+        /// `demo-app --threads N` for its workers (None: demo-app's
+        /// default, one runtime thread per core unless BATON_WORKERS says
+        /// otherwise).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        threads: Option<u16>,
+    },
     ServerStarter,
     Nginx,
     Haproxy,
+    /// HAProxy with `option idle-close-on-response`: on a soft stop it
+    /// closes no idle connection, answers the next request on it with
+    /// `Connection: close`, and closes what stays idle at its keep-alive
+    /// timeout.
+    HaproxyIdleClose,
 }
 
 impl Kind {
     pub fn id(self) -> String {
         match self {
             Kind::DemoApp => "demo-app".into(),
-            Kind::Baton { workers, reuseport } => format!(
-                "baton-w{workers}-{}",
-                if reuseport { "reuseport" } else { "shared" }
+            Kind::Baton {
+                workers,
+                reuseport,
+                threads,
+            } => format!(
+                "baton-w{workers}-{}{}",
+                if reuseport { "reuseport" } else { "shared" },
+                threads.map_or(String::new(), |t| format!("-t{t}"))
             ),
             Kind::ServerStarter => "server-starter".into(),
             Kind::Nginx => "nginx".into(),
             Kind::Haproxy => "haproxy".into(),
+            Kind::HaproxyIdleClose => "haproxy-idle-close".into(),
         }
     }
 
@@ -49,7 +68,10 @@ impl Kind {
     }
 
     pub fn is_peer(self) -> bool {
-        matches!(self, Kind::ServerStarter | Kind::Nginx | Kind::Haproxy)
+        matches!(
+            self,
+            Kind::ServerStarter | Kind::Nginx | Kind::Haproxy | Kind::HaproxyIdleClose
+        )
     }
 
     /// Can it be reloaded (demo-app alone cannot)?
@@ -65,13 +87,13 @@ impl Kind {
             Kind::Nginx => Flavor::Nginx {
                 workers: PEER_WORKERS,
             },
-            Kind::Haproxy => Flavor::Haproxy,
+            Kind::Haproxy | Kind::HaproxyIdleClose => Flavor::Haproxy,
         }
     }
 
     fn reload_signal(self) -> libc::c_int {
         match self {
-            Kind::Haproxy => libc::SIGUSR2,
+            Kind::Haproxy | Kind::HaproxyIdleClose => libc::SIGUSR2,
             _ => libc::SIGHUP,
         }
     }
@@ -87,13 +109,18 @@ impl Kind {
     pub fn command(self, env: &Env) -> String {
         match self {
             Kind::DemoApp => "demo-app --bind 127.0.0.1:PORT".into(),
-            Kind::Baton { workers, reuseport } => format!(
-                "baton --listen 127.0.0.1:0 --workers {workers}{}{} -- demo-app",
+            Kind::Baton {
+                workers,
+                reuseport,
+                threads,
+            } => format!(
+                "baton --listen 127.0.0.1:0 --workers {workers}{}{} -- demo-app{}",
                 if reuseport { " --reuseport" } else { "" },
                 env.baton_args
                     .iter()
                     .map(|a| format!(" {a}"))
-                    .collect::<String>()
+                    .collect::<String>(),
+                threads.map_or(String::new(), |t| format!(" --threads {t}"))
             ),
             Kind::ServerStarter if env.sockets_from => {
                 "start_server --port 127.0.0.1:PORT -- demo-app --sockets-from server-starter"
@@ -104,6 +131,9 @@ impl Kind {
             }
             Kind::Nginx => "nginx -p DIR -c DIR/nginx.conf -e stderr (daemon off)".into(),
             Kind::Haproxy => "haproxy -W -db -f DIR/haproxy.cfg".into(),
+            Kind::HaproxyIdleClose => {
+                "haproxy -W -db -f DIR/haproxy.cfg (with option idle-close-on-response)".into()
+            }
         }
     }
 }
@@ -194,7 +224,7 @@ impl Env {
             Kind::Nginx if self.nginx.is_none() => {
                 Some("nginx not installed (bench/setup.sh)".into())
             }
-            Kind::Haproxy if self.haproxy.is_none() => {
+            Kind::Haproxy | Kind::HaproxyIdleClose if self.haproxy.is_none() => {
                 Some("haproxy not installed (bench/setup.sh)".into())
             }
             _ => None,
@@ -229,7 +259,11 @@ impl Target {
                     None,
                 )
             }
-            Kind::Baton { workers, reuseport } => {
+            Kind::Baton {
+                workers,
+                reuseport,
+                threads,
+            } => {
                 let mut cmd = Command::new(&env.baton);
                 cmd.args(["--listen", "127.0.0.1:0", "--workers", &workers.to_string()]);
                 if reuseport {
@@ -237,6 +271,9 @@ impl Target {
                 }
                 cmd.args(&env.baton_args);
                 cmd.arg("--").arg(&env.demo_app);
+                if let Some(t) = threads {
+                    cmd.args(["--threads", &t.to_string()]);
+                }
                 cmd.env_remove("BATON_LOG");
                 // Its own runtime directory: a baton the benchmark has to
                 // SIGKILL leaves no control socket in /run/baton.
@@ -275,7 +312,7 @@ impl Target {
                     None,
                 )
             }
-            Kind::Nginx | Kind::Haproxy => {
+            Kind::Nginx | Kind::Haproxy | Kind::HaproxyIdleClose => {
                 let bin = match kind {
                     Kind::Nginx => env.nginx.as_ref(),
                     _ => env.haproxy.as_ref(),
@@ -305,10 +342,17 @@ impl Target {
                         .args(["-e", "stderr"]);
                 } else {
                     let conf = dir.path.join("haproxy.cfg");
-                    std::fs::write(&conf, haproxy_conf(port, backend_port))?;
+                    let idle_close = kind == Kind::HaproxyIdleClose;
+                    std::fs::write(&conf, haproxy_conf(port, backend_port, idle_close))?;
                     cmd.args(["-W", "-db", "-f"]).arg(&conf);
                 }
-                let proc = Proc::spawn(&kind.id(), cmd, true)?;
+                // Proc's name picks the start-up line to wait for.
+                let name = if kind == Kind::Nginx {
+                    "nginx"
+                } else {
+                    "haproxy"
+                };
+                let proc = Proc::spawn(name, cmd, true)?;
                 (proc, loopback(port), backend.map(|(p, _)| p), Some(dir))
             }
         };
@@ -530,7 +574,9 @@ fn nginx_conf(dir: &std::path::Path, port: u16, backend: Option<u16>) -> String 
         "daemon off;\nmaster_process on;\nworker_processes {PEER_WORKERS};"
     );
     let _ = writeln!(s, "pid {d}/nginx.pid;\nerror_log stderr notice;");
-    let _ = writeln!(s, "events {{ worker_connections 4096; }}");
+    // 16384 a worker: the think-time scenario holds 10,000 connections
+    // (the benchmark raises RLIMIT_NOFILE, which nginx inherits).
+    let _ = writeln!(s, "events {{ worker_connections 16384; }}");
     let _ = writeln!(s, "http {{\n  access_log off;");
     for t in ["client_body", "proxy", "fastcgi", "uwsgi", "scgi"] {
         let _ = writeln!(s, "  {t}_temp_path {d}/{t}_temp;");
@@ -547,13 +593,19 @@ fn nginx_conf(dir: &std::path::Path, port: u16, backend: Option<u16>) -> String 
     s
 }
 
-fn haproxy_conf(port: u16, backend: Option<u16>) -> String {
+fn haproxy_conf(port: u16, backend: Option<u16>, idle_close: bool) -> String {
     let mut s = String::new();
+    // No maxconn: HAProxy derives it from RLIMIT_NOFILE (which the
+    // benchmark raises), 2 fds per connection; the think-time scenario's
+    // connection count is sized to fit it.
     let _ = writeln!(s, "global\n  master-worker\n  nbthread {PEER_WORKERS}");
     let _ = writeln!(
         s,
         "defaults\n  mode http\n  timeout connect 5s\n  timeout client 30s\n  timeout server 30s"
     );
+    if idle_close {
+        let _ = writeln!(s, "  option idle-close-on-response");
+    }
     let _ = writeln!(s, "frontend bench\n  bind 127.0.0.1:{port}");
     match backend {
         Some(b) => {
@@ -586,9 +638,13 @@ pub fn peer_configs() -> Vec<(String, String)> {
         ),
         (
             "haproxy".into(),
-            haproxy_conf(0, Some(0))
+            haproxy_conf(0, Some(0), false)
                 .replace("bind 127.0.0.1:0", "bind 127.0.0.1:PORT")
                 .replace("app1 127.0.0.1:0", "app1 127.0.0.1:BACKEND"),
+        ),
+        (
+            "haproxy-idle-close".into(),
+            haproxy_conf(0, None, true).replace("bind 127.0.0.1:0", "bind 127.0.0.1:PORT"),
         ),
     ]
 }

@@ -32,6 +32,7 @@ pub async fn serve(args: Args, sources: Vec<Source>, who: Ident) -> i32 {
     );
     let opts = DrainOptions {
         idle_grace: args.idle_grace,
+        close_spread: args.close_spread,
         drain_timeout: args.drain_timeout,
     };
     match server::run(sources, who, opts, shutdown, on_ready).await {

@@ -32,9 +32,29 @@ pub struct Args {
     pub drain_signal: SignalName,
 
     /// While draining, close a connection once it has been idle this long
-    /// (counted from the drain's start or its last response, whichever is later).
-    #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = humantime::parse_duration)]
+    /// plus its share of --close-spread (counted from the drain's start or
+    /// its last response, whichever is later). A connection that carries a
+    /// request before then is closed by the `Connection: close` answer
+    /// instead, which cannot race the client. Keep it at least as long as
+    /// the idle time your clients tolerate (a keep-alive timeout) and,
+    /// with --close-spread, well under the supervisor's drain timeout.
+    #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = humantime::parse_duration)]
     pub idle_grace: Duration,
+
+    /// Spread the closing of idle connections during the drain over this
+    /// window: each connection waits --idle-grace plus a random share of it
+    /// (as HAProxy's close-spread-time), so clients that reconnect at once
+    /// reach the new generation over a window, not in one storm.
+    #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = humantime::parse_duration)]
+    pub close_spread: Duration,
+
+    /// Runtime threads: 1 runs a current-thread runtime. Default: the
+    /// cores divided by $BATON_WORKERS (the number of workers of this
+    /// generation, when the supervisor says it), at least 1; without it,
+    /// one per core. Several workers that each start a thread per core
+    /// only contend for the same cores.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
+    pub threads: Option<u16>,
 
     /// Exit anyway this long after the drain began, cutting what is left.
     #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = humantime::parse_duration)]
@@ -234,7 +254,12 @@ mod tests {
     fn defaults() {
         let args = Args::try_parse_from(["demo-app", "--bind", "127.0.0.1:0"]).unwrap();
         assert_eq!(args.drain_signal, SignalName::TERM);
-        assert_eq!(args.idle_grace, Duration::from_secs(1));
+        assert_eq!(args.idle_grace, Duration::from_secs(5));
+        assert_eq!(args.close_spread, Duration::from_secs(5));
+        assert_eq!(args.threads, None);
+        assert!(Args::try_parse_from(["demo-app", "--threads", "0"]).is_err());
+        let args = Args::try_parse_from(["demo-app", "--threads", "1"]).unwrap();
+        assert_eq!(args.threads, Some(1));
         assert_eq!(args.drain_timeout, Duration::from_secs(30));
         assert_eq!(args.ready_delay, Duration::ZERO);
         assert!(!args.ignore_drain && !args.no_ready);

@@ -46,10 +46,23 @@ fn real_main() -> i32 {
         }
     };
 
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let baton_workers = std::env::var("BATON_WORKERS").ok();
+    let threads = match runtime_threads(args.threads, baton_workers.as_deref(), cores) {
+        Ok(n) => n,
+        Err(e) => {
+            log!("{e}; using one runtime thread per core ({cores})");
+            cores
+        }
+    };
+    let mut builder = if threads == 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        let mut b = tokio::runtime::Builder::new_multi_thread();
+        b.worker_threads(threads);
+        b
+    };
+    let runtime = match builder.enable_all().build() {
         Ok(runtime) => runtime,
         Err(e) => {
             log!(
@@ -64,4 +77,52 @@ fn real_main() -> i32 {
     // runtime; do not wait for them.
     runtime.shutdown_background();
     code
+}
+
+/// How many runtime threads: `--threads` if given; else this worker's
+/// share of the cores when the supervisor says how many workers its
+/// generation has (`BATON_WORKERS`), at least 1; else one per core (tokio's
+/// own default). 1 means a current-thread runtime: with as many workers as
+/// cores, each then runs on one core without cross-thread wake-ups, where a
+/// thread per core in every worker only has them contend.
+fn runtime_threads(
+    flag: Option<u16>,
+    baton_workers: Option<&str>,
+    cores: usize,
+) -> Result<usize, String> {
+    if let Some(n) = flag {
+        return Ok(usize::from(n));
+    }
+    match baton_workers {
+        None => Ok(cores),
+        Some(v) => match v.trim().parse::<usize>() {
+            Ok(workers) if workers > 0 => Ok((cores / workers).max(1)),
+            _ => Err(format!(
+                "BATON_WORKERS={v:?} is not a positive number of workers"
+            )),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::runtime_threads;
+
+    #[test]
+    fn threads_are_the_worker_share_of_the_cores() {
+        // No supervisor hint: one per core.
+        assert_eq!(runtime_threads(None, None, 2), Ok(2));
+        // baton says how many workers share the machine.
+        assert_eq!(runtime_threads(None, Some("1"), 2), Ok(2));
+        assert_eq!(runtime_threads(None, Some("2"), 2), Ok(1));
+        assert_eq!(runtime_threads(None, Some("16"), 2), Ok(1));
+        assert_eq!(runtime_threads(None, Some("2"), 8), Ok(4));
+        assert_eq!(runtime_threads(None, Some("3"), 8), Ok(2));
+        // The flag wins.
+        assert_eq!(runtime_threads(Some(3), Some("2"), 2), Ok(3));
+        assert_eq!(runtime_threads(Some(1), None, 8), Ok(1));
+        // Garbage is reported, not guessed at.
+        assert!(runtime_threads(None, Some("0"), 2).is_err());
+        assert!(runtime_threads(None, Some("two"), 2).is_err());
+    }
 }

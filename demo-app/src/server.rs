@@ -1,6 +1,7 @@
 //! Accept loops, connections, and the drain.
 //!
-//! The drain is built so that no request the kernel accepted is lost:
+//! The drain is built so that no request the kernel accepted is lost, and
+//! no request a client sends on a keep-alive connection either:
 //!
 //! * Stop accepting by dropping the tokio listener: that removes it from our
 //!   epoll set and closes only our fd. The socket lives on in the supervisor
@@ -11,10 +12,30 @@
 //!   connection whose first request is not read yet as idle too. Instead
 //!   every response written after the drain began carries
 //!   `Connection: close` ("lame duck"): hyper closes the connection after
-//!   writing it, and the client reconnects — to the next generation.
-//! * Only a connection that stayed idle for `idle_grace` (counted from the
-//!   drain's start or its last response, whichever is later) is closed by us,
-//!   and only then via `graceful_shutdown`.
+//!   writing it, and the client reconnects — to the next generation. That
+//!   close never races a request: the client reads the header before it
+//!   sends another one.
+//! * An idle connection is closed by us only once it has been idle for
+//!   `idle_grace` plus a random share of `close_spread` (counted from the
+//!   drain's start or its last response, whichever is later), and only then
+//!   via `graceful_shutdown`. Closing an idle connection always races the
+//!   client's next request (it may be on the wire as we close), so we do it
+//!   only after an idle time a client must tolerate anyway: the keep-alive
+//!   timeout servers apply in normal operation (Apache's default is 5 s),
+//!   which every client meets without a reload, and which a pooled client
+//!   (urllib3, browsers) notices before reusing the connection. A client
+//!   that keeps using its connection — any think time shorter than the
+//!   grace — is never closed on while idle: its next request gets the
+//!   `close` answer. This is HAProxy's `option idle-close-on-response`,
+//!   and the spread is its `close-spread-time`: the idle connections of a
+//!   generation are closed over a window, not at one instant, so clients
+//!   that reconnect at once do not hit the new generation as one storm.
+//!   The price: a worker with idle connections lives up to grace + spread
+//!   (10 s by default) after the drain signal, well inside baton's
+//!   `--drain-timeout` (30 s) and our own `drain_timeout`. The old rule (a
+//!   1-s grace, all at once) lost requests: a client whose think time ended
+//!   as the grace expired had its request cut (the benchmark's think-time
+//!   scenario, `tests/idle_keepalive.rs`).
 //!
 //! UDP sockets get an echo loop (`udp.rs`) instead of an accept loop; on
 //! drain it stops reading at once, and counts as drained then.
@@ -44,7 +65,11 @@ use crate::routes::App;
 /// Drain tuning, from the command line.
 #[derive(Clone, Debug)]
 pub struct DrainOptions {
+    /// An idle connection is closed after this long without a request
+    /// (counted from the drain's start or its last response)…
     pub idle_grace: Duration,
+    /// …plus a random share of this, drawn per connection.
+    pub close_spread: Duration,
     pub drain_timeout: Duration,
 }
 
@@ -101,6 +126,7 @@ where
         app: App::new(&who),
         drain: drain.clone(),
         idle_grace: opts.idle_grace,
+        close_spread: opts.close_spread,
     });
 
     let loops: Vec<_> = bound
@@ -262,6 +288,7 @@ struct ConnCtx {
     app: App,
     drain: CancellationToken,
     idle_grace: Duration,
+    close_spread: Duration,
 }
 
 /// Per-connection activity, updated by the service fn, read by the idle
@@ -354,9 +381,10 @@ where
 
     // Errors here are the peer's doing (reset, bad request); hyper already
     // answered what could be answered. Nothing useful to log per connection.
+    let grace = ctx.idle_grace + ctx.close_spread.mul_f64(random_fraction());
     tokio::select! {
         _ = conn.as_mut() => {}
-        () = idle_after_drain(&activity, &ctx.drain, ctx.idle_grace) => {
+        () = idle_after_drain(&activity, &ctx.drain, grace) => {
             // Idle for the whole grace: now graceful_shutdown closes it at
             // once (and would let an in-flight request finish if one had
             // just started).
@@ -366,9 +394,19 @@ where
     }
 }
 
+/// A number in [0, 1), different for every call: std's `RandomState` is
+/// seeded from the OS once per thread and bumps its keys on every `new()`,
+/// which is all the spread needs.
+fn random_fraction() -> f64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(0);
+    (h.finish() >> 11) as f64 / (1u64 << 53) as f64
+}
+
 /// Resolves once the drain has begun and the connection then had no request
-/// in flight for `grace`, counted from the drain's start or the last
-/// response, whichever is later. A just-accepted connection with no request
+/// in flight for `grace` (this connection's share of the spread included),
+/// counted from the drain's start or the last response, whichever is later. A just-accepted connection with no request
 /// yet is covered by the same rule (its "last activity" is the accept), so it
 /// gets the full grace for its first request to arrive.
 async fn idle_after_drain(activity: &Activity, drain: &CancellationToken, grace: Duration) {

@@ -13,6 +13,15 @@
 //!   each time, so about that many requests are always in progress: a drain
 //!   that does not wait for them shows up as resets or EOFs.
 //!
+//! With [`LoadConfig::keepalive_think`] the keep-alive clients behave like
+//! a pooled client with think time (urllib3, a browser): request → think
+//! (a random time in the range) → request on the same connection. Before
+//! reusing a connection such a client notices one the server closed while
+//! it was idle and opens a new one: that is a reconnect
+//! ([`Report::idle_closed`]), not a failure. A connection that ends after
+//! the request was written is a failure, as always: that is the idle-close
+//! race.
+//!
 //! Every request is accounted for: ok (200 with a well-formed body), or an
 //! error counted by kind ([`ErrorKind`], `status-NNN`). Clients stop when
 //! [`Load::stop`] is called, at the hard time bound, or after a maximum
@@ -50,6 +59,11 @@ pub struct LoadConfig {
     pub hard_limit: Duration,
     /// A request not complete after this long counts as a timeout.
     pub request_timeout: Duration,
+    /// Keep-alive clients think between requests, a uniformly random time
+    /// in `min..max`, and reconnect (not a failure) when the server closed
+    /// their connection while they were idle. `None`: back to back, and
+    /// such a close is a failure (`closed-before-send`).
+    pub keepalive_think: Option<(Duration, Duration)>,
 }
 
 impl Default for LoadConfig {
@@ -63,6 +77,7 @@ impl Default for LoadConfig {
             max_requests_per_client: 1_000_000,
             hard_limit: Duration::from_secs(60),
             request_timeout: Duration::from_secs(10),
+            keepalive_think: None,
         }
     }
 }
@@ -125,6 +140,9 @@ pub struct Report {
     pub by_mode: BTreeMap<Mode, ModeStats>,
     /// Connections opened by the keep-alive clients (first ones included).
     pub keepalive_connects: u64,
+    /// Think-time mode: connections the server closed while the client was
+    /// idle, noticed before reuse (reconnected, not failures).
+    pub idle_closed: u64,
     pub elapsed: Duration,
 }
 
@@ -174,8 +192,8 @@ impl fmt::Display for Report {
         }
         writeln!(
             f,
-            "  keep-alive connections opened: {}",
-            self.keepalive_connects
+            "  keep-alive connections opened: {} (closed by the server while idle: {})",
+            self.keepalive_connects, self.idle_closed
         )?;
         writeln!(
             f,
@@ -219,6 +237,7 @@ struct Tally {
     pids: BTreeMap<i32, u64>,
     max_latency: Duration,
     connects: u64,
+    idle_closed: u64,
 }
 
 /// A running load. Dropping it without [`Load::finish`] stops the clients
@@ -351,6 +370,7 @@ impl Load {
             }
             if mode == Mode::KeepAlive {
                 report.keepalive_connects += tally.connects;
+                report.idle_closed += tally.idle_closed;
             }
         }
         let mut first = self.first_errors();
@@ -393,6 +413,9 @@ async fn client(
     let mut tally = Tally::default();
     tokio::time::sleep(delay).await;
     let mut conn = Conn::new(addr);
+    let think = config.keepalive_think.filter(|_| mode == Mode::KeepAlive);
+    // A small xorshift per client: think times need no quality, only spread.
+    let mut rng = 0x9E37_79B9_7F4A_7C15_u64 ^ ((id as u64 + 1) << 17) ^ std::process::id() as u64;
     let path = match mode {
         Mode::InFlight => config.inflight_path.as_str(),
         Mode::KeepAlive | Mode::NewConn => "/",
@@ -404,6 +427,18 @@ async fn client(
         let start = Instant::now();
         let result = tokio::time::timeout(config.request_timeout, async {
             match mode {
+                Mode::KeepAlive if think.is_some() => {
+                    // A pooled client: a connection found closed before
+                    // reuse is replaced, and the request goes on a new one.
+                    match conn.get(path).await {
+                        Err(e) if e.kind == ErrorKind::ClosedBeforeSend => {
+                            tally.idle_closed += 1;
+                            conn.reset();
+                            conn.get(path).await
+                        }
+                        other => other,
+                    }
+                }
                 Mode::KeepAlive => conn.get(path).await,
                 Mode::NewConn | Mode::InFlight => request(addr, path, true).await,
             }
@@ -439,6 +474,19 @@ async fn client(
             Ok(()) => {
                 tally.ok += 1;
                 shared.ok.fetch_add(1, Ordering::Relaxed);
+                if let Some((min, max)) = think {
+                    rng ^= rng << 13;
+                    rng ^= rng >> 7;
+                    rng ^= rng << 17;
+                    let frac = (rng >> 11) as f64 / (1u64 << 53) as f64;
+                    let pause = min + max.saturating_sub(min).mul_f64(frac);
+                    // Bounded like everything else: no think past the stop.
+                    let stop_at = tokio::time::Instant::from_std(shared.deadline);
+                    tokio::select! {
+                        () = tokio::time::sleep(pause) => {}
+                        () = tokio::time::sleep_until(stop_at) => {}
+                    }
+                }
             }
             Err((kind, detail)) => {
                 shared.errors.fetch_add(1, Ordering::Relaxed);
