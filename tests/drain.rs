@@ -275,6 +275,7 @@ fn a_burst_of_reloads_with_default_flags_cuts_no_in_flight_request() {
             max_requests_per_client: 100_000,
             hard_limit: Duration::from_secs(120),
             request_timeout: Duration::from_secs(20),
+            ..LoadConfig::default()
         },
     );
     wait_until(
