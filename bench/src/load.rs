@@ -54,6 +54,11 @@ pub const THINK_MIN: Duration = Duration::from_millis(500);
 pub const THINK_MAX: Duration = Duration::from_millis(1500);
 /// …its clients open their first connection spread over this long.
 pub const THINK_RAMP: Duration = Duration::from_secs(1);
+/// …and nothing before this counts as steady, nor gets a reload: 9,500
+/// first connections over one second took their server (demo-app under
+/// baton) until about 3.3 s to settle, latencies of hundreds of ms that
+/// are start-up, not reload.
+pub const THINK_SETTLE: Duration = Duration::from_millis(3500);
 
 impl Scenario {
     /// The matrix's scenarios (every target, with and without reloads);

@@ -110,7 +110,7 @@ struct Args {
     think_duration: Option<Duration>,
 
     /// Time between reloads in the think-time runs with reloads (the first
-    /// 1 s after the clients' ramp-up).
+    /// 3.5 s in, once the clients' ramp-up has settled).
     #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = humantime::parse_duration)]
     think_reload_every: Duration,
 
@@ -828,13 +828,10 @@ async fn run_case(
         live.clone(),
     ));
     let mut signals: Vec<Instant> = Vec::new();
-    // think-time: the first reload a second after the clients' ramp-up,
-    // then one a second (--think-reload-every).
+    // think-time: the first reload once the clients' ramp-up has
+    // settled, then one a second (--think-reload-every).
     let (first_reload, reload_every) = if scenario == Scenario::ThinkTime {
-        (
-            load::THINK_RAMP + Duration::from_secs(1),
-            args.think_reload_every,
-        )
+        (load::THINK_SETTLE, args.think_reload_every)
     } else {
         (args.reload_every, args.reload_every)
     };
@@ -904,6 +901,9 @@ async fn run_case(
             .map(|t| t.duration_since(start).as_secs_f64() * 1e3)
             .collect();
         r.think = Some(report::think_latency(&res.timeline, &signal_ms));
+        if let Some(dir) = &args.logs {
+            write_timeline(dir, &r.label(), &res.timeline, &signal_ms);
+        }
     }
     r.signals_sent = signals.len();
     r.reloads_done = analysis.done();
@@ -1068,6 +1068,25 @@ async fn run_idle(
         );
     }
     r
+}
+
+/// `--logs`, think-time: every successful request (when it began, ms from
+/// the start of the load; its latency, µs) and the reload signals, as CSV.
+fn write_timeline(dir: &Path, label: &str, timeline: &[load::Sample], signal_ms: &[f64]) {
+    use std::fmt::Write as _;
+    let name: String = label
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+        .collect();
+    let mut text = String::from("begun_ms,latency_us\n");
+    for s in timeline {
+        let _ = writeln!(text, "{},{}", s.begun_ms, s.latency_us);
+    }
+    for sig in signal_ms {
+        let _ = writeln!(text, "{sig:.0},reload-signal");
+    }
+    let _ = std::fs::create_dir_all(dir);
+    let _ = std::fs::write(dir.join(format!("{name}.timeline.csv")), text);
 }
 
 /// `--logs`: one file per run.

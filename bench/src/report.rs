@@ -6,7 +6,7 @@ use std::fmt::Write as _;
 
 use serde::{Deserialize, Serialize};
 
-use crate::load::{new_histogram, FailureRecord, Sample, Scenario, THINK_RAMP};
+use crate::load::{new_histogram, FailureRecord, Sample, Scenario, THINK_SETTLE};
 use crate::reloads::Summary;
 use crate::startup::Startup;
 use crate::targets::{Env, Kind};
@@ -83,8 +83,8 @@ pub struct RunResult {
 /// signal, against those begun at steady state.
 #[derive(Clone, Copy, Debug, Default, Serialize, Deserialize)]
 pub struct ThinkLatency {
-    /// This run, after the clients' ramp-up (+0.5 s) and outside the
-    /// second after any reload.
+    /// This run, after the clients' ramp-up has settled (THINK_SETTLE)
+    /// and outside the second after any reload.
     pub steady_requests: u64,
     pub steady_p99_ms: Option<f64>,
     /// This run, begun within 1 s after a reload signal.
@@ -107,7 +107,7 @@ impl ThinkLatency {
 /// within 1 s after a reload signal (`signal_ms`, ms from the start of the
 /// load), or steady (after the ramp-up, outside every such second).
 pub fn think_latency(timeline: &[Sample], signal_ms: &[f64]) -> ThinkLatency {
-    let ramp_end = (THINK_RAMP.as_secs_f64() * 1e3 + 500.0) as u32;
+    let ramp_end = THINK_SETTLE.as_millis() as u32;
     let mut steady = new_histogram();
     let mut after = new_histogram();
     for s in timeline {
@@ -1425,10 +1425,9 @@ pub fn markdown(report: &Report, peer_configs: &[(String, String)]) -> String {
              client is a pooled one: before reusing a connection it peeks (non-blocking) whether the \
              server closed it while it was idle, and if so opens a new one (`idle-closed`: a \
              reconnect, not a failure, as urllib3 and browsers do); a connection that ends after the \
-             request was written is a failure. With reloads: the first 2 s in, then one every {} ms. \
+             request was written is a failure. With reloads: the first 3.5 s in (once the ramp-up has settled), then one every {} ms. \
              `p99 after reload` is of the requests begun within 1 s after a reload signal; `p99 \
-             steady` of the others after the ramp-up (in a run with reloads, only the second before \
-             the first); `× steady` is `p99 after reload` over the steady p99 of the same target's run \
+             steady` of the others from 3.5 s on (in a run with reloads, none: a reload every second); `× steady` is `p99 after reload` over the steady p99 of the same target's run \
              without reloads. The benchmark raises its RLIMIT_NOFILE (inherited by the targets) to \
              65,536 or as far as the hard limit allows ({} here); HAProxy needs 2 fds per connection \
              from it, so with less than about 21,000 the scenario uses fewer than 10,000 connections.\n",
@@ -1474,9 +1473,14 @@ pub fn markdown(report: &Report, peer_configs: &[(String, String)]) -> String {
         let _ = writeln!(
             o,
             "For the throughput goals: baton with one worker (shared and `--reuseport`, without \
-             and with reloads), each run right next to a demo-app-alone run of its own under the \
-             same load, the pair's order alternating; {pairs} pairs, {} s a run. `vs demo-app` is \
-             against the pair's demo-app run; the goals hold the median over each target's pairs.\n",
+             and with reloads), and with as many workers as cores ({} here: `baton-w{}-shared` with \
+             demo-app's default runtime, a thread per core in every worker, and `-t1` with \
+             `demo-app --threads 1`, each worker's share of the cores, what `BATON_WORKERS` gives \
+             it), each run right next to a demo-app-alone run of its own under the same load, the \
+             pair's order alternating; {pairs} pairs, {} s a run. `vs demo-app` is against the \
+             pair's demo-app run; the goals hold the median over each target's pairs.\n",
+            report.machine.cpus,
+            report.machine.cpus,
             report.paired.first().map_or(0.0, |r| r.planned_s)
         );
         let mut headers = vec!["pair"];
@@ -1650,11 +1654,12 @@ pub fn markdown(report: &Report, peer_configs: &[(String, String)]) -> String {
     let _ = writeln!(
         o,
         "- Targets, same load: `demo-app` alone (no supervisor, no reloads: the baseline for \
-         `vs demo-app`, against the demo-app run under the same load nearest in time); baton with 1, 4 and 16 workers, shared socket and `--reuseport`; \
-         Server::Starter, nginx and HAProxy. Commands:"
+         `vs demo-app`, against the demo-app run under the same load nearest in time); baton with 1, 4 and 16 workers, shared socket and `--reuseport` \
+         (and, in the paired runs, as many workers as cores); Server::Starter, nginx and HAProxy (in the think-time scenario also with \
+         `option idle-close-on-response`). Commands:"
     );
     let mut seen = Vec::new();
-    for r in &report.runs {
+    for r in report.runs.iter().chain(&report.paired) {
         if !seen.contains(&r.target) {
             seen.push(r.target.clone());
             let _ = writeln!(o, "  - {}: `{}`", r.target, r.config.command(&report.env));
@@ -1692,7 +1697,9 @@ pub fn markdown(report: &Report, peer_configs: &[(String, String)]) -> String {
          scenario measures whether their reload cuts proxied in-flight requests). nginx: \
          worker_processes {n}, reload by SIGHUP to the master (what `nginx -s reload` sends); HAProxy: \
          master-worker, nbthread {n}, reload by SIGUSR2 to the master, default options \
-         (no `option idle-close-on-response`).",
+         (no `option idle-close-on-response`); `haproxy-idle-close` (think-time scenario only) \
+         adds `option idle-close-on-response`. nginx's worker_connections is 16384 and HAProxy's \
+         maxconn follows RLIMIT_NOFILE, for the think-time scenario's connections.",
         n = crate::targets::PEER_WORKERS
     );
     if !report.env.sockets_from {
@@ -1739,13 +1746,13 @@ mod tests {
         };
         let timeline = vec![
             sample(100, 50_000), // ramp-up: neither
-            sample(1600, 1_000), // steady
-            sample(1700, 1_000), // steady
-            sample(2000, 9_000), // at the signal: after
-            sample(2999, 8_000), // still within its second: after
-            sample(3000, 1_000), // the second is over: steady
+            sample(3600, 1_000), // steady
+            sample(3700, 1_000), // steady
+            sample(4000, 9_000), // at the signal: after
+            sample(4999, 8_000), // still within its second: after
+            sample(5000, 1_000), // the second is over: steady
         ];
-        let t = think_latency(&timeline, &[2000.0]);
+        let t = think_latency(&timeline, &[4000.0]);
         assert_eq!(t.steady_requests, 3);
         assert_eq!(t.after_reload_requests, 2);
         assert!((t.steady_p99_ms.unwrap() - 1.0).abs() < 0.01);
