@@ -84,12 +84,10 @@ struct Args {
     #[arg(long, value_name = "ARG", allow_hyphen_values = true)]
     baton_arg: Vec<String>,
 
-    /// baton's --max-draining for every run. The in-flight scenario keeps
-    /// about 2 s / 500 ms + 1 = 5 generations draining at once; baton's own
-    /// default (2) SIGKILLs the oldest of them by design (it bounds pile-ups
-    /// of long-lived connections) and so cuts their requests. 0 leaves
-    /// baton's default, to see that.
-    #[arg(long, value_name = "N", default_value = "8")]
+    /// baton's --max-draining for every run; 0 (the default) leaves baton's
+    /// own (8, which holds a reload rather than cut a draining generation:
+    /// the in-flight scenario keeps about 2 s / 500 ms + 1 = 5 draining).
+    #[arg(long, value_name = "N", default_value = "0")]
     max_draining: usize,
 
     /// Rounds of paired throughput runs that decide the throughput goals:

@@ -1314,7 +1314,9 @@ pub fn markdown(report: &Report, peer_configs: &[(String, String)]) -> String {
         o,
         "- **baton's extra arguments:** {}",
         if report.env.baton_args.is_empty() {
-            "none (baton's defaults, `--max-draining 2` included)".to_string()
+            "none (baton's defaults: `--max-draining 8`, which holds a reload rather than \
+             cut a draining generation, and `--settle 2s`, which HUP→ready includes)"
+                .to_string()
         } else {
             format!(
                 "`{}`{}",
@@ -1326,9 +1328,7 @@ pub fn markdown(report: &Report, peer_configs: &[(String, String)]) -> String {
                     .any(|a| a.starts_with("--max-draining"))
                 {
                     ". The in-flight scenario keeps about 5 generations draining (2 s requests, a \
-                     reload every 500 ms); with baton's default `--max-draining 2` the oldest are \
-                     SIGKILLed by design and most in-flight requests are cut (run the tool with \
-                     `--max-draining 0` to see it)"
+                     reload every 500 ms)"
                 } else {
                     ""
                 }
