@@ -583,14 +583,24 @@ async fn real_main(args: Args) -> Result<u8> {
     }
     report::fill_paired_ratios(&mut paired);
 
-    // Idle reloads.
+    // Idle reloads. They measure what baton adds to the app's start-up:
+    // without the settle window, a wait baton makes on purpose (2 s by
+    // default) that the loaded scenarios above include.
+    let mut idle_env = env.clone();
+    if !idle_env
+        .baton_args
+        .iter()
+        .any(|a| a.starts_with("--settle"))
+    {
+        idle_env.baton_args.push("--settle=0s".to_string());
+    }
     let mut idle = Vec::new();
     for &kind in &plan.idle {
         if aborted() {
             break;
         }
         let r = run_idle(
-            &env,
+            &idle_env,
             kind,
             plan.idle_reloads,
             args.logs.as_deref(),

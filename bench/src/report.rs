@@ -599,7 +599,7 @@ pub fn evaluate(report: &Report) -> Vec<Goal> {
             ));
         }
         goals.push(Goal {
-            goal: "HUP → new generation ready within 50 ms of demo-app's own start-up time (idle reloads, p50 and p99, against as many demo-apps started at once as baton has workers)".into(),
+            goal: "HUP → new generation ready within 50 ms of demo-app's own start-up time (idle reloads with --settle 0s, p50 and p99, against as many demo-apps started at once as baton has workers)".into(),
             verdict: verdict_of(&verdicts),
             detail,
         });
