@@ -47,6 +47,20 @@ impl Deploy {
     fn write(&self, body: &str) {
         baton_e2e::write_script(&self.app, body);
     }
+
+    /// The control socket of [`Deploy::baton`].
+    fn control(&self) -> PathBuf {
+        self.dir.join("control.sock")
+    }
+
+    /// `baton --listen 127.0.0.1:0 EXTRA… --control DIR/control.sock -- app`.
+    fn baton(&self, extra: &[&str]) -> Baton {
+        let control = self.control();
+        let mut args = vec!["--listen", "127.0.0.1:0"];
+        args.extend_from_slice(extra);
+        args.extend_from_slice(&["--control", control.to_str().unwrap(), "--", self.app()]);
+        Baton::start(&args)
+    }
 }
 
 /// The generation that answers a fresh `GET /`.
@@ -337,19 +351,8 @@ fn baton_sigkilled_takes_its_workers_with_it() {
 fn failed_generations_count_toward_max_draining() {
     let deploy = Deploy::new();
     deploy.good("");
-    let control = deploy.dir.join("control.sock");
-    let baton = Baton::start(&[
-        "--listen",
-        "127.0.0.1:0",
-        "--ready-timeout",
-        "300ms",
-        "--drain-timeout",
-        "120s",
-        "--control",
-        control.to_str().unwrap(),
-        "--",
-        deploy.app(),
-    ]);
+    let control = deploy.control();
+    let baton = deploy.baton(&["--ready-timeout", "300ms", "--drain-timeout", "120s"]);
     baton.wait_log("generation serving generation=1", LONG);
     deploy.write("trap '' TERM\nexec sleep 1000");
     for failed in 1..=8 {
@@ -389,15 +392,8 @@ fn failed_generations_count_toward_max_draining() {
 fn a_worker_that_closed_its_inherited_socket_is_not_ready() {
     let deploy = Deploy::new();
     deploy.good("");
-    let control = deploy.dir.join("control.sock");
-    let baton = Baton::start(&[
-        "--listen",
-        "127.0.0.1:0",
-        "--control",
-        control.to_str().unwrap(),
-        "--",
-        deploy.app(),
-    ]);
+    let control = deploy.control();
+    let baton = deploy.baton(&[]);
     baton.wait_log("generation serving generation=1", LONG);
     let addr = baton.addr();
     deploy.write(
@@ -436,15 +432,8 @@ fn a_reload_queued_behind_a_failing_first_generation_gets_the_cause() {
         "while [ ! -e '{}' ]; do sleep 0.01; done\nexit 3",
         gate.display()
     ));
-    let control = deploy.dir.join("control.sock");
-    let mut baton = Baton::start(&[
-        "--listen",
-        "127.0.0.1:0",
-        "--control",
-        control.to_str().unwrap(),
-        "--",
-        deploy.app(),
-    ]);
+    let control = deploy.control();
+    let mut baton = deploy.baton(&[]);
     baton.wait_log("control socket", LONG);
     let reload = std::thread::spawn({
         let control = control.clone();
@@ -495,17 +484,8 @@ fn a_draining_worker_that_exits_with_an_error_is_a_warning() {
 fn a_generation_that_dies_within_the_settle_time_is_rolled_back() {
     let deploy = Deploy::new();
     deploy.good("");
-    let control = deploy.dir.join("control.sock");
-    let baton = Baton::start(&[
-        "--listen",
-        "127.0.0.1:0",
-        "--workers",
-        "2",
-        "--control",
-        control.to_str().unwrap(),
-        "--",
-        deploy.app(),
-    ]);
+    let control = deploy.control();
+    let baton = deploy.baton(&["--workers", "2"]);
     baton.wait_log("generation serving generation=1", LONG);
     let addr = baton.addr();
     let rt = baton_e2e::runtime();
@@ -547,17 +527,8 @@ fn a_generation_that_dies_within_the_settle_time_is_rolled_back() {
 fn a_settling_generation_shows_in_status_and_then_serves() {
     let deploy = Deploy::new();
     deploy.good("");
-    let control = deploy.dir.join("control.sock");
-    let baton = Baton::start(&[
-        "--listen",
-        "127.0.0.1:0",
-        "--settle",
-        "3s",
-        "--control",
-        control.to_str().unwrap(),
-        "--",
-        deploy.app(),
-    ]);
+    let control = deploy.control();
+    let baton = deploy.baton(&["--settle", "3s"]);
     baton.wait_log("generation serving generation=1", LONG);
     baton.hup();
     baton.wait_log("generation ready, settling generation=2", LONG);
