@@ -153,7 +153,9 @@ pub struct Cli {
 }
 
 /// What makes a worker ready (`--ready-when`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize,
+)]
 pub enum ReadyWhen {
     /// `READY=1` on `NOTIFY_SOCKET` (or `--ready-after`).
     Notify,

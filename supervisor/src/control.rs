@@ -444,8 +444,8 @@ async fn send(write: &mut tokio::net::unix::OwnedWriteHalf, reply: &Reply) -> io
 }
 
 /// The answer to `baton reload`: what the reload that covers it did.
-impl From<crate::reload::Outcome> for Reply {
-    fn from(o: crate::reload::Outcome) -> Reply {
+impl From<crate::core::Outcome> for Reply {
+    fn from(o: crate::core::Outcome) -> Reply {
         Reply {
             ok: o.ok,
             error: o.cause,

@@ -27,16 +27,16 @@ pub mod cgroup;
 pub mod client;
 pub mod config;
 pub mod control;
+pub mod core;
 pub mod error;
-pub mod generation;
 pub mod listeners;
 pub mod notify;
 pub mod process;
-pub mod reload;
 pub mod sockfile;
 pub mod spawn;
 pub mod status;
 pub mod supervisor;
+pub mod systemd;
 pub mod usage;
 pub mod user;
 

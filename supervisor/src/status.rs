@@ -4,45 +4,41 @@
 //! only ever added to.
 
 use std::fmt::Write as _;
-use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 
-use crate::generation::{GenState, Generation, WorkerState};
+use crate::core::{Core, GenState, Mono};
 use crate::listeners::Listener;
-use crate::reload::Reloads;
 
-/// What `collect` reports about baton itself.
+/// What `collect` needs besides the core's state and the listeners.
 pub struct Baton<'a> {
-    pub max_draining: usize,
-    pub stopping: bool,
-    pub started: Instant,
+    pub now: Mono,
     /// Its cgroup subtree (containment on).
     pub cgroup: Option<&'a std::path::Path>,
+    /// Processes in a generation's cgroup (containment on).
+    pub processes: &'a dyn Fn(u64) -> Option<usize>,
 }
 
-/// Snapshot the supervisor's state; `workers` is the count the next reload
-/// uses.
-pub fn collect(
-    generations: &[Generation],
-    listeners: &[Listener],
-    workers: usize,
-    reloads: &Reloads,
-    baton: Baton<'_>,
-) -> Status {
+/// Snapshot the supervisor's state.
+pub fn collect(core: &Core, listeners: &[Listener], baton: Baton<'_>) -> Status {
     let Baton {
-        max_draining,
-        stopping,
-        started,
+        now,
         cgroup,
+        processes,
     } = baton;
-    let now = Instant::now();
+    let workers = core.workers;
+    let reloads = &core.reloads;
     let ms = |d: std::time::Duration| d.as_millis() as u64;
     Status {
         pid: std::process::id(),
         version: env!("CARGO_PKG_VERSION").to_string(),
-        uptime_ms: ms(now.duration_since(started)),
-        state: if stopping { "stopping" } else { "running" }.to_string(),
+        uptime_ms: ms(now.since(core.started)),
+        state: if core.stopping() {
+            "stopping"
+        } else {
+            "running"
+        }
+        .to_string(),
         workers,
         cgroup: cgroup.map(|p| p.display().to_string()),
         listeners: listeners
@@ -64,37 +60,32 @@ pub fn collect(
                 queued: l.queue_lengths().into_iter().flatten().collect(),
             })
             .collect(),
-        generations: generations
+        generations: core
+            .generations
             .iter()
             .rev()
             .map(|g| GenerationStatus {
                 generation: g.id,
                 worker_count: g.count,
-                state: g.state().name().to_string(),
-                state_age_ms: ms(now.duration_since(g.changed)),
-                deadline_in_ms: match g.state() {
+                state: g.state.name().to_string(),
+                state_age_ms: ms(now.since(g.changed)),
+                deadline_in_ms: match g.state {
                     GenState::Draining { deadline }
                     | GenState::Failed { deadline }
                     | GenState::Settling {
                         until: deadline, ..
-                    } => Some(ms(deadline.saturating_duration_since(now))),
+                    } => Some(ms(deadline.since(now))),
                     _ => None,
                 },
-                processes: g.cgroup.as_ref().map(|c| c.process_count()),
+                processes: processes(g.id),
                 workers: g
                     .workers
                     .iter()
                     .map(|w| WorkerStatus {
                         slot: w.slot,
-                        pid: w.pid.map(|p| p.as_raw()),
-                        state: match w.state {
-                            WorkerState::Starting { .. } => "starting",
-                            WorkerState::Ready { .. } => "ready",
-                            WorkerState::Draining => "draining",
-                            WorkerState::Backoff { .. } => "backoff",
-                        }
-                        .to_string(),
-                        uptime_ms: ms(now.duration_since(w.started)),
+                        pid: w.pid,
+                        state: w.state.name().to_string(),
+                        uptime_ms: ms(now.since(w.started)),
                         restarts: w.restarts,
                         socket_slots: slots_of(listeners, w.slot, g.count),
                     })
@@ -103,16 +94,16 @@ pub fn collect(
             .collect(),
         reload_queued: reloads.is_queued(),
         reload_held: reloads.held().map(|(since, draining)| HeldStatus {
-            for_ms: ms(now.duration_since(since)),
+            for_ms: ms(now.since(since)),
             draining,
-            max_draining,
+            max_draining: core.settings.max_draining,
         }),
         last_reload: reloads.last.as_ref().map(|r| ReloadStatus {
             generation: r.generation,
             ok: r.ok,
             cause: r.cause.clone(),
             took_ms: ms(r.took),
-            ago_ms: ms(now.duration_since(r.at)),
+            ago_ms: ms(now.since(r.at)),
         }),
     }
 }

@@ -16,7 +16,8 @@ use baton::config::{
 };
 use baton::control::{socket_name, Request};
 use baton::listeners::{parse_listen_env, MAX_LISTEN_FDS};
-use baton::notify::{notify_addr, watchdog_period, Message, MIN_WATCHDOG_PERIOD};
+use baton::notify::Message;
+use baton::systemd::{notify_addr, watchdog_period, MIN_WATCHDOG_PERIOD};
 use proptest::prelude::*;
 
 fn corpus(kind: &str) -> Vec<Vec<u8>> {

@@ -19,19 +19,18 @@
 //! lengths in `baton status`): no worker can be singled out.
 //!
 //! Opt-in, `--worker-watchdog D` catches a hung worker in any mode: a ready
-//! worker that sent no `WATCHDOG=1` for D is replaced.
+//! worker that sent no `WATCHDOG=1` for D is replaced (that check is the
+//! core's: it needs no look at the kernel).
 //!
-//! Replacing is SIGKILL: the serving generation respawns the slot, and the
+//! What is found here becomes `Event::WorkerStuck`; replacing is SIGKILL: the serving generation respawns the slot, and the
 //! replacement accepts what queued on the socket (nothing is reset: the
 //! socket belongs to baton and lives on).
 
-use std::time::Instant;
-
-use nix::sys::signal::Signal;
+use nix::unistd::Pid;
 use tracing::warn;
 
-use super::state::Supervisor;
-use crate::generation::WorkerState;
+use super::shell::Shell;
+use crate::core::{Core, WorkerState};
 use crate::process;
 
 /// Checks (one a second) a non-empty accept queue may go without shrinking
@@ -72,33 +71,15 @@ impl QueueWatch {
     }
 }
 
-impl Supervisor {
-    pub(super) fn check_liveness(&mut self, now: Instant) {
-        if self.stop.is_some() {
-            return;
-        }
-        let Some(si) = self.serving() else {
-            return;
+impl Shell {
+    /// Serving workers that accept nothing, with why (the core replaces
+    /// them: see `Event::WorkerStuck`). `--worker-watchdog` is the core's
+    /// own (it needs no look at the kernel).
+    pub(super) fn stuck_workers(&mut self, core: &Core) -> Vec<(i32, String)> {
+        let Some(gen) = core.serving().map(|si| &core.generations[si]) else {
+            return Vec::new();
         };
-        let mut replace: Vec<(usize, String)> = Vec::new();
-        if let Some(period) = self.config.worker_watchdog {
-            for (wi, w) in self.generations[si].workers.iter().enumerate() {
-                let WorkerState::Ready { since } = w.state else {
-                    continue;
-                };
-                let last = w.last_ping.unwrap_or(since).max(since);
-                if now.duration_since(last) > period {
-                    replace.push((
-                        wi,
-                        format!(
-                            "sent no WATCHDOG=1 for {} (--worker-watchdog)",
-                            humantime::format_duration(period)
-                        ),
-                    ));
-                }
-            }
-        }
-        let gen = &self.generations[si];
+        let mut stuck: Vec<(i32, String)> = Vec::new();
         for (li, l) in self.listeners.iter().enumerate() {
             for (j, len) in l.queue_lengths().into_iter().enumerate() {
                 let Some(len) = len else { continue };
@@ -124,16 +105,17 @@ impl Supervisor {
                     continue;
                 }
                 let inode = l.inode(j).ok();
-                for (wi, w) in gen.workers.iter().enumerate() {
+                for w in &gen.workers {
                     let (WorkerState::Ready { .. }, Some(pid)) = (w.state, w.pid) else {
                         continue;
                     };
                     if !l.slots_for(w.slot, gen.count).contains(&j) {
                         continue;
                     }
-                    let why = if process::is_stopped(pid) {
+                    let p = Pid::from_raw(pid);
+                    let why = if process::is_stopped(p) {
                         Some("is stopped (SIGSTOP or a debugger)".to_string())
-                    } else if inode.and_then(|i| process::holds_socket(pid, i)) == Some(false) {
+                    } else if inode.and_then(|i| process::holds_socket(p, i)) == Some(false) {
                         Some("closed its listening socket but runs on".to_string())
                     } else if checks >= STALL_CHECKS {
                         Some(format!("accepted nothing for {checks}s"))
@@ -141,8 +123,8 @@ impl Supervisor {
                         None
                     };
                     if let Some(why) = why {
-                        replace.push((
-                            wi,
+                        stuck.push((
+                            pid,
                             format!(
                                 "{why} while {len} connections wait on socket {j} of {}",
                                 l.local
@@ -153,24 +135,9 @@ impl Supervisor {
                 }
             }
         }
-        replace.sort_by_key(|(wi, _)| *wi);
-        replace.dedup_by_key(|(wi, _)| *wi);
-        let group = self.config.signal_group;
-        let gen = &mut self.generations[si];
-        for (wi, why) in replace {
-            let w = &mut gen.workers[wi];
-            warn!(
-                generation = gen.id,
-                slot = w.slot,
-                pid = w.pid.map_or(0, |p| p.as_raw()),
-                cause = %why,
-                "worker stuck: replacing it"
-            );
-            // Its exit respawns the slot (the serving generation's rule);
-            // until it is reaped, the watchdog does not count it again.
-            w.signal(Signal::SIGKILL, group);
-            w.last_ping = Some(now);
-        }
+        stuck.sort_by_key(|(pid, _)| *pid);
+        stuck.dedup_by_key(|(pid, _)| *pid);
+        stuck
     }
 }
 

@@ -1,6 +1,8 @@
-//! The event loop: one `select!` over signals, child exits, notify messages
-//! and the nearest deadline. Signal handlers only turn signals into events;
-//! every state transition happens in a method of `Supervisor`, which logs it.
+//! The event loop: one `select!` over signals, child exits, notify messages,
+//! control requests and the nearest deadline. Each becomes an
+//! [`Event`] for the core ([`crate::core`]), which makes every state
+//! transition (and logs it); the shell ([`shell`]) performs the actions it
+//! returns.
 //!
 //! The loop runs on a current-thread runtime on the main thread, so baton is
 //! single-threaded: `fork` is safe (see spawn.rs), PR_SET_PDEATHSIG is tied to
@@ -8,12 +10,14 @@
 //! not race anything (baton uses no `tokio::process`).
 //!
 //! - this file: set-up and the loop;
-//! - [`state`]: the `Supervisor` struct, spawning and every transition;
-//! - [`events`]: what each event does.
+//! - [`shell`]: the actions done (spawn, signal, reap, `/proc`, cgroups,
+//!   systemd, control replies);
+//! - [`liveness`]: serving workers that accept nothing, from the kernel's
+//!   accept queues.
 
 use std::os::fd::OwnedFd;
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::mpsc;
@@ -22,17 +26,18 @@ use tracing::{info, warn};
 use crate::cgroup::Containment;
 use crate::config::Config;
 use crate::control::{self, Command, ControlSocket};
+use crate::core::{Core, Event, Settings};
 use crate::error::{ConfigError, Error};
 use crate::listeners::{self, BindOptions, Listener};
-use crate::notify::{Manager, NotifySocket};
-use crate::reload::Reloads;
+use crate::notify::NotifySocket;
 use crate::spawn::{self};
+use crate::systemd::Manager;
 
-mod events;
 mod liveness;
-mod state;
+mod shell;
 
-use state::Supervisor;
+pub use shell::now;
+use shell::Shell;
 
 /// How often baton checks what no event reports (a listener shut down).
 const CHECK_EVERY: Duration = Duration::from_secs(1);
@@ -128,92 +133,99 @@ pub async fn run(config: Config, inherited: Vec<Listener>) -> Result<(), Error> 
     });
 
     let devnull: OwnedFd = std::fs::File::open("/dev/null")?.into();
-    let mut sup = Supervisor {
+    let mut core = Core::new(Settings::from(&config), now());
+    let mut shell = Shell {
         notify_path: notify.path().to_path_buf(),
-        workers: config.workers,
         config,
         listeners,
         devnull,
-        generations: Vec::new(),
-        next_id: 1,
-        reloads: Reloads::default(),
-        started: Instant::now(),
+        pidfds: Default::default(),
+        containment,
+        cgroups: Default::default(),
+        dead_cgroups: Vec::new(),
         manager: Manager::from_env(),
-        orphans_left: false,
+        waiters: Default::default(),
+        next_waiter: 1,
         notify_warnings: Default::default(),
-        stop: None,
-        fatal: None,
         broken_listeners: Default::default(),
         queues: Default::default(),
-        containment,
-        dead_cgroups: Vec::new(),
+        first_error: None,
     };
-    sup.start_generation(sup.workers)?;
+    shell.drive(&mut core, Event::Start);
     // Pings from the event loop itself: a stuck loop stops them.
     let mut watchdog = tokio::time::interval(
-        sup.manager
+        shell
+            .manager
             .as_ref()
             .and_then(|m| m.watchdog)
             .unwrap_or(Duration::from_secs(3600)),
     );
 
-    // Periodic checks: listeners that stopped listening.
+    // Periodic checks: listeners that stopped listening, stuck workers.
     let mut tick = tokio::time::interval(CHECK_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    while !sup.finished() {
-        let deadline = sup.next_deadline();
+    let stop = |fast: bool, why: &str| Event::Stop {
+        fast,
+        why: why.to_string(),
+    };
+    while !core.finished() {
+        let at = now();
+        let mut deadline = core.next_deadline(at);
+        if !shell.dead_cgroups.is_empty() {
+            // An empty cgroup can be EBUSY to rmdir for a moment.
+            deadline =
+                Some(deadline.map_or(at + crate::core::POLL, |d| d.min(at + crate::core::POLL)));
+        }
         let timer = async {
             match deadline {
-                Some(at) => tokio::time::sleep_until(at.into()).await,
+                Some(d) => tokio::time::sleep(d.since(at)).await,
                 None => std::future::pending().await,
             }
         };
         tokio::select! {
-            _ = hup.recv() => sup.on_reload_request(None, None),
-            _ = term.recv() => sup.on_stop(false, "SIGTERM"),
-            _ = int.recv() => sup.on_stop(false, "SIGINT"),
-            _ = quit.recv() => sup.on_stop(true, "SIGQUIT"),
-            _ = chld.recv() => sup.reap(),
-            Some(cmd) = commands.recv() => sup.on_command(cmd),
+            _ = hup.recv() => shell.drive(&mut core, Event::Reload { waiter: None, workers: None }),
+            _ = term.recv() => shell.drive(&mut core, stop(false, "SIGTERM")),
+            _ = int.recv() => shell.drive(&mut core, stop(false, "SIGINT")),
+            _ = quit.recv() => shell.drive(&mut core, stop(true, "SIGQUIT")),
+            _ = chld.recv() => shell.reap(&mut core),
+            Some(cmd) = commands.recv() => shell.on_command(&mut core, cmd),
             _ = &mut serve_control => {}
-            _ = tick.tick() => sup.on_tick(),
+            _ = tick.tick() => shell.on_periodic(&mut core),
             _ = watchdog.tick() => {
-                if let Some(m) = &sup.manager {
+                if let Some(m) = &shell.manager {
                     if m.watchdog.is_some() {
                         m.watchdog_ping();
                     }
                 }
             }
             dg = notify.recv() => match dg {
-                Ok(dg) => sup.on_notify(dg),
+                Ok(dg) => shell.on_notify(&mut core, dg),
                 Err(e) => warn!(error = %e, "reading the notify socket failed"),
             },
             _ = timer => {}
         }
         // A SIGCHLD may coalesce with another or be slow: reaping here too
         // keeps every exit handled promptly.
-        sup.reap();
-        sup.on_deadlines(Instant::now());
-        sup.publish_status();
+        shell.reap(&mut core);
+        shell.drive(&mut core, Event::Tick);
+        shell.remove_dead_cgroups();
+        shell.publish_status(&core);
     }
-    let fatal = sup.fatal.take();
+    let result = shell.outcome(&core);
     // Clean up before saying "stopped": the listeners (unix socket files),
     // the control socket and the notify socket are removed by their Drop.
-    drop(sup);
+    drop(shell);
     drop(serve_control);
-    if let (Some(_), Some(control)) = (&fatal, &control) {
+    if let (Err(_), Some(control)) = (&result, &control) {
         // `baton reload`s that waited for the first generation get its cause.
         control.finish_replies(Duration::from_secs(1)).await;
     }
     drop(control);
     drop(notify);
-    match fatal {
-        Some((generation, cause)) => Err(Error::FirstGeneration { generation, cause }),
-        None => {
-            info!("stopped");
-            Ok(())
-        }
+    if result.is_ok() {
+        info!("stopped");
     }
+    result
 }
 
 /// The key of baton's cgroup subtree (see [`crate::cgroup::key`]), from

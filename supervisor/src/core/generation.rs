@@ -1,5 +1,6 @@
 //! A generation: one pool of workers started from the program on disk at one
-//! moment, and the life of each of its workers.
+//! moment, and the life of each of its workers. Plain data: the core
+//! ([`super::Core`]) makes every transition.
 //!
 //! ```text
 //! Generation:  Starting ──all ready──► Settling ──settle time──► Serving ──next one serves──► Draining ─┬──► (gone)
@@ -10,39 +11,35 @@
 //!                                     (drain signal, like Draining)           deadline
 //!                                                                              ▼
 //!                                                                  Killed (SIGKILL) ──► (gone)
-//! Worker:      Starting ──READY=1 / ready-after──► Ready ──drain signal──► Draining
-//!              (serving generation only) exited ──► Backoff ──► Starting (respawn)
+//! Worker:      Spawning ──► Starting ──READY=1 / ready-after / seen accepting──► Ready ──drain signal──► Draining
+//!              (serving generation only) exited ──► Backoff ──► Spawning (respawn)
 //! ```
-//! This module only holds state and answers questions about it; the
-//! supervisor makes every transition (and logs it) in one place.
+//! A leaving generation is gone once its workers are reaped and (with
+//! containment) its cgroup is empty.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use std::os::fd::OwnedFd;
+use serde::{Deserialize, Serialize};
 
-use nix::sys::signal::Signal;
-use nix::unistd::Pid;
+use super::time::Mono;
 
-use crate::cgroup::GenCgroup;
-use crate::process;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum GenState {
     /// Spawned, waiting for every worker to be ready.
-    Starting { since: Instant },
+    Starting { since: Mono },
     /// Every worker is ready and accepts; the generation it replaces keeps
     /// serving (not draining) until `until` (`--settle`). A worker that
     /// exits before then rolls the reload back. `since` is the reload's
     /// start.
-    Settling { since: Instant, until: Instant },
+    Settling { since: Mono, until: Mono },
     /// Accepting; the one generation that respawns its dead workers.
-    Serving { since: Instant },
+    Serving { since: Mono },
     /// Told to stop accepting; SIGKILLed at the deadline.
-    Draining { deadline: Instant },
+    Draining { deadline: Mono },
     /// Never became ready: its workers got the drain signal (one that was
     /// not ready may still have accepted connections: they are finished, not
     /// reset); SIGKILLed at the deadline.
-    Failed { deadline: Instant },
+    Failed { deadline: Mono },
     /// SIGKILLed (a drain deadline passed, or a fast stop): waiting to reap.
     Killed,
 }
@@ -68,91 +65,66 @@ impl GenState {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum WorkerState {
+    /// Asked the shell to (re)spawn it; no process yet.
+    Spawning,
     /// Running, not ready yet; must be by `deadline`.
     Starting {
-        since: Instant,
-        deadline: Instant,
+        since: Mono,
+        deadline: Mono,
     },
     Ready {
-        since: Instant,
+        since: Mono,
     },
     /// Sent the drain signal (or SIGKILL); waiting to reap it.
     Draining,
     /// Dead (serving generation only): respawn at `until`.
     Backoff {
-        until: Instant,
+        until: Mono,
     },
 }
 
-#[derive(Debug)]
+impl WorkerState {
+    pub fn name(&self) -> &'static str {
+        match self {
+            WorkerState::Spawning | WorkerState::Starting { .. } => "starting",
+            WorkerState::Ready { .. } => "ready",
+            WorkerState::Draining => "draining",
+            WorkerState::Backoff { .. } => "backoff",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Worker {
     pub slot: usize,
-    /// `None` only in `Backoff`, or once reaped.
-    pub pid: Option<Pid>,
-    /// A pidfd for `pid`: signals go through it (see process.rs).
-    pidfd: Option<OwnedFd>,
+    /// The process; `None` while (re)spawning, in `Backoff`, or once reaped.
+    pub pid: Option<i32>,
     pub state: WorkerState,
     /// Consecutive deaths that came soon after a start (drives the backoff).
     pub quick_deaths: u32,
     pub restarts: u32,
-    pub started: Instant,
+    pub started: Mono,
     /// The last `WATCHDOG=1` it sent (`--worker-watchdog`).
-    pub last_ping: Option<Instant>,
+    pub last_ping: Option<Mono>,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Generation {
     pub id: u64,
     /// How many workers it runs (slots 0..count), fixed for its life: a
     /// respawned worker gets the sockets of its slot in a pool of this size.
     pub count: usize,
-    state: GenState,
+    pub state: GenState,
     /// When `state` last changed.
-    pub changed: Instant,
+    pub changed: Mono,
     pub workers: Vec<Worker>,
-    /// Its cgroup, when baton contains generations (see cgroup.rs).
-    pub cgroup: Option<GenCgroup>,
+    /// Every worker is reaped: waiting for what they left in the
+    /// generation's cgroup to exit; looked at again at this time.
+    pub recheck_cgroup: Option<Mono>,
     /// What its workers left in its cgroup got the drain signal.
     pub leftovers_signalled: bool,
-}
-
-impl Worker {
-    pub fn new(slot: usize, pid: Pid, state: WorkerState, now: Instant) -> Worker {
-        let mut w = Worker {
-            slot,
-            pid: None,
-            pidfd: None,
-            state,
-            quick_deaths: 0,
-            restarts: 0,
-            started: now,
-            last_ping: None,
-        };
-        w.attach(pid);
-        w
-    }
-
-    /// A (re)spawned process now runs in this slot.
-    pub fn attach(&mut self, pid: Pid) {
-        self.pid = Some(pid);
-        self.last_ping = None;
-        self.pidfd = process::pidfd_open(pid);
-    }
-
-    /// Reaped: forget the process (closing its pidfd).
-    pub fn detach(&mut self) {
-        self.pid = None;
-        self.pidfd = None;
-    }
-
-    /// Signal the process (and its group with `group`), if there is one.
-    pub fn signal(&self, sig: Signal, group: bool) {
-        if let Some(pid) = self.pid {
-            process::signal(pid, self.pidfd.as_ref(), sig, group);
-        }
-    }
 }
 
 /// A worker that lived this long after its start is "healthy": its death
@@ -168,31 +140,34 @@ pub fn backoff(quick_deaths: u32) -> Duration {
     (BACKOFF_BASE * factor).min(BACKOFF_CAP)
 }
 
+impl Worker {
+    pub fn new(slot: usize, pid: i32, state: WorkerState, now: Mono) -> Worker {
+        Worker {
+            slot,
+            pid: Some(pid),
+            state,
+            quick_deaths: 0,
+            restarts: 0,
+            started: now,
+            last_ping: None,
+        }
+    }
+}
+
 impl Generation {
-    pub fn new(id: u64, count: usize, now: Instant) -> Generation {
+    pub fn new(id: u64, count: usize, now: Mono) -> Generation {
         Generation {
             id,
             count,
             state: GenState::Starting { since: now },
             changed: now,
             workers: Vec::new(),
-            cgroup: None,
+            recheck_cgroup: None,
             leftovers_signalled: false,
         }
     }
 
-    pub fn state(&self) -> GenState {
-        self.state
-    }
-
-    /// Every generation state change goes through here (the supervisor logs
-    /// it; `changed` feeds `baton status`).
-    pub fn set_state(&mut self, state: GenState) {
-        self.state = state;
-        self.changed = Instant::now();
-    }
-
-    pub fn live_pids(&self) -> impl Iterator<Item = Pid> + '_ {
+    pub fn live_pids(&self) -> impl Iterator<Item = i32> + '_ {
         self.workers.iter().filter_map(|w| w.pid)
     }
 
@@ -200,26 +175,8 @@ impl Generation {
         self.live_pids().count()
     }
 
-    /// Processes are left in its cgroup (its workers' own, once they are gone).
-    pub fn cgroup_populated(&self) -> bool {
-        self.cgroup.as_ref().is_some_and(|c| c.populated())
-    }
-
-    /// SIGKILL: every worker, and with a cgroup everything in it at once.
-    pub fn kill_all(&mut self, group: bool) {
-        for w in &mut self.workers {
-            if w.pid.is_some() {
-                w.signal(Signal::SIGKILL, group);
-                w.state = WorkerState::Draining;
-            }
-        }
-        if let Some(c) = &self.cgroup {
-            c.kill();
-        }
-    }
-
     pub fn all_ready(&self) -> bool {
-        !self.workers.is_empty()
+        self.workers.len() == self.count
             && self
                 .workers
                 .iter()
@@ -233,12 +190,12 @@ impl Generation {
             .count()
     }
 
-    pub fn worker_by_pid(&mut self, pid: Pid) -> Option<&mut Worker> {
-        self.workers.iter_mut().find(|w| w.pid == Some(pid))
+    pub fn worker_index(&self, pid: i32) -> Option<usize> {
+        self.workers.iter().position(|w| w.pid == Some(pid))
     }
 
     /// The earliest instant at which something about this generation is due.
-    pub fn next_deadline(&self, ready_after: Option<Duration>) -> Option<Instant> {
+    pub fn next_deadline(&self, ready_after: Option<Duration>) -> Option<Mono> {
         let own = match self.state {
             GenState::Draining { deadline } | GenState::Failed { deadline } => Some(deadline),
             GenState::Settling { until, .. } => Some(until),
@@ -251,7 +208,10 @@ impl Generation {
             WorkerState::Backoff { until } => Some(until),
             _ => None,
         });
-        own.into_iter().chain(workers).min()
+        own.into_iter()
+            .chain(workers)
+            .chain(self.recheck_cgroup)
+            .min()
     }
 }
 
@@ -270,12 +230,11 @@ mod tests {
 
     #[test]
     fn deadlines() {
-        let now = Instant::now();
+        let now = Mono::from_duration(Duration::from_secs(100));
         let mut g = Generation::new(1, 1, now);
-        // A pid that cannot exist: pidfd_open fails, nothing is signalled.
         g.workers.push(Worker::new(
             0,
-            Pid::from_raw(i32::MAX),
+            42,
             WorkerState::Starting {
                 since: now,
                 deadline: now + Duration::from_secs(30),

@@ -11,12 +11,14 @@
 //! coalesced requests the newest count asked for wins, and one that asks for
 //! none keeps whatever the reload would use otherwise.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use tokio::sync::oneshot;
+use serde::{Deserialize, Serialize};
+
+use super::time::Mono;
 
 /// What a finished reload did.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Outcome {
     pub generation: u64,
     pub ok: bool,
@@ -29,29 +31,29 @@ pub struct Outcome {
     /// The generation serving after it.
     pub serving: Option<u64>,
     pub took: Duration,
-    pub at: Instant,
+    pub at: Mono,
     /// How long it was held back by `--max-draining` before it started.
     pub held: Option<Duration>,
 }
 
-/// Who waits for a reload: a `baton reload` client's reply channel (the
-/// control connection writes what it receives; a dropped sender reads as
-/// "baton is stopping").
-pub type Waiter = oneshot::Sender<crate::control::Reply>;
+/// Who waits for a reload: the shell's name for a `baton reload` client
+/// (it keeps the reply channel; see `Action::Answer`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct WaiterId(pub u64);
 
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone, Serialize, Deserialize)]
 pub struct Reloads {
     /// One more reload is due after the one in progress.
     queued: bool,
     /// The worker count the queued reload was asked for (newest wins).
     queued_workers: Option<usize>,
     /// Waiting for the reload of a given generation.
-    waiting: Vec<(u64, Waiter)>,
+    waiting: Vec<(u64, WaiterId)>,
     /// Waiting for the queued reload (its generation is not known yet).
-    waiting_queued: Vec<Waiter>,
+    waiting_queued: Vec<WaiterId>,
     /// The queued reload is held back by `--max-draining` since then (with
     /// the number of old generations that held it).
-    held: Option<(Instant, usize)>,
+    held: Option<(Mono, usize)>,
     /// The reload that was held, once started: (generation, time held).
     was_held: Option<(u64, Duration)>,
     pub last: Option<Outcome>,
@@ -64,7 +66,7 @@ impl Reloads {
 
     /// A request arrived while a generation is starting; `workers` is the
     /// count it asks for, if any.
-    pub fn queue(&mut self, waiter: Option<Waiter>, workers: Option<usize>) {
+    pub fn queue(&mut self, waiter: Option<WaiterId>, workers: Option<usize>) {
         self.queued = true;
         if workers.is_some() {
             self.queued_workers = workers;
@@ -74,7 +76,7 @@ impl Reloads {
 
     /// The queued reload cannot start: `leaving` old generations are at the
     /// `--max-draining` bound. Returns true the first time (to log it once).
-    pub fn hold(&mut self, now: Instant, leaving: usize) -> bool {
+    pub fn hold(&mut self, now: Mono, leaving: usize) -> bool {
         let first = self.held.is_none();
         let since = self.held.map_or(now, |(since, _)| since);
         self.held = Some((since, leaving));
@@ -82,18 +84,18 @@ impl Reloads {
     }
 
     /// Held back by `--max-draining`: since when, by how many generations.
-    pub fn held(&self) -> Option<(Instant, usize)> {
+    pub fn held(&self) -> Option<(Mono, usize)> {
         self.held.filter(|_| self.queued)
     }
 
     /// The queued reload is starting now as `generation`: hand it its
     /// waiters. Returns the worker count it was asked for, if any.
-    pub fn take_queued(&mut self, generation: u64) -> Option<usize> {
+    pub fn take_queued(&mut self, generation: u64, now: Mono) -> Option<usize> {
         self.queued = false;
         self.was_held = self
             .held
             .take()
-            .map(|(since, _)| (generation, since.elapsed()));
+            .map(|(since, _)| (generation, now.since(since)));
         for w in self.waiting_queued.drain(..) {
             self.waiting.push((generation, w));
         }
@@ -101,12 +103,13 @@ impl Reloads {
     }
 
     /// A request will be answered by the reload of `generation`.
-    pub fn wait_for(&mut self, generation: u64, waiter: Waiter) {
+    pub fn wait_for(&mut self, generation: u64, waiter: WaiterId) {
         self.waiting.push((generation, waiter));
     }
 
-    /// A reload finished: record it and answer everyone waiting for it.
-    pub fn finish(&mut self, mut outcome: Outcome) {
+    /// A reload finished: record it; returns everyone waiting for it (to
+    /// answer with it).
+    pub fn finish(&mut self, mut outcome: Outcome) -> Vec<WaiterId> {
         if let Some((generation, held)) = self.was_held {
             if generation == outcome.generation {
                 outcome.held = Some(held);
@@ -117,17 +120,19 @@ impl Reloads {
             .into_iter()
             .partition(|(g, _)| *g == outcome.generation);
         self.waiting = rest;
-        for (_, w) in mine {
-            // The client may have gone away: nothing to do then.
-            let _ = w.send(outcome.clone().into());
-        }
         self.last = Some(outcome);
+        mine.into_iter().map(|(_, w)| w).collect()
     }
 
     /// The first generation failed and baton exits: every waiter, queued or
-    /// not, is told so (exit 1 and the cause at the client, rather than a
-    /// closed connection).
-    pub fn fail_all(&mut self, generation: u64, cause: &str, now: Instant) {
+    /// not, is to be told so (exit 1 and the cause at the client, rather
+    /// than a closed connection). Returns them with what to answer.
+    pub fn fail_all(
+        &mut self,
+        generation: u64,
+        cause: &str,
+        now: Mono,
+    ) -> (Vec<WaiterId>, Outcome) {
         let outcome = Outcome {
             generation,
             ok: false,
@@ -144,15 +149,14 @@ impl Reloads {
         let waiters = std::mem::take(&mut self.waiting)
             .into_iter()
             .map(|(_, w)| w)
-            .chain(std::mem::take(&mut self.waiting_queued));
-        for w in waiters {
-            let _ = w.send(outcome.clone().into());
-        }
+            .chain(std::mem::take(&mut self.waiting_queued))
+            .collect();
         self.cancel_all();
+        (waiters, outcome)
     }
 
-    /// baton is stopping: no queued reload will run. Dropping the senders
-    /// tells every waiter so.
+    /// baton is stopping: no queued reload will run (the shell drops every
+    /// reply channel, which tells each waiter so).
     pub fn cancel_all(&mut self) {
         self.queued = false;
         self.held = None;
@@ -166,6 +170,10 @@ impl Reloads {
 mod tests {
     use super::*;
 
+    fn t(ms: u64) -> Mono {
+        Mono::from_duration(Duration::from_millis(ms))
+    }
+
     fn outcome(generation: u64, ok: bool) -> Outcome {
         Outcome {
             generation,
@@ -175,7 +183,7 @@ mod tests {
             workers: 1,
             serving: Some(generation),
             took: Duration::ZERO,
-            at: Instant::now(),
+            at: t(0),
             held: None,
         }
     }
@@ -183,17 +191,17 @@ mod tests {
     #[test]
     fn a_held_reload_reports_how_long_it_waited() {
         let mut r = Reloads::default();
-        let (a, mut ra) = oneshot::channel();
-        let t0 = Instant::now();
-        r.queue(Some(a), None);
-        assert!(r.hold(t0, 3), "the first hold is logged");
-        assert!(!r.hold(t0 + Duration::from_millis(5), 3), "once");
-        assert_eq!(r.held(), Some((t0, 3)));
-        r.take_queued(7);
+        r.queue(Some(WaiterId(1)), None);
+        assert!(r.hold(t(10), 3), "the first hold is logged");
+        assert!(!r.hold(t(15), 3), "once");
+        assert_eq!(r.held(), Some((t(10), 3)));
+        r.take_queued(7, t(40));
         assert_eq!(r.held(), None);
-        r.finish(outcome(7, true));
-        let got = ra.try_recv().unwrap();
-        assert!(got.held_ms.is_some(), "{got:?}");
+        assert_eq!(r.finish(outcome(7, true)), vec![WaiterId(1)]);
+        assert_eq!(
+            r.last.as_ref().unwrap().held,
+            Some(Duration::from_millis(30))
+        );
         r.finish(outcome(8, true));
         assert!(r.last.as_ref().unwrap().held.is_none(), "only the held one");
     }
@@ -201,21 +209,14 @@ mod tests {
     #[test]
     fn waiters_get_the_reload_that_covers_them() {
         let mut r = Reloads::default();
-        let (a, mut ra) = oneshot::channel();
-        let (b, mut rb) = oneshot::channel();
-        let (c, mut rc) = oneshot::channel();
-        r.wait_for(2, a);
-        r.queue(Some(b), None);
-        r.queue(Some(c), None);
+        r.wait_for(2, WaiterId(1));
+        r.queue(Some(WaiterId(2)), None);
+        r.queue(Some(WaiterId(3)), None);
         assert!(r.is_queued());
-        r.finish(outcome(2, false));
-        assert_eq!(ra.try_recv().unwrap().generation, Some(2));
-        assert!(rb.try_recv().is_err());
-        assert_eq!(r.take_queued(3), None);
+        assert_eq!(r.finish(outcome(2, false)), vec![WaiterId(1)]);
+        assert_eq!(r.take_queued(3, t(0)), None);
         assert!(!r.is_queued());
-        r.finish(outcome(3, true));
-        assert!(rb.try_recv().unwrap().ok);
-        assert!(rc.try_recv().unwrap().ok);
+        assert_eq!(r.finish(outcome(3, true)), vec![WaiterId(2), WaiterId(3)]);
         assert_eq!(r.last.as_ref().unwrap().generation, 3);
     }
 
@@ -225,19 +226,35 @@ mod tests {
         r.queue(None, Some(5));
         r.queue(None, Some(3));
         r.queue(None, None);
-        assert_eq!(r.take_queued(2), Some(3));
+        assert_eq!(r.take_queued(2, t(0)), Some(3));
         r.queue(None, None);
-        assert_eq!(r.take_queued(3), None, "a count applies to one reload only");
+        assert_eq!(
+            r.take_queued(3, t(0)),
+            None,
+            "a count applies to one reload only"
+        );
     }
 
     #[test]
-    fn stopping_drops_every_waiter() {
+    fn stopping_forgets_every_waiter() {
         let mut r = Reloads::default();
-        let (a, mut ra) = oneshot::channel();
-        r.queue(Some(a), Some(2));
+        r.queue(Some(WaiterId(1)), Some(2));
+        r.wait_for(4, WaiterId(2));
         r.cancel_all();
-        assert!(ra.try_recv().is_err());
         assert!(!r.is_queued());
-        assert_eq!(r.take_queued(2), None);
+        assert!(r.finish(outcome(4, true)).is_empty());
+        assert_eq!(r.take_queued(2, t(0)), None);
+    }
+
+    #[test]
+    fn a_failed_first_generation_answers_everyone() {
+        let mut r = Reloads::default();
+        r.wait_for(1, WaiterId(1));
+        r.queue(Some(WaiterId(2)), None);
+        let (who, what) = r.fail_all(1, "boom", t(0));
+        assert_eq!(who, vec![WaiterId(1), WaiterId(2)]);
+        assert!(!what.ok);
+        assert!(what.cause.unwrap().contains("boom"));
+        assert!(!r.is_queued());
     }
 }

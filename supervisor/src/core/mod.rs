@@ -1,0 +1,1461 @@
+//! The supervisor's core: every state and every transition, and no I/O.
+//!
+//! The core is a state machine in the sans-I/O style (quinn-proto, h2):
+//! the shell (`crate::supervisor`) turns what happens — signals, control
+//! requests, notify datagrams, child exits, time passing, and the answers to
+//! the core's own questions — into [`Event`]s, calls [`Core::on`] with the
+//! time, and performs the [`Action`]s it returns: spawn, signal, ask about a
+//! worker's sockets or a cgroup, notify systemd, answer a waiting
+//! `baton reload`. The core never forks, signals, reaps, reads the clock or
+//! touches a socket or a file; it logs through `tracing` (a facade: the
+//! subscriber is the shell's). Its state is plain data ([`serde`]), so it
+//! can be written out and read back by another image of baton.
+//!
+//! Questions the core asks are actions whose answer is an event the shell
+//! feeds back before anything else happens (`Prepare` → `Prepared`,
+//! `Spawn` → `Spawned`, `CheckSockets` → `Sockets`, `CheckCgroup` →
+//! `CgroupProcesses`, `CheckOrphans` → `Orphans`; `ProbeAccepting` is
+//! answered by `SeenAccepting` only when the worker is seen accepting).
+//!
+//! ```text
+//! phase:  Running ──stop──► Stopping ──every worker and orphan gone──► (finished)
+//!            │
+//!            └──the first generation fails──► Fatal ──its workers gone──► (finished, exit 1)
+//! ```
+//! Generations and workers: see [`generation`].
+
+use std::time::Duration;
+
+use nix::sys::signal::Signal;
+use serde::{Deserialize, Serialize};
+use tracing::{debug, error, info, warn};
+
+use crate::config::{Config, ReadyWhen};
+
+pub mod generation;
+pub mod reload;
+pub mod time;
+
+#[cfg(test)]
+mod tests;
+
+pub use generation::{GenState, Generation, Worker, WorkerState};
+pub use reload::{Outcome, Reloads, WaiterId};
+pub use time::Mono;
+
+use generation::{backoff, HEALTHY_AFTER};
+
+/// How often the core looks again at what announces itself nowhere: a
+/// starting worker under `--ready-when accepting`, the leftovers in a gone
+/// generation's cgroup, the orphans of workers when stopping.
+pub const POLL: Duration = Duration::from_millis(50);
+
+/// The configuration the core acts on (derived once from [`Config`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Settings {
+    pub workers: usize,
+    pub ready_timeout: Duration,
+    pub ready_after: Option<Duration>,
+    pub ready_when: ReadyWhen,
+    pub settle: Duration,
+    #[serde(with = "signal_serde")]
+    pub drain_signal: Signal,
+    pub drain_timeout: Duration,
+    pub signal_group: bool,
+    pub max_draining: usize,
+    pub worker_watchdog: Option<Duration>,
+}
+
+impl From<&Config> for Settings {
+    fn from(c: &Config) -> Settings {
+        Settings {
+            workers: c.workers,
+            ready_timeout: c.ready_timeout,
+            ready_after: c.ready_after,
+            ready_when: c.ready_when,
+            settle: c.settle,
+            drain_signal: c.drain_signal,
+            drain_timeout: c.drain_timeout,
+            signal_group: c.signal_group,
+            max_draining: c.max_draining,
+            worker_watchdog: c.worker_watchdog,
+        }
+    }
+}
+
+/// How a child ended (from `waitpid`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExitStatus {
+    Code(i32),
+    Signal(Signal),
+}
+
+impl std::fmt::Display for ExitStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ExitStatus::Code(c) => write!(f, "exited {c}"),
+            ExitStatus::Signal(s) => write!(f, "killed by {}", s.as_str()),
+        }
+    }
+}
+
+/// What a socket check is for (see [`Action::CheckSockets`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Check {
+    /// Worker `pid` is about to count as ready.
+    Ready { pid: i32 },
+    /// The generation's settle time is over.
+    Settled,
+}
+
+/// A worker that no longer holds a socket it was given.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Missing {
+    pub slot: usize,
+    pub pid: i32,
+    /// `ADDR (fd N)`.
+    pub socket: String,
+}
+
+#[derive(Debug)]
+pub enum Event {
+    /// Start the first generation.
+    Start,
+    /// A HUP (`waiter` None) or `baton reload`, asking for `workers`
+    /// workers or (None) the current count. Also: a listener was put back
+    /// after a worker shut it down (a new generation must take it).
+    Reload {
+        waiter: Option<WaiterId>,
+        workers: Option<usize>,
+    },
+    /// TERM, INT, `baton stop` (graceful) or QUIT (fast).
+    Stop { fast: bool, why: String },
+    /// A datagram on the notify socket from `pid` (credentials checked by
+    /// the kernel).
+    Notify {
+        pid: i32,
+        ready: bool,
+        watchdog: bool,
+        mainpid: bool,
+        status: Option<String>,
+    },
+    /// A child was reaped.
+    Exited { pid: i32, status: ExitStatus },
+    /// Answer to [`Action::Prepare`].
+    Prepared {
+        generation: u64,
+        result: Result<(), String>,
+    },
+    /// Answer to [`Action::Spawn`].
+    Spawned {
+        generation: u64,
+        slot: usize,
+        result: Result<i32, String>,
+    },
+    /// Answer to [`Action::CheckSockets`]: the first socket a worker no
+    /// longer holds, if any.
+    Sockets {
+        generation: u64,
+        check: Check,
+        missing: Option<Missing>,
+    },
+    /// Answer to [`Action::ProbeAccepting`], when the worker (or a process
+    /// it started) is seen accepting on every stream socket it was given.
+    SeenAccepting { pid: i32 },
+    /// Answer to [`Action::CheckCgroup`]: processes left in the cgroup of a
+    /// generation whose workers are all reaped (0 without containment).
+    CgroupProcesses { generation: u64, count: usize },
+    /// Answer to [`Action::CheckOrphans`]: orphans of workers still
+    /// running (after the signal, if any, was sent).
+    Orphans { count: usize },
+    /// The shell's liveness watch found a serving worker that accepts
+    /// nothing (stopped, closed its socket, or stalled).
+    WorkerStuck { pid: i32, why: String },
+    /// Time passed: act on what is due.
+    Tick,
+}
+
+/// A message for baton's own manager (systemd).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Systemd {
+    /// `READY=1` with a status line: started, or a reload ended.
+    Ready(String),
+    /// `RELOADING=1` with a status line.
+    Reloading(String),
+    /// `STOPPING=1` with a status line.
+    Stopping(String),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// Make ready for a new generation of `count`: listeners that stopped
+    /// listening put back, the generation's cgroup, sockets added to
+    /// reuseport groups. Answered by [`Event::Prepared`].
+    Prepare {
+        generation: u64,
+        count: usize,
+    },
+    /// Spawn worker `slot` of a generation of `count` with that slot's
+    /// sockets. Answered by [`Event::Spawned`].
+    Spawn {
+        generation: u64,
+        slot: usize,
+        count: usize,
+    },
+    /// Does each worker (slot, pid) of the generation (of `count`) still
+    /// hold every socket it was given? Answered by [`Event::Sockets`].
+    CheckSockets {
+        generation: u64,
+        count: usize,
+        workers: Vec<(usize, i32)>,
+        check: Check,
+    },
+    /// Is the starting worker seen accepting? Answered by
+    /// [`Event::SeenAccepting`] if so, else not at all.
+    ProbeAccepting {
+        generation: u64,
+        count: usize,
+        slot: usize,
+        pid: i32,
+    },
+    /// Signal a worker (through its pidfd), and its process group with
+    /// `group`.
+    Signal {
+        pid: i32,
+        signal: Signal,
+        group: bool,
+    },
+    /// SIGKILL everything in the generation's cgroup (`cgroup.kill`).
+    KillCgroup {
+        generation: u64,
+    },
+    /// Signal everything in the generation's cgroup (its workers are gone).
+    SignalCgroup {
+        generation: u64,
+        signal: Signal,
+    },
+    /// How many processes are left in the generation's cgroup? Answered by
+    /// [`Event::CgroupProcesses`]; the shell may let go of an empty one.
+    CheckCgroup {
+        generation: u64,
+    },
+    /// The generation is gone: the shell lets go of what it kept for it.
+    Forget {
+        generation: u64,
+    },
+    /// Stopping, every worker gone: signal the orphans of workers (baton is
+    /// their subreaper), if `signal`, and count them. Answered by
+    /// [`Event::Orphans`].
+    CheckOrphans {
+        signal: Option<Signal>,
+    },
+    /// The new generation serves: sockets added for it get connections.
+    OpenAddedSockets,
+    Systemd(Systemd),
+    /// Answer a `baton reload` with the outcome of the reload covering it.
+    Answer {
+        waiter: WaiterId,
+        outcome: Outcome,
+    },
+    /// Stopping: no queued reload will run; every waiter is told so.
+    CancelWaiters,
+    /// This reload request will not be answered: baton is stopping.
+    Dismiss {
+        waiter: WaiterId,
+    },
+    /// A notify message was ignored (the shell warns, rate-limited).
+    Ignored {
+        pid: i32,
+        why: &'static str,
+    },
+}
+
+/// The supervisor's own phase.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Phase {
+    Running,
+    /// Every generation drains; SIGKILL at `deadline` (None once passed:
+    /// what is left is killed on sight).
+    Stopping {
+        deadline: Option<Mono>,
+        /// Orphans of workers got the drain signal already.
+        orphans_signalled: bool,
+        /// Orphans counted since the last worker went (None: not yet).
+        orphans_left: Option<usize>,
+    },
+    /// The first generation failed: baton exits 1 once its workers are gone.
+    Fatal {
+        generation: u64,
+        cause: String,
+    },
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Core {
+    pub settings: Settings,
+    pub phase: Phase,
+    /// Oldest first. At most one is Starting or Settling, at most one
+    /// Serving.
+    pub generations: Vec<Generation>,
+    pub next_id: u64,
+    /// The worker count of the next generation: `--workers`, then that of
+    /// the last generation that served (`baton reload --workers N` changes
+    /// it when its generation serves; a rolled-back reload does not).
+    pub workers: usize,
+    /// Queued reloads, who waits for which outcome, the last outcome.
+    pub reloads: Reloads,
+    pub started: Mono,
+    /// What the current call returns.
+    #[serde(skip)]
+    out: Vec<Action>,
+}
+
+impl Core {
+    pub fn new(settings: Settings, now: Mono) -> Core {
+        Core {
+            workers: settings.workers,
+            settings,
+            phase: Phase::Running,
+            generations: Vec::new(),
+            next_id: 1,
+            reloads: Reloads::default(),
+            started: now,
+            out: Vec::new(),
+        }
+    }
+
+    /// Handle one event at `now`; returns what to do, in order.
+    pub fn on(&mut self, event: Event, now: Mono) -> Vec<Action> {
+        match event {
+            Event::Start => self.start_generation(self.workers, now),
+            Event::Reload { waiter, workers } => self.on_reload_request(waiter, workers, now),
+            Event::Stop { fast, why } => self.on_stop(fast, &why, now),
+            Event::Notify {
+                pid,
+                ready,
+                watchdog,
+                mainpid,
+                status,
+            } => self.on_notify(pid, ready, watchdog, mainpid, status, now),
+            Event::Exited { pid, status } => self.on_exit(pid, status, now),
+            Event::Prepared { generation, result } => self.on_prepared(generation, result, now),
+            Event::Spawned {
+                generation,
+                slot,
+                result,
+            } => self.on_spawned(generation, slot, result, now),
+            Event::Sockets {
+                generation,
+                check,
+                missing,
+            } => self.on_sockets(generation, check, missing, now),
+            Event::SeenAccepting { pid } => self.on_seen_accepting(pid),
+            Event::CgroupProcesses { generation, count } => {
+                self.on_cgroup_processes(generation, count, now)
+            }
+            Event::Orphans { count } => self.on_orphans(count),
+            Event::WorkerStuck { pid, why } => self.on_worker_stuck(pid, &why, now),
+            Event::Tick => self.on_tick(now),
+        }
+        // Whatever the event, a leaving generation whose workers are all
+        // gone is looked at (and dropped once its cgroup is empty).
+        self.drop_finished_generations(now);
+        std::mem::take(&mut self.out)
+    }
+
+    // ---- queries ----------------------------------------------------------
+
+    /// Everything is over: baton exits (1 if the phase is `Fatal`).
+    pub fn finished(&self) -> bool {
+        match &self.phase {
+            Phase::Running => false,
+            Phase::Fatal { .. } => self.generations.is_empty(),
+            Phase::Stopping { orphans_left, .. } => {
+                self.generations.is_empty() && *orphans_left == Some(0)
+            }
+        }
+    }
+
+    pub fn stopping(&self) -> bool {
+        matches!(self.phase, Phase::Stopping { .. })
+    }
+
+    pub fn serving(&self) -> Option<usize> {
+        self.generations
+            .iter()
+            .position(|g| matches!(g.state, GenState::Serving { .. }))
+    }
+
+    /// The generation starting or settling, if any.
+    pub fn starting(&self) -> Option<usize> {
+        self.generations.iter().position(|g| {
+            matches!(
+                g.state,
+                GenState::Starting { .. } | GenState::Settling { .. }
+            )
+        })
+    }
+
+    pub fn generation(&self, id: u64) -> Option<&Generation> {
+        self.generations.iter().find(|g| g.id == id)
+    }
+
+    fn index_of(&self, id: u64) -> Option<usize> {
+        self.generations.iter().position(|g| g.id == id)
+    }
+
+    fn find_pid(&self, pid: i32) -> Option<(usize, usize)> {
+        self.generations
+            .iter()
+            .enumerate()
+            .find_map(|(gi, g)| g.worker_index(pid).map(|wi| (gi, wi)))
+    }
+
+    /// When the next call with [`Event::Tick`] has something to do.
+    pub fn next_deadline(&self, now: Mono) -> Option<Mono> {
+        let gens = self
+            .generations
+            .iter()
+            .filter_map(|g| g.next_deadline(self.settings.ready_after));
+        let accepting = self.settings.ready_when == ReadyWhen::Accepting
+            && self.generations.iter().any(|g| {
+                g.workers
+                    .iter()
+                    .any(|w| matches!(w.state, WorkerState::Starting { .. }))
+            });
+        let (stop, orphans) = match &self.phase {
+            Phase::Stopping {
+                deadline,
+                orphans_left,
+                ..
+            } => (*deadline, orphans_left.is_some_and(|n| n > 0)),
+            _ => (None, false),
+        };
+        let poll = (accepting || orphans).then_some(now + POLL);
+        gens.chain(stop).chain(poll).min()
+    }
+
+    /// Old generations still finishing their work: draining, or failed to
+    /// start and draining. (`Killed` ones are only being reaped.) This is
+    /// what `--max-draining` bounds.
+    pub fn leaving_count(&self) -> usize {
+        self.generations
+            .iter()
+            .filter(|g| matches!(g.state, GenState::Draining { .. } | GenState::Failed { .. }))
+            .count()
+    }
+
+    /// The line systemd shows in `systemctl status`.
+    pub fn status_line(&self) -> String {
+        let mut parts = Vec::new();
+        if let Some(si) = self.serving() {
+            let g = &self.generations[si];
+            parts.push(format!(
+                "generation {} serving, {}/{} workers ready",
+                g.id,
+                g.ready_count(),
+                g.count
+            ));
+        }
+        if let Some(gi) = self.starting() {
+            let g = &self.generations[gi];
+            parts.push(format!("generation {} {}", g.id, g.state.name()));
+        }
+        let leaving = self
+            .generations
+            .iter()
+            .filter(|g| g.state.is_leaving())
+            .count();
+        if leaving > 0 {
+            let s = if leaving == 1 { "" } else { "s" };
+            parts.push(format!("{leaving} generation{s} draining"));
+        }
+        if self.stopping() {
+            parts.push("stopping".to_string());
+        }
+        let mut line = parts.join(", ");
+        if let Some(last) = self.reloads.last.as_ref().filter(|r| !r.ok) {
+            line.push_str(&format!(
+                "; last reload failed: generation {}: {}",
+                last.generation,
+                last.cause.as_deref().unwrap_or("unknown cause")
+            ));
+        }
+        line
+    }
+
+    // ---- primitives (the only places these things are done) -------------
+
+    fn emit(&mut self, action: Action) {
+        self.out.push(action);
+    }
+
+    /// Every generation state change goes through here.
+    fn set_state(&mut self, gi: usize, state: GenState, now: Mono) {
+        let g = &mut self.generations[gi];
+        g.state = state;
+        g.changed = now;
+    }
+
+    /// Send `signal` to every live worker of generation `gi`, which drains.
+    fn signal_workers(&mut self, gi: usize, signal: Signal) {
+        let group = self.settings.signal_group;
+        let mut actions = Vec::new();
+        for w in &mut self.generations[gi].workers {
+            if let Some(pid) = w.pid {
+                actions.push(Action::Signal { pid, signal, group });
+                w.state = WorkerState::Draining;
+            }
+        }
+        self.out.extend(actions);
+    }
+
+    /// SIGKILL generation `gi`: every worker, and everything in its cgroup.
+    fn kill_generation(&mut self, gi: usize, now: Mono) {
+        self.signal_workers(gi, Signal::SIGKILL);
+        let id = self.generations[gi].id;
+        self.emit(Action::KillCgroup { generation: id });
+        self.set_state(gi, GenState::Killed, now);
+    }
+
+    /// SIGKILL one worker (its exit is what happens next).
+    fn kill_worker(&mut self, gi: usize, wi: usize) {
+        let group = self.settings.signal_group;
+        let w = &mut self.generations[gi].workers[wi];
+        if let Some(pid) = w.pid {
+            w.state = WorkerState::Draining;
+            self.out.push(Action::Signal {
+                pid,
+                signal: Signal::SIGKILL,
+                group,
+            });
+        }
+    }
+
+    fn answer(&mut self, waiters: Vec<WaiterId>, outcome: &Outcome) {
+        for waiter in waiters {
+            self.emit(Action::Answer {
+                waiter,
+                outcome: outcome.clone(),
+            });
+        }
+    }
+
+    /// Tell systemd a (re)load has ended, whatever its outcome.
+    fn notify_ready(&mut self) {
+        let line = self.status_line();
+        self.emit(Action::Systemd(Systemd::Ready(line)));
+    }
+
+    fn starting_state(&self, now: Mono) -> WorkerState {
+        WorkerState::Starting {
+            since: now,
+            deadline: now + self.settings.ready_timeout,
+        }
+    }
+
+    // ---- reloads ----------------------------------------------------------
+
+    fn on_reload_request(&mut self, waiter: Option<WaiterId>, workers: Option<usize>, now: Mono) {
+        if self.phase != Phase::Running {
+            info!("reload request ignored: stopping");
+            if let Some(waiter) = waiter {
+                self.emit(Action::Dismiss { waiter });
+            }
+            return;
+        }
+        if let Some(gi) = self.starting() {
+            if !self.reloads.is_queued() {
+                info!(
+                    generation = self.generations[gi].id,
+                    "reload queued: a generation is still starting"
+                );
+            }
+            self.reloads.queue(waiter, workers);
+            return;
+        }
+        if self.reloads.is_queued() || !self.reload_fits(now) {
+            // Held by --max-draining (a queued reload while nothing starts
+            // is a held one): it covers this request too, and starts as soon
+            // as it fits.
+            self.reloads.queue(waiter, workers);
+            self.after_reload(now);
+            return;
+        }
+        if let Some(w) = waiter {
+            self.reloads.wait_for(self.next_id, w);
+        }
+        self.start_reload(workers, now);
+    }
+
+    /// Can a reload start now without exceeding `--max-draining`? A reload
+    /// adds one old generation: the serving one drains when it succeeds,
+    /// the new one when it fails. If not, the reload stays queued (held) and
+    /// starts when an old generation has exited: the bound costs time, never
+    /// a connection.
+    fn reload_fits(&mut self, now: Mono) -> bool {
+        let leaving = self.leaving_count();
+        if leaving < self.settings.max_draining {
+            return true;
+        }
+        if self.reloads.hold(now, leaving) {
+            warn!(
+                generation = self.next_id,
+                draining = leaving,
+                max_draining = self.settings.max_draining,
+                "reload held: too many old generations still draining; it starts when one has exited"
+            );
+        }
+        false
+    }
+
+    /// Start the queued reload if nothing stops it: a generation starting,
+    /// baton stopping, or `--max-draining` (then it waits for an old
+    /// generation to exit: called again from there).
+    fn after_reload(&mut self, now: Mono) {
+        if self.reloads.is_queued()
+            && self.phase == Phase::Running
+            && self.starting().is_none()
+            && self.reload_fits(now)
+        {
+            let workers = self.reloads.take_queued(self.next_id, now);
+            self.start_reload(workers, now);
+        }
+    }
+
+    fn start_reload(&mut self, workers: Option<usize>, now: Mono) {
+        let count = workers.unwrap_or(self.workers);
+        if count != self.workers {
+            info!(
+                generation = self.next_id,
+                workers = count,
+                previous = self.workers,
+                "reload started"
+            );
+        } else {
+            info!(generation = self.next_id, workers = count, "reload started");
+        }
+        let text = format!(
+            "reloading: starting generation {} ({count} workers)",
+            self.next_id
+        );
+        self.emit(Action::Systemd(Systemd::Reloading(text)));
+        self.start_generation(count, now);
+    }
+
+    /// A new generation of `count`: prepared, then spawned slot by slot.
+    fn start_generation(&mut self, count: usize, now: Mono) {
+        let id = self.next_id;
+        self.next_id += 1;
+        self.generations.push(Generation::new(id, count, now));
+        self.emit(Action::Prepare {
+            generation: id,
+            count,
+        });
+    }
+
+    fn on_prepared(&mut self, id: u64, result: Result<(), String>, now: Mono) {
+        let Some(gi) = self.index_of(id) else { return };
+        if !matches!(self.generations[gi].state, GenState::Starting { .. }) {
+            return;
+        }
+        match result {
+            Ok(()) => {
+                let count = self.generations[gi].count;
+                self.emit(Action::Spawn {
+                    generation: id,
+                    slot: 0,
+                    count,
+                });
+            }
+            Err(cause) => {
+                error!(generation = id, cause = %cause, "reload failed");
+                self.fail_generation(gi, cause, now);
+            }
+        }
+    }
+
+    fn on_spawned(&mut self, id: u64, slot: usize, result: Result<i32, String>, now: Mono) {
+        let Some(gi) = self.index_of(id) else {
+            // Gone meanwhile (only a shell that answers late could do
+            // that): whatever it spawned must not run unsupervised.
+            if let Ok(pid) = result {
+                let group = self.settings.signal_group;
+                self.emit(Action::Signal {
+                    pid,
+                    signal: Signal::SIGKILL,
+                    group,
+                });
+            }
+            return;
+        };
+        let state = self.generations[gi].state;
+        let existing = self.generations[gi]
+            .workers
+            .iter()
+            .position(|w| w.slot == slot);
+        match (state, existing, result) {
+            // A new generation's worker.
+            (GenState::Starting { .. }, None, Ok(pid)) => {
+                let starting = self.starting_state(now);
+                let gen = &mut self.generations[gi];
+                gen.workers.push(Worker::new(slot, pid, starting, now));
+                if slot + 1 < gen.count {
+                    let count = gen.count;
+                    self.emit(Action::Spawn {
+                        generation: id,
+                        slot: slot + 1,
+                        count,
+                    });
+                }
+            }
+            (GenState::Starting { .. }, None, Err(e)) => {
+                self.fail_generation(gi, format!("worker slot {slot}: {e}"), now);
+            }
+            // A respawn in the serving generation.
+            (_, Some(wi), Ok(pid))
+                if self.generations[gi].workers[wi].state == WorkerState::Spawning =>
+            {
+                let starting = self.starting_state(now);
+                let w = &mut self.generations[gi].workers[wi];
+                w.pid = Some(pid);
+                w.last_ping = None;
+                w.state = starting;
+                w.started = now;
+                if !matches!(state, GenState::Serving { .. }) || self.phase != Phase::Running {
+                    // It stopped serving meanwhile: this one drains too.
+                    let signal = self.settings.drain_signal;
+                    let group = self.settings.signal_group;
+                    w.state = WorkerState::Draining;
+                    self.emit(Action::Signal { pid, signal, group });
+                }
+            }
+            (_, Some(wi), Err(e))
+                if self.generations[gi].workers[wi].state == WorkerState::Spawning =>
+            {
+                let w = &mut self.generations[gi].workers[wi];
+                w.quick_deaths += 1;
+                let delay = backoff(w.quick_deaths);
+                w.state = WorkerState::Backoff { until: now + delay };
+                warn!(generation = id, slot, error = %e, retry_in = ?delay, "respawn failed, retrying");
+            }
+            (_, _, Ok(pid)) => {
+                // Not asked for in this state: it drains at once.
+                warn!(
+                    generation = id,
+                    slot, pid, "unexpected worker spawn: draining it"
+                );
+                let signal = self.settings.drain_signal;
+                let group = self.settings.signal_group;
+                let w = Worker::new(slot, pid, WorkerState::Draining, now);
+                self.generations[gi].workers.push(w);
+                self.emit(Action::Signal { pid, signal, group });
+            }
+            (_, _, Err(_)) => {}
+        }
+    }
+
+    // ---- readiness ----------------------------------------------------------
+
+    fn on_notify(
+        &mut self,
+        pid: i32,
+        ready: bool,
+        watchdog: bool,
+        mainpid: bool,
+        status: Option<String>,
+        now: Mono,
+    ) {
+        let Some((gi, wi)) = self.find_pid(pid) else {
+            self.emit(Action::Ignored {
+                pid,
+                why: "message from a pid that is not a worker",
+            });
+            return;
+        };
+        if mainpid {
+            // baton is the main process for its manager; a worker cannot
+            // change that (and baton never forwards it).
+            self.emit(Action::Ignored {
+                pid,
+                why: "MAINPID= from a worker",
+            });
+        }
+        let (id, slot) = (
+            self.generations[gi].id,
+            self.generations[gi].workers[wi].slot,
+        );
+        if let Some(status) = status {
+            debug!(generation = id, slot, pid, status = %status, "worker status");
+        }
+        if watchdog {
+            self.generations[gi].workers[wi].last_ping = Some(now);
+        }
+        if ready {
+            match self.generations[gi].workers[wi].state {
+                WorkerState::Starting { .. } => self.check_ready(gi, wi),
+                WorkerState::Draining => self.emit(Action::Ignored {
+                    pid,
+                    why: "READY=1 after the drain began",
+                }),
+                _ => self.emit(Action::Ignored {
+                    pid,
+                    why: "repeated READY=1",
+                }),
+            }
+        }
+    }
+
+    fn on_seen_accepting(&mut self, pid: i32) {
+        let Some((gi, wi)) = self.find_pid(pid) else {
+            return;
+        };
+        let gen = &self.generations[gi];
+        let w = &gen.workers[wi];
+        if matches!(w.state, WorkerState::Starting { .. }) {
+            info!(
+                generation = gen.id,
+                slot = w.slot,
+                pid,
+                "worker seen accepting"
+            );
+            self.check_ready(gi, wi);
+        }
+    }
+
+    /// Worker `wi` of generation `gi` says (or is seen to be) ready: ready
+    /// means accepting on the sockets it was given, asked first.
+    fn check_ready(&mut self, gi: usize, wi: usize) {
+        let gen = &self.generations[gi];
+        let w = &gen.workers[wi];
+        let Some(pid) = w.pid else { return };
+        self.emit(Action::CheckSockets {
+            generation: gen.id,
+            count: gen.count,
+            workers: vec![(w.slot, pid)],
+            check: Check::Ready { pid },
+        });
+    }
+
+    fn on_sockets(&mut self, id: u64, check: Check, missing: Option<Missing>, now: Mono) {
+        let Some(gi) = self.index_of(id) else { return };
+        match check {
+            Check::Ready { pid } => {
+                let Some(wi) = self.generations[gi].worker_index(pid) else {
+                    return;
+                };
+                if !matches!(
+                    self.generations[gi].workers[wi].state,
+                    WorkerState::Starting { .. }
+                ) {
+                    return;
+                }
+                match missing {
+                    Some(m) => self.closed_its_socket(gi, wi, &m, now),
+                    None => self.mark_ready(gi, wi, now),
+                }
+            }
+            Check::Settled => {
+                if !matches!(self.generations[gi].state, GenState::Settling { .. }) {
+                    return;
+                }
+                match missing {
+                    Some(m) => {
+                        let cause = format!(
+                            "worker slot {} (pid {}) no longer holds its socket {} at the end of \
+                             the settle time: the app closed the socket it inherited",
+                            m.slot, m.pid, m.socket
+                        );
+                        self.fail_generation(gi, cause, now);
+                    }
+                    None => self.promote(gi, now),
+                }
+            }
+        }
+    }
+
+    /// A worker said READY=1 but no longer holds a socket it was given: an
+    /// app that closed it (and probably bound its own port) serves nothing
+    /// baton owns.
+    fn closed_its_socket(&mut self, gi: usize, wi: usize, m: &Missing, now: Mono) {
+        let cause = format!(
+            "worker slot {} (pid {}) is ready but no longer holds its socket {}: the app \
+             closed the socket it inherited and probably listens on its own port (serve on \
+             the inherited fds; Puma: --bind-to-activated-sockets only)",
+            m.slot, m.pid, m.socket
+        );
+        if matches!(self.generations[gi].state, GenState::Starting { .. }) {
+            self.fail_generation(gi, cause, now);
+        } else {
+            // A respawned worker of the serving generation: its exit
+            // schedules the next try, with backoff.
+            warn!(generation = self.generations[gi].id, slot = m.slot, cause = %cause, "killing a respawned worker");
+            self.kill_worker(gi, wi);
+        }
+    }
+
+    fn mark_ready(&mut self, gi: usize, wi: usize, now: Mono) {
+        let gen = &mut self.generations[gi];
+        let w = &mut gen.workers[wi];
+        w.state = WorkerState::Ready { since: now };
+        info!(
+            generation = gen.id,
+            slot = w.slot,
+            pid = w.pid.unwrap_or(0),
+            "worker ready"
+        );
+        if matches!(gen.state, GenState::Starting { .. })
+            && gen.all_ready()
+            && self.phase == Phase::Running
+        {
+            self.settle_or_promote(gi, now);
+        }
+    }
+
+    /// Generation `gi` is all ready. Replacing a serving generation, it
+    /// first settles (`--settle`): both serve, and the old one drains only
+    /// if the new one is still whole at the end. The first generation has
+    /// nothing to fall back to: it serves at once.
+    fn settle_or_promote(&mut self, gi: usize, now: Mono) {
+        let settle = self.settings.settle;
+        let GenState::Starting { since } = self.generations[gi].state else {
+            return;
+        };
+        if settle.is_zero() || self.serving().is_none() {
+            self.promote(gi, now);
+            return;
+        }
+        self.set_state(
+            gi,
+            GenState::Settling {
+                since,
+                until: now + settle,
+            },
+            now,
+        );
+        info!(
+            generation = self.generations[gi].id,
+            settle = %humantime::format_duration(settle),
+            "generation ready, settling"
+        );
+    }
+
+    /// Generation `gi` is ready: it serves, and the one it replaces drains.
+    fn promote(&mut self, gi: usize, now: Mono) {
+        let old = self.serving();
+        let (GenState::Starting { since } | GenState::Settling { since, .. }) =
+            self.generations[gi].state
+        else {
+            return;
+        };
+        self.set_state(gi, GenState::Serving { since: now }, now);
+        let (id, count) = (self.generations[gi].id, self.generations[gi].count);
+        // The worker count sticks from here on (not before: a rolled-back
+        // reload keeps the old one).
+        self.workers = count;
+        // Its workers hold every socket: sockets added for it may get
+        // connections now.
+        self.emit(Action::OpenAddedSockets);
+        let took = round_ms(now.since(since));
+        let took_text = humantime::format_duration(took);
+        info!(generation = id, workers = self.generations[gi].workers.len(), took = %took_text, "generation serving");
+        if let Some(oi) = old {
+            let deadline = now + self.settings.drain_timeout;
+            self.generations[oi].workers.retain(|w| w.pid.is_some());
+            self.set_state(oi, GenState::Draining { deadline }, now);
+            let signal = self.settings.drain_signal;
+            let old_id = self.generations[oi].id;
+            info!(generation = old_id, workers = self.generations[oi].live_count(), signal = %signal.as_str(), "draining");
+            self.signal_workers(oi, signal);
+            info!(generation = id, previous = old_id, took = %took_text, "reload complete");
+            let pids = self.generations[gi].live_pids().collect();
+            let outcome = Outcome {
+                generation: id,
+                ok: true,
+                cause: None,
+                pids,
+                workers: count,
+                serving: Some(id),
+                took: now.since(since),
+                at: now,
+                held: None,
+            };
+            let waiters = self.reloads.finish(outcome);
+            let outcome = self.reloads.last.clone().expect("just recorded");
+            self.answer(waiters, &outcome);
+        }
+        // READY=1 for the first generation, and at the end of a reload.
+        self.notify_ready();
+        self.after_reload(now);
+    }
+
+    /// A starting generation will never be ready: it drains (a worker that
+    /// was not ready may have accepted connections already) and is SIGKILLed
+    /// at the drain deadline; the serving generation keeps serving.
+    fn fail_generation(&mut self, gi: usize, cause: String, now: Mono) {
+        let deadline = now + self.settings.drain_timeout;
+        let started = self.generations[gi].changed;
+        let (id, count) = (self.generations[gi].id, self.generations[gi].count);
+        self.set_state(gi, GenState::Failed { deadline }, now);
+        self.signal_workers(gi, self.settings.drain_signal);
+        if self.serving().is_none() && self.phase == Phase::Running {
+            // The first generation: nothing serves, baton exits 1 once its
+            // workers are gone.
+            error!(generation = id, cause = %cause, "generation failed to start");
+            let (waiters, outcome) = self.reloads.fail_all(id, &cause, now);
+            self.answer(waiters, &outcome);
+            self.phase = Phase::Fatal {
+                generation: id,
+                cause,
+            };
+            return;
+        }
+        let serving = self.serving().map(|si| self.generations[si].id);
+        let outcome = Outcome {
+            generation: id,
+            ok: false,
+            cause: Some(cause.clone()),
+            pids: Vec::new(),
+            workers: count,
+            serving,
+            took: now.since(started),
+            at: now,
+            held: None,
+        };
+        let waiters = self.reloads.finish(outcome);
+        let outcome = self.reloads.last.clone().expect("just recorded");
+        self.answer(waiters, &outcome);
+        // The reload has ended (rolled back): READY=1, with the cause in STATUS=.
+        self.notify_ready();
+        match serving {
+            Some(serving) => warn!(
+                generation = id,
+                serving,
+                cause = %cause,
+                "reload failed, previous generation keeps serving"
+            ),
+            None => warn!(generation = id, cause = %cause, "generation failed"),
+        }
+        self.after_reload(now);
+    }
+
+    // ---- stop ---------------------------------------------------------------
+
+    fn on_stop(&mut self, fast: bool, why: &str, now: Mono) {
+        let already = !matches!(self.phase, Phase::Running);
+        if already && !fast {
+            info!(signal = %why, "already stopping");
+            return;
+        }
+        let live: usize = self.generations.iter().map(|g| g.live_count()).sum();
+        info!(signal = %why, workers = live, "stopping");
+        self.reloads.cancel_all();
+        self.emit(Action::CancelWaiters);
+        self.emit(Action::Systemd(Systemd::Stopping(format!(
+            "stopping: draining {live} workers"
+        ))));
+        if !matches!(self.phase, Phase::Fatal { .. }) {
+            // A fast stop is already past its deadline: what is left (orphans
+            // of workers included) gets SIGKILL at once.
+            let orphans_signalled = match &self.phase {
+                Phase::Stopping {
+                    orphans_signalled, ..
+                } => *orphans_signalled,
+                _ => false,
+            };
+            self.phase = Phase::Stopping {
+                deadline: Some(if fast {
+                    now
+                } else {
+                    now + self.settings.drain_timeout
+                }),
+                orphans_signalled,
+                orphans_left: None,
+            };
+        }
+        for gi in 0..self.generations.len() {
+            // A slot waiting for its respawn is simply not respawned.
+            self.generations[gi].workers.retain(|w| w.pid.is_some());
+            if fast {
+                self.kill_generation(gi, now);
+            } else if !self.generations[gi].state.is_leaving() {
+                let deadline = now + self.settings.drain_timeout;
+                self.set_state(gi, GenState::Draining { deadline }, now);
+                self.signal_workers(gi, self.settings.drain_signal);
+            }
+            // Draining and failed generations already got the drain signal
+            // and keep their own deadline.
+        }
+    }
+
+    fn on_orphans(&mut self, count: usize) {
+        if let Phase::Stopping { orphans_left, .. } = &mut self.phase {
+            *orphans_left = Some(count);
+        }
+    }
+
+    /// Stopping, once every worker is gone: processes that workers left
+    /// behind (adopted by baton as subreaper) get the drain signal, and
+    /// SIGKILL once the stop deadline passed; baton exits when none is left.
+    fn check_orphans(&mut self) {
+        if self.generations.iter().any(|g| g.live_count() > 0) {
+            return;
+        }
+        let drain_signal = self.settings.drain_signal;
+        let Phase::Stopping {
+            deadline,
+            orphans_signalled,
+            ..
+        } = &mut self.phase
+        else {
+            return;
+        };
+        let signal = if deadline.is_none() {
+            Some(Signal::SIGKILL)
+        } else if !*orphans_signalled {
+            *orphans_signalled = true;
+            Some(drain_signal)
+        } else {
+            None
+        };
+        self.emit(Action::CheckOrphans { signal });
+    }
+
+    // ---- exits ----------------------------------------------------------------
+
+    fn on_exit(&mut self, pid: i32, status: ExitStatus, now: Mono) {
+        let Some((gi, wi)) = self.find_pid(pid) else {
+            debug!(pid, status = %status, "reaped a child that is not a worker");
+            return;
+        };
+        let (id, state) = (self.generations[gi].id, self.generations[gi].state);
+        let stopping = self.phase != Phase::Running;
+        let w = &mut self.generations[gi].workers[wi];
+        let slot = w.slot;
+        let was_ready = matches!(w.state, WorkerState::Ready { .. });
+        w.pid = None;
+        // Each exit is logged once: as a death to respawn from the serving
+        // generation, as a plain exit otherwise.
+        if !matches!(state, GenState::Serving { .. }) || stopping {
+            // A worker told to drain owes exit 0: anything else (uWSGI's
+            // failed re-exec, a crash while finishing requests) may have cost
+            // requests, and is worth a warning. SIGKILL at a deadline is
+            // warned about where it is sent.
+            let drained = matches!(state, GenState::Draining { .. }) || stopping;
+            let clean = matches!(
+                status,
+                ExitStatus::Code(0) | ExitStatus::Signal(Signal::SIGKILL)
+            );
+            if drained && !clean {
+                warn!(
+                    generation = id,
+                    slot,
+                    pid,
+                    status = %status,
+                    hint = "a draining worker should finish its work and exit 0: requests it \
+                            held may have been lost",
+                    "worker exited"
+                );
+            } else {
+                info!(generation = id, slot, pid, status = %status, "worker exited");
+            }
+        }
+        match state {
+            GenState::Starting { .. } => {
+                self.generations[gi].workers.remove(wi);
+                let when = if was_ready {
+                    "after it was ready, before the generation was"
+                } else {
+                    "before it was ready"
+                };
+                let cause = format!("worker slot {slot} (pid {pid}) {status} {when}");
+                self.fail_generation(gi, cause, now);
+            }
+            GenState::Settling { until, .. } => {
+                self.generations[gi].workers.remove(wi);
+                let settle = self.settings.settle;
+                let after_ready = settle.saturating_sub(until.since(now));
+                let cause = format!(
+                    "worker slot {slot} (pid {pid}) {status} {} after its generation was \
+                     ready, within the settle time ({}; --settle)",
+                    humantime::format_duration(round_ms(after_ready)),
+                    humantime::format_duration(settle)
+                );
+                self.fail_generation(gi, cause, now);
+            }
+            GenState::Serving { .. } if !stopping => {
+                let w = &mut self.generations[gi].workers[wi];
+                let quick = now.since(w.started) < HEALTHY_AFTER;
+                w.quick_deaths = if quick { w.quick_deaths + 1 } else { 0 };
+                let delay = if quick {
+                    backoff(w.quick_deaths)
+                } else {
+                    Duration::ZERO
+                };
+                w.state = WorkerState::Backoff { until: now + delay };
+                warn!(generation = id, slot, pid, status = %status, respawn_in = ?delay, "serving worker died, respawning");
+            }
+            _ => {
+                self.generations[gi].workers.remove(wi);
+            }
+        }
+    }
+
+    /// A leaving generation is gone once its workers are, and (with
+    /// containment) every process they left in its cgroup: those get the
+    /// drain signal when the last worker exits, and SIGKILL with the
+    /// generation's deadline (`cgroup.kill`).
+    fn drop_finished_generations(&mut self, now: Mono) {
+        let mut ask = Vec::new();
+        for g in &mut self.generations {
+            if g.state.is_leaving() && g.live_count() == 0 && g.recheck_cgroup.is_none() {
+                g.recheck_cgroup = Some(now + POLL);
+                ask.push(g.id);
+            }
+        }
+        for generation in ask {
+            self.emit(Action::CheckCgroup { generation });
+        }
+    }
+
+    fn on_cgroup_processes(&mut self, id: u64, count: usize, now: Mono) {
+        let Some(gi) = self.index_of(id) else { return };
+        let g = &mut self.generations[gi];
+        if !g.state.is_leaving() || g.live_count() > 0 {
+            return;
+        }
+        if count > 0 {
+            g.recheck_cgroup = Some(now + POLL);
+            if !g.leftovers_signalled {
+                g.leftovers_signalled = true;
+                let signal = self.settings.drain_signal;
+                warn!(generation = id, count, signal = %signal.as_str(), "signalling processes the workers left behind");
+                self.emit(Action::SignalCgroup {
+                    generation: id,
+                    signal,
+                });
+            }
+            return;
+        }
+        self.generations.remove(gi);
+        info!(generation = id, "generation exited");
+        self.emit(Action::Forget { generation: id });
+        // A reload held by --max-draining may fit now.
+        self.after_reload(now);
+    }
+
+    // ---- time -----------------------------------------------------------------
+
+    /// Act on everything due at `now`: readiness (by policy or timeout),
+    /// respawns, settle ends, drain and stop deadlines, missed worker
+    /// watchdogs, cgroups to look at again.
+    fn on_tick(&mut self, now: Mono) {
+        let ready_after = self.settings.ready_after;
+        let running = self.phase == Phase::Running;
+        for gi in 0..self.generations.len() {
+            let gen_state = self.generations[gi].state;
+            if let Some(at) = self.generations[gi].recheck_cgroup {
+                if now >= at && self.generations[gi].live_count() == 0 {
+                    self.generations[gi].recheck_cgroup = Some(now + POLL);
+                    let generation = self.generations[gi].id;
+                    self.emit(Action::CheckCgroup { generation });
+                }
+            }
+            match gen_state {
+                GenState::Draining { deadline } | GenState::Failed { deadline } => {
+                    if now >= deadline {
+                        let gen = &self.generations[gi];
+                        warn!(
+                            generation = gen.id,
+                            workers = gen.live_count(),
+                            "drain timeout: killing the workers left"
+                        );
+                        self.kill_generation(gi, now);
+                    }
+                    continue;
+                }
+                GenState::Killed => continue,
+                GenState::Settling { until, .. } => {
+                    if now >= until && running {
+                        let gen = &self.generations[gi];
+                        let workers = gen
+                            .workers
+                            .iter()
+                            .filter_map(|w| w.pid.map(|p| (w.slot, p)))
+                            .collect();
+                        self.emit(Action::CheckSockets {
+                            generation: gen.id,
+                            count: gen.count,
+                            workers,
+                            check: Check::Settled,
+                        });
+                    }
+                    continue;
+                }
+                GenState::Starting { .. } | GenState::Serving { .. } => {}
+            }
+            for wi in 0..self.generations[gi].workers.len() {
+                let gen = &self.generations[gi];
+                let Some(w) = gen.workers.get(wi) else { break };
+                match w.state {
+                    WorkerState::Starting { since, .. }
+                        if ready_after.is_some_and(|after| now >= since + after) =>
+                    {
+                        self.check_ready(gi, wi);
+                    }
+                    WorkerState::Starting { deadline, since } if now >= deadline => {
+                        let cause = format!(
+                            "worker slot {} (pid {}) not ready after {}: it sent no READY=1 \
+                             to $NOTIFY_SOCKET (for an app that cannot notify, use \
+                             --ready-when accepting or --ready-after DURATION; for a slow \
+                             start, raise --ready-timeout)",
+                            w.slot,
+                            w.pid.unwrap_or(0),
+                            humantime::format_duration(round_ms(now.since(since)))
+                        );
+                        if matches!(gen_state, GenState::Starting { .. }) {
+                            self.fail_generation(gi, cause, now);
+                            break;
+                        }
+                        // A respawned worker of the serving generation: kill
+                        // it; its exit schedules the next try with backoff.
+                        warn!(generation = gen.id, slot = w.slot, cause = %cause, "killing a respawned worker");
+                        self.kill_worker(gi, wi);
+                    }
+                    WorkerState::Starting { .. }
+                        if self.settings.ready_when == ReadyWhen::Accepting =>
+                    {
+                        if let Some(pid) = w.pid {
+                            self.emit(Action::ProbeAccepting {
+                                generation: gen.id,
+                                count: gen.count,
+                                slot: w.slot,
+                                pid,
+                            });
+                        }
+                    }
+                    WorkerState::Backoff { until } if now >= until && running => {
+                        let (generation, count, slot) = (gen.id, gen.count, w.slot);
+                        let w = &mut self.generations[gi].workers[wi];
+                        w.restarts += 1;
+                        w.state = WorkerState::Spawning;
+                        self.emit(Action::Spawn {
+                            generation,
+                            slot,
+                            count,
+                        });
+                    }
+                    _ => {}
+                }
+            }
+        }
+        self.check_watchdogs(now);
+        let expired = match &mut self.phase {
+            Phase::Stopping { deadline, .. } if deadline.is_some_and(|d| now >= d) => {
+                *deadline = None;
+                true
+            }
+            _ => false,
+        };
+        if expired {
+            for gi in 0..self.generations.len() {
+                let gen = &self.generations[gi];
+                if gen.state != GenState::Killed || gen.live_count() > 0 {
+                    warn!(
+                        generation = gen.id,
+                        workers = gen.live_count(),
+                        "stop timeout: killing the workers left"
+                    );
+                    self.kill_generation(gi, now);
+                }
+            }
+        }
+        if self.stopping() {
+            self.check_orphans();
+        }
+    }
+
+    /// `--worker-watchdog D`: a ready worker of the serving generation that
+    /// sent no `WATCHDOG=1` for D is replaced.
+    fn check_watchdogs(&mut self, now: Mono) {
+        let Some(period) = self.settings.worker_watchdog else {
+            return;
+        };
+        let Some(si) = self.serving().filter(|_| self.phase == Phase::Running) else {
+            return;
+        };
+        for wi in 0..self.generations[si].workers.len() {
+            let w = &self.generations[si].workers[wi];
+            let WorkerState::Ready { since } = w.state else {
+                continue;
+            };
+            let last = w.last_ping.unwrap_or(since).max(since);
+            if now.since(last) > period {
+                let why = format!(
+                    "sent no WATCHDOG=1 for {} (--worker-watchdog)",
+                    humantime::format_duration(period)
+                );
+                self.replace_stuck(si, wi, &why, now);
+            }
+        }
+    }
+
+    fn on_worker_stuck(&mut self, pid: i32, why: &str, now: Mono) {
+        let Some((gi, wi)) = self.find_pid(pid) else {
+            return;
+        };
+        let serving = matches!(self.generations[gi].state, GenState::Serving { .. });
+        let ready = matches!(
+            self.generations[gi].workers[wi].state,
+            WorkerState::Ready { .. }
+        );
+        if serving && ready && self.phase == Phase::Running {
+            self.replace_stuck(gi, wi, why, now);
+        }
+    }
+
+    /// A serving worker accepts nothing: SIGKILL; its exit respawns the
+    /// slot (the serving generation's rule), and the replacement takes what
+    /// queued on its sockets (they are baton's: nothing is reset).
+    fn replace_stuck(&mut self, gi: usize, wi: usize, why: &str, now: Mono) {
+        let gen = &self.generations[gi];
+        let w = &gen.workers[wi];
+        warn!(
+            generation = gen.id,
+            slot = w.slot,
+            pid = w.pid.unwrap_or(0),
+            cause = %why,
+            "worker stuck: replacing it"
+        );
+        let group = self.settings.signal_group;
+        let w = &mut self.generations[gi].workers[wi];
+        // Until it is reaped, the watchdog does not count it again.
+        w.last_ping = Some(now);
+        if let Some(pid) = w.pid {
+            self.out.push(Action::Signal {
+                pid,
+                signal: Signal::SIGKILL,
+                group,
+            });
+        }
+    }
+}
+
+pub fn round_ms(d: Duration) -> Duration {
+    Duration::from_millis(d.as_millis() as u64)
+}
+
+/// A signal in the core's state, by number.
+mod signal_serde {
+    use nix::sys::signal::Signal;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(sig: &Signal, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_i32(*sig as i32)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Signal, D::Error> {
+        let n = i32::deserialize(d)?;
+        Signal::try_from(n).map_err(serde::de::Error::custom)
+    }
+}

@@ -1,0 +1,960 @@
+//! The core's state × event table, without fork, signals or a clock.
+//!
+//! [`Sim`] is a fake shell: it answers the core's questions the way the
+//! real one would (spawns succeed with made-up pids unless told otherwise,
+//! workers hold their sockets, cgroups are empty, no orphans), records every
+//! action, and moves a fake clock.
+
+use std::collections::{HashMap, HashSet};
+use std::time::Duration;
+
+use nix::sys::signal::Signal;
+
+use super::*;
+
+const SEC: Duration = Duration::from_secs(1);
+
+fn settings() -> Settings {
+    Settings {
+        workers: 2,
+        ready_timeout: 30 * SEC,
+        ready_after: None,
+        ready_when: ReadyWhen::Notify,
+        settle: 2 * SEC,
+        drain_signal: Signal::SIGTERM,
+        drain_timeout: 30 * SEC,
+        signal_group: false,
+        max_draining: 8,
+        worker_watchdog: None,
+    }
+}
+
+struct Sim {
+    core: Core,
+    now: Mono,
+    next_pid: i32,
+    /// Spawns that fail, by (generation, slot).
+    spawn_fails: HashSet<(u64, usize)>,
+    /// Workers that closed a socket: pid → socket.
+    missing: HashMap<i32, String>,
+    /// Processes left in a generation's cgroup.
+    cgroup: HashMap<u64, usize>,
+    orphans: usize,
+    accepting: HashSet<i32>,
+}
+
+impl Sim {
+    fn new(settings: Settings) -> Sim {
+        let now = Mono::from_duration(Duration::from_secs(1000));
+        Sim {
+            core: Core::new(settings, now),
+            now,
+            next_pid: 100,
+            spawn_fails: HashSet::new(),
+            missing: HashMap::new(),
+            cgroup: HashMap::new(),
+            orphans: 0,
+            accepting: HashSet::new(),
+        }
+    }
+
+    /// Generation 1 started and serving.
+    fn serving(settings: Settings) -> Sim {
+        let mut sim = Sim::new(settings);
+        sim.on(Event::Start);
+        sim.ready_all(1);
+        assert_eq!(sim.state(1), "serving");
+        sim
+    }
+
+    /// The event, and the answers to every question it raises, as the
+    /// shell does; returns every action, questions included.
+    fn on(&mut self, event: Event) -> Vec<Action> {
+        let mut all = Vec::new();
+        let mut pending = vec![event];
+        while !pending.is_empty() {
+            let event = pending.remove(0);
+            for action in self.core.on(event, self.now) {
+                pending.extend(self.answer(&action));
+                all.push(action);
+            }
+        }
+        all
+    }
+
+    fn answer(&mut self, action: &Action) -> Option<Event> {
+        Some(match action {
+            Action::Prepare { generation, .. } => Event::Prepared {
+                generation: *generation,
+                result: Ok(()),
+            },
+            Action::Spawn {
+                generation, slot, ..
+            } => Event::Spawned {
+                generation: *generation,
+                slot: *slot,
+                result: if self.spawn_fails.contains(&(*generation, *slot)) {
+                    Err("exec failed: No such file or directory".into())
+                } else {
+                    self.next_pid += 1;
+                    Ok(self.next_pid)
+                },
+            },
+            Action::CheckSockets {
+                generation,
+                workers,
+                check,
+                ..
+            } => Event::Sockets {
+                generation: *generation,
+                check: *check,
+                missing: workers.iter().find_map(|&(slot, pid)| {
+                    self.missing.get(&pid).map(|s| Missing {
+                        slot,
+                        pid,
+                        socket: s.clone(),
+                    })
+                }),
+            },
+            Action::ProbeAccepting { pid, .. } if self.accepting.contains(pid) => {
+                Event::SeenAccepting { pid: *pid }
+            }
+            Action::CheckCgroup { generation } => Event::CgroupProcesses {
+                generation: *generation,
+                count: self.cgroup.get(generation).copied().unwrap_or(0),
+            },
+            Action::CheckOrphans { .. } => Event::Orphans {
+                count: self.orphans,
+            },
+            _ => return None,
+        })
+    }
+
+    fn tick(&mut self) -> Vec<Action> {
+        self.on(Event::Tick)
+    }
+
+    fn advance(&mut self, d: Duration) -> Vec<Action> {
+        self.now = self.now + d;
+        self.tick()
+    }
+
+    fn gen(&self, id: u64) -> &Generation {
+        self.core.generation(id).expect("no such generation")
+    }
+
+    fn state(&self, id: u64) -> &'static str {
+        self.core.generation(id).map_or("gone", |g| g.state.name())
+    }
+
+    fn pids(&self, id: u64) -> Vec<i32> {
+        self.gen(id).live_pids().collect()
+    }
+
+    fn ready(&mut self, pid: i32) -> Vec<Action> {
+        self.on(Event::Notify {
+            pid,
+            ready: true,
+            watchdog: false,
+            mainpid: false,
+            status: None,
+        })
+    }
+
+    fn ready_all(&mut self, id: u64) -> Vec<Action> {
+        let mut all = Vec::new();
+        for pid in self.pids(id) {
+            all.extend(self.ready(pid));
+        }
+        all
+    }
+
+    fn exit(&mut self, pid: i32, code: i32) -> Vec<Action> {
+        self.on(Event::Exited {
+            pid,
+            status: ExitStatus::Code(code),
+        })
+    }
+
+    /// Every worker of generation `id` exits 0.
+    fn exit_all(&mut self, id: u64) -> Vec<Action> {
+        let mut all = Vec::new();
+        for pid in self.pids(id) {
+            all.extend(self.exit(pid, 0));
+        }
+        all
+    }
+
+    fn reload(&mut self, waiter: u64) -> Vec<Action> {
+        self.on(Event::Reload {
+            waiter: Some(WaiterId(waiter)),
+            workers: None,
+        })
+    }
+
+    fn hup(&mut self) -> Vec<Action> {
+        self.on(Event::Reload {
+            waiter: None,
+            workers: None,
+        })
+    }
+
+    /// A reload of generation `id` all the way through its settle time.
+    fn settle(&mut self, id: u64) -> Vec<Action> {
+        let mut all = self.ready_all(id);
+        assert_eq!(self.state(id), "settling");
+        all.extend(self.advance(2 * SEC));
+        all
+    }
+}
+
+fn signals(actions: &[Action]) -> Vec<(i32, Signal)> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Signal { pid, signal, .. } => Some((*pid, *signal)),
+            _ => None,
+        })
+        .collect()
+}
+
+fn answers(actions: &[Action]) -> Vec<(u64, bool, u64)> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Answer { waiter, outcome } => Some((waiter.0, outcome.ok, outcome.generation)),
+            _ => None,
+        })
+        .collect()
+}
+
+fn causes(actions: &[Action]) -> Vec<String> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Answer { outcome, .. } => outcome.cause.clone(),
+            _ => None,
+        })
+        .collect()
+}
+
+fn spawns(actions: &[Action]) -> Vec<(u64, usize)> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Spawn {
+                generation, slot, ..
+            } => Some((*generation, *slot)),
+            _ => None,
+        })
+        .collect()
+}
+
+fn readies(actions: &[Action]) -> usize {
+    actions
+        .iter()
+        .filter(|a| matches!(a, Action::Systemd(Systemd::Ready(_))))
+        .count()
+}
+
+// ---- start ------------------------------------------------------------------
+
+#[test]
+fn start_prepares_then_spawns_slot_by_slot_then_serves_when_all_are_ready() {
+    let mut sim = Sim::new(settings());
+    let t = sim.now;
+    // Raw, without the fake shell: one question at a time.
+    assert_eq!(
+        sim.core.on(Event::Start, t),
+        vec![Action::Prepare {
+            generation: 1,
+            count: 2
+        }]
+    );
+    let spawn = |slot| Action::Spawn {
+        generation: 1,
+        slot,
+        count: 2,
+    };
+    let prepared = Event::Prepared {
+        generation: 1,
+        result: Ok(()),
+    };
+    assert_eq!(sim.core.on(prepared, t), vec![spawn(0)]);
+    let spawned = |slot, pid| Event::Spawned {
+        generation: 1,
+        slot,
+        result: Ok(pid),
+    };
+    assert_eq!(sim.core.on(spawned(0, 11), t), vec![spawn(1)]);
+    assert_eq!(sim.core.on(spawned(1, 12), t), vec![]);
+    let ready = |pid| Event::Notify {
+        pid,
+        ready: true,
+        watchdog: false,
+        mainpid: false,
+        status: None,
+    };
+    let check = |pid, slot| Action::CheckSockets {
+        generation: 1,
+        count: 2,
+        workers: vec![(slot, pid)],
+        check: Check::Ready { pid },
+    };
+    assert_eq!(sim.core.on(ready(11), t), vec![check(11, 0)]);
+    let held = |pid| Event::Sockets {
+        generation: 1,
+        check: Check::Ready { pid },
+        missing: None,
+    };
+    assert_eq!(sim.core.on(held(11), t), vec![], "one of two is ready");
+    assert_eq!(sim.core.on(ready(12), t), vec![check(12, 1)]);
+    // The first generation serves at once (no settle: nothing to fall back
+    // to), and systemd hears READY=1.
+    let actions = sim.core.on(held(12), t);
+    assert_eq!(actions.len(), 2, "{actions:?}");
+    assert_eq!(actions[0], Action::OpenAddedSockets);
+    assert!(
+        matches!(&actions[1], Action::Systemd(Systemd::Ready(line)) if line.contains("generation 1 serving, 2/2"))
+    );
+    assert_eq!(sim.state(1), "serving");
+    assert!(!sim.core.finished());
+}
+
+#[test]
+fn a_first_generation_that_cannot_spawn_is_fatal_and_answers_every_waiter() {
+    let mut sim = Sim::new(settings());
+    sim.spawn_fails.insert((1, 1));
+    let actions = sim.on(Event::Start);
+    assert_eq!(spawns(&actions), vec![(1, 0), (1, 1)]);
+    let slot0 = sim.pids(1)[0];
+    // Slot 0 got the drain signal; nothing serves: fatal.
+    assert_eq!(signals(&actions), vec![(slot0, Signal::SIGTERM)]);
+    assert!(
+        matches!(&sim.core.phase, Phase::Fatal { generation: 1, cause } if cause.contains("worker slot 1: exec failed"))
+    );
+    assert!(!sim.core.finished(), "its worker is still running");
+    // A reload asked for meanwhile is dismissed (baton is ending).
+    assert_eq!(
+        sim.reload(7),
+        vec![Action::Dismiss {
+            waiter: WaiterId(7)
+        }]
+    );
+    sim.exit(slot0, 0);
+    assert!(sim.core.finished());
+}
+
+#[test]
+fn a_reload_queued_during_the_first_start_is_answered_with_the_next_generation() {
+    let mut sim = Sim::new(settings());
+    sim.on(Event::Start);
+    assert!(sim.reload(1).is_empty(), "queued: generation 1 is starting");
+    let actions = sim.ready_all(1);
+    // Generation 1 serves, and the queued reload starts generation 2 at once.
+    assert!(actions.contains(&Action::Prepare {
+        generation: 2,
+        count: 2
+    }));
+    let actions = sim.settle(2);
+    assert_eq!(answers(&actions), vec![(1, true, 2)]);
+}
+
+#[test]
+fn a_failed_first_generation_answers_reloads_queued_behind_it_with_its_cause() {
+    let mut sim = Sim::new(settings());
+    sim.on(Event::Start);
+    sim.reload(1);
+    let pid = sim.pids(1)[0];
+    let actions = sim.exit(pid, 3);
+    assert_eq!(answers(&actions), vec![(1, false, 1)]);
+    assert!(
+        causes(&actions)[0].contains("first generation failed"),
+        "{actions:?}"
+    );
+    assert!(causes(&actions)[0].contains("exited 3 before it was ready"));
+}
+
+// ---- reloads ------------------------------------------------------------------
+
+#[test]
+fn a_reload_settles_then_drains_the_old_generation_and_answers() {
+    let mut sim = Sim::serving(settings());
+    let old = sim.pids(1);
+    let actions = sim.reload(1);
+    assert!(
+        matches!(&actions[0], Action::Systemd(Systemd::Reloading(t)) if t.contains("generation 2"))
+    );
+    assert_eq!(spawns(&actions), vec![(2, 0), (2, 1)]);
+    let actions = sim.ready_all(2);
+    assert_eq!(sim.state(2), "settling");
+    assert!(signals(&actions).is_empty(), "the old one keeps serving");
+    assert!(answers(&actions).is_empty());
+    // Before the settle time is over, nothing.
+    assert!(signals(&sim.advance(SEC)).is_empty());
+    let actions = sim.advance(SEC);
+    // Checked that they still hold their sockets, then promoted.
+    assert!(matches!(
+        &actions[0],
+        Action::CheckSockets {
+            generation: 2,
+            check: Check::Settled,
+            ..
+        }
+    ));
+    assert_eq!(sim.state(2), "serving");
+    assert_eq!(sim.state(1), "draining");
+    assert_eq!(
+        signals(&actions),
+        old.iter()
+            .map(|&p| (p, Signal::SIGTERM))
+            .collect::<Vec<_>>()
+    );
+    assert_eq!(answers(&actions), vec![(1, true, 2)]);
+    assert_eq!(readies(&actions), 1, "systemd hears the reload ended");
+    // The old generation leaves once its workers exit and its cgroup is empty.
+    let actions = sim.exit_all(1);
+    assert!(actions.contains(&Action::CheckCgroup { generation: 1 }));
+    assert!(actions.contains(&Action::Forget { generation: 1 }));
+    assert_eq!(sim.state(1), "gone");
+}
+
+#[test]
+fn with_settle_zero_the_old_generation_drains_as_soon_as_the_new_is_ready() {
+    let mut sim = Sim::serving(Settings {
+        settle: Duration::ZERO,
+        ..settings()
+    });
+    sim.reload(1);
+    let actions = sim.ready_all(2);
+    assert_eq!(sim.state(2), "serving");
+    assert_eq!(signals(&actions).len(), 2);
+    assert_eq!(answers(&actions), vec![(1, true, 2)]);
+}
+
+#[test]
+fn a_hup_storm_during_a_reload_coalesces_into_one_more_reload() {
+    let mut sim = Sim::serving(settings());
+    sim.reload(1);
+    for w in 2..12 {
+        assert!(sim.reload(w).is_empty(), "queued behind generation 2");
+        assert!(sim.hup().is_empty());
+    }
+    let actions = sim.settle(2);
+    assert_eq!(answers(&actions), vec![(1, true, 2)]);
+    // Exactly one more generation started, covering every queued request.
+    assert!(actions.contains(&Action::Prepare {
+        generation: 3,
+        count: 2
+    }));
+    let actions = sim.settle(3);
+    let got: Vec<_> = answers(&actions).iter().map(|a| a.0).collect();
+    assert_eq!(got, (2..12).collect::<Vec<_>>());
+    assert!(answers(&actions).iter().all(|a| a.1 && a.2 == 3));
+    assert!(sim.core.generation(4).is_none());
+    assert!(!sim.core.reloads.is_queued());
+}
+
+#[test]
+fn a_reload_asking_for_a_worker_count_keeps_it_only_if_it_serves() {
+    let mut sim = Sim::serving(settings());
+    let actions = sim.on(Event::Reload {
+        waiter: None,
+        workers: Some(3),
+    });
+    assert_eq!(spawns(&actions), vec![(2, 0), (2, 1), (2, 2)]);
+    let pid = sim.pids(2)[2];
+    sim.exit(pid, 1);
+    assert_eq!(sim.core.workers, 2, "rolled back: the count stays");
+    let actions = sim.on(Event::Reload {
+        waiter: None,
+        workers: Some(3),
+    });
+    assert_eq!(spawns(&actions).len(), 3);
+    sim.settle(3);
+    assert_eq!(sim.core.workers, 3);
+    assert_eq!(spawns(&sim.hup()).len(), 3, "the next reload keeps 3");
+}
+
+// ---- failures and rollback ------------------------------------------------------
+
+#[test]
+fn a_worker_dying_before_ready_rolls_the_reload_back() {
+    let mut sim = Sim::serving(settings());
+    let old = sim.pids(1);
+    sim.reload(1);
+    let new = sim.pids(2);
+    let actions = sim.exit(new[0], 3);
+    assert_eq!(sim.state(2), "failed");
+    assert_eq!(sim.state(1), "serving", "the old one keeps serving");
+    // The survivor of the failed generation drains (it may hold accepted
+    // connections); nothing is sent to the old generation.
+    assert_eq!(signals(&actions), vec![(new[1], Signal::SIGTERM)]);
+    assert!(old
+        .iter()
+        .all(|p| !signals(&actions).iter().any(|s| s.0 == *p)));
+    assert_eq!(answers(&actions), vec![(1, false, 2)]);
+    assert!(causes(&actions)[0].contains("exited 3 before it was ready"));
+    assert_eq!(readies(&actions), 1, "READY=1 ends the reload for systemd");
+    assert!(sim
+        .core
+        .status_line()
+        .contains("last reload failed: generation 2"));
+}
+
+#[test]
+fn a_worker_dying_within_the_settle_time_rolls_the_reload_back() {
+    let mut sim = Sim::serving(settings());
+    sim.reload(1);
+    sim.ready_all(2);
+    sim.advance(SEC);
+    let pid = sim.pids(2)[1];
+    let actions = sim.exit(pid, 3);
+    assert_eq!(sim.state(2), "failed");
+    assert_eq!(sim.state(1), "serving");
+    let cause = &causes(&actions)[0];
+    assert!(
+        cause.contains(
+            "exited 3 1s after its generation was ready, within the settle time (2s; --settle)"
+        ),
+        "{cause}"
+    );
+}
+
+#[test]
+fn a_worker_that_closed_its_socket_fails_its_generation_at_ready_and_at_settle_end() {
+    let mut sim = Sim::serving(settings());
+    sim.reload(1);
+    let pid = sim.pids(2)[0];
+    sim.missing.insert(pid, "127.0.0.1:80 (fd 3)".into());
+    let actions = sim.ready(pid);
+    assert_eq!(sim.state(2), "failed");
+    assert!(causes(&actions)[0].contains("closed the socket it inherited"));
+    assert!(causes(&actions)[0].contains("--bind-to-activated-sockets only"));
+    // The same found at the end of the settle time.
+    sim.exit_all(2);
+    sim.reload(2);
+    sim.ready_all(3);
+    let pid = sim.pids(3)[1];
+    sim.missing.insert(pid, "127.0.0.1:80 (fd 3)".into());
+    let actions = sim.advance(2 * SEC);
+    assert_eq!(sim.state(3), "failed");
+    assert!(causes(&actions)[0].contains("at the end of the settle time"));
+}
+
+#[test]
+fn a_worker_not_ready_by_its_deadline_fails_the_generation_and_is_killed_at_drain_timeout() {
+    let mut sim = Sim::serving(Settings {
+        drain_timeout: 5 * SEC,
+        ..settings()
+    });
+    sim.reload(1);
+    let pids = sim.pids(2);
+    assert!(sim.advance(29 * SEC).is_empty());
+    let actions = sim.advance(SEC);
+    assert_eq!(sim.state(2), "failed");
+    assert!(causes(&actions)[0].contains("not ready after 30s: it sent no READY=1"));
+    assert_eq!(signals(&actions).len(), 2);
+    // Ignores TERM: SIGKILL at the drain deadline, its cgroup too.
+    let actions = sim.advance(5 * SEC);
+    assert_eq!(
+        signals(&actions),
+        pids.iter()
+            .map(|&p| (p, Signal::SIGKILL))
+            .collect::<Vec<_>>()
+    );
+    assert!(actions.contains(&Action::KillCgroup { generation: 2 }));
+    assert_eq!(sim.state(2), "killed");
+    sim.on(Event::Exited {
+        pid: pids[0],
+        status: ExitStatus::Signal(Signal::SIGKILL),
+    });
+    sim.on(Event::Exited {
+        pid: pids[1],
+        status: ExitStatus::Signal(Signal::SIGKILL),
+    });
+    assert_eq!(sim.state(2), "gone");
+}
+
+#[test]
+fn a_failed_prepare_fails_the_reload_without_spawning() {
+    let mut sim = Sim::serving(settings());
+    let t = sim.now;
+    let actions = sim.core.on(
+        Event::Reload {
+            waiter: Some(WaiterId(1)),
+            workers: None,
+        },
+        t,
+    );
+    assert!(actions.contains(&Action::Prepare {
+        generation: 2,
+        count: 2
+    }));
+    let actions = sim.core.on(
+        Event::Prepared {
+            generation: 2,
+            result: Err("cannot create its cgroup: EBUSY".into()),
+        },
+        t,
+    );
+    assert!(spawns(&actions).is_empty());
+    assert_eq!(answers(&actions), vec![(1, false, 2)]);
+    // No worker: it is gone as soon as its (empty) cgroup is checked.
+    assert!(actions.contains(&Action::CheckCgroup { generation: 2 }));
+}
+
+#[test]
+fn ready_after_the_drain_began_and_strangers_are_ignored() {
+    let mut sim = Sim::serving(settings());
+    let old = sim.pids(1);
+    sim.reload(1);
+    sim.settle(2);
+    assert_eq!(
+        sim.ready(old[0]),
+        vec![Action::Ignored {
+            pid: old[0],
+            why: "READY=1 after the drain began"
+        }]
+    );
+    assert_eq!(sim.state(1), "draining");
+    assert_eq!(
+        sim.ready(4242),
+        vec![Action::Ignored {
+            pid: 4242,
+            why: "message from a pid that is not a worker"
+        }]
+    );
+    let new = sim.pids(2)[0];
+    assert_eq!(
+        sim.ready(new),
+        vec![Action::Ignored {
+            pid: new,
+            why: "repeated READY=1"
+        }]
+    );
+    let actions = sim.on(Event::Notify {
+        pid: new,
+        ready: false,
+        watchdog: false,
+        mainpid: true,
+        status: None,
+    });
+    assert_eq!(
+        actions,
+        vec![Action::Ignored {
+            pid: new,
+            why: "MAINPID= from a worker"
+        }]
+    );
+}
+
+// ---- the serving generation ----------------------------------------------------------
+
+#[test]
+fn a_serving_worker_that_dies_is_respawned_with_backoff() {
+    let mut sim = Sim::serving(settings());
+    let pid = sim.pids(1)[1];
+    let actions = sim.exit(pid, 1);
+    assert!(spawns(&actions).is_empty());
+    assert_eq!(sim.gen(1).workers[1].state.name(), "backoff");
+    assert!(sim.advance(Duration::from_millis(50)).is_empty());
+    let actions = sim.advance(Duration::from_millis(50));
+    assert_eq!(spawns(&actions), vec![(1, 1)]);
+    let w = &sim.gen(1).workers[1];
+    assert_eq!((w.restarts, w.quick_deaths), (1, 1));
+    // It dies again at once: the backoff doubles.
+    let pid = w.pid.unwrap();
+    sim.exit(pid, 1);
+    assert!(sim.advance(Duration::from_millis(150)).is_empty());
+    assert_eq!(
+        spawns(&sim.advance(Duration::from_millis(50))),
+        vec![(1, 1)]
+    );
+    // A respawn must be ready too; until then it is "starting".
+    assert_eq!(sim.gen(1).workers[1].state.name(), "starting");
+    let pid = sim.gen(1).workers[1].pid.unwrap();
+    sim.ready(pid);
+    assert_eq!(sim.gen(1).ready_count(), 2);
+    assert_eq!(sim.state(1), "serving");
+}
+
+#[test]
+fn a_respawn_that_fails_to_spawn_backs_off_and_one_never_ready_is_killed() {
+    let mut sim = Sim::serving(settings());
+    let pid = sim.pids(1)[0];
+    sim.spawn_fails.insert((1, 0));
+    sim.exit(pid, 1);
+    sim.advance(Duration::from_millis(100));
+    let w = &sim.gen(1).workers[0];
+    assert_eq!((w.state.name(), w.quick_deaths), ("backoff", 2));
+    sim.spawn_fails.clear();
+    let actions = sim.advance(Duration::from_millis(200));
+    assert_eq!(spawns(&actions), vec![(1, 0)]);
+    let pid = sim.gen(1).workers[0].pid.unwrap();
+    let actions = sim.advance(30 * SEC);
+    assert_eq!(signals(&actions), vec![(pid, Signal::SIGKILL)]);
+    assert_eq!(sim.state(1), "serving", "the generation keeps serving");
+}
+
+#[test]
+fn a_stuck_worker_or_a_missed_watchdog_is_replaced() {
+    let mut sim = Sim::serving(Settings {
+        worker_watchdog: Some(5 * SEC),
+        ..settings()
+    });
+    let pids = sim.pids(1);
+    let actions = sim.on(Event::WorkerStuck {
+        pid: pids[0],
+        why: "is stopped".into(),
+    });
+    assert_eq!(signals(&actions), vec![(pids[0], Signal::SIGKILL)]);
+    // Pings keep worker 1 alive; worker 0 is not counted again until reaped.
+    for _ in 0..3 {
+        sim.advance(2 * SEC);
+        sim.on(Event::Notify {
+            pid: pids[1],
+            ready: false,
+            watchdog: true,
+            mainpid: false,
+            status: None,
+        });
+    }
+    let actions = sim.advance(2 * SEC);
+    assert!(signals(&actions).is_empty(), "{actions:?}");
+    let actions = sim.advance(4 * SEC);
+    assert_eq!(
+        signals(&actions),
+        vec![(pids[0], Signal::SIGKILL), (pids[1], Signal::SIGKILL)]
+    );
+}
+
+#[test]
+fn ready_when_accepting_probes_starting_workers_until_seen() {
+    let mut sim = Sim::new(Settings {
+        ready_when: ReadyWhen::Accepting,
+        ..settings()
+    });
+    sim.on(Event::Start);
+    let pids = sim.pids(1);
+    let probes = |a: &[Action]| {
+        a.iter()
+            .filter(|a| matches!(a, Action::ProbeAccepting { .. }))
+            .count()
+    };
+    assert_eq!(probes(&sim.tick()), 2);
+    assert_eq!(sim.core.next_deadline(sim.now), Some(sim.now + POLL));
+    sim.accepting.insert(pids[0]);
+    sim.advance(POLL);
+    assert_eq!(sim.gen(1).ready_count(), 1);
+    sim.accepting.insert(pids[1]);
+    sim.advance(POLL);
+    assert_eq!(sim.state(1), "serving");
+    assert_eq!(probes(&sim.tick()), 0);
+}
+
+#[test]
+fn ready_after_marks_workers_ready_without_a_message() {
+    let mut sim = Sim::new(Settings {
+        ready_after: Some(SEC),
+        ..settings()
+    });
+    sim.on(Event::Start);
+    assert_eq!(sim.core.next_deadline(sim.now), Some(sim.now + SEC));
+    sim.advance(SEC);
+    assert_eq!(sim.state(1), "serving");
+}
+
+// ---- --max-draining ------------------------------------------------------------
+
+#[test]
+fn max_draining_holds_a_reload_until_an_old_generation_exits() {
+    let mut sim = Sim::serving(Settings {
+        max_draining: 1,
+        settle: Duration::ZERO,
+        ..settings()
+    });
+    sim.hup();
+    sim.ready_all(2);
+    assert_eq!(sim.core.leaving_count(), 1);
+    // Generation 1 still drains: the next reload is held, nothing is cut.
+    let actions = sim.reload(1);
+    assert!(actions.is_empty(), "{actions:?}");
+    assert!(sim.core.reloads.held().is_some());
+    assert_eq!(sim.state(1), "draining");
+    sim.advance(3 * SEC);
+    let actions = sim.exit_all(1);
+    assert!(actions.contains(&Action::Prepare {
+        generation: 3,
+        count: 2
+    }));
+    let actions = sim.ready_all(3);
+    let answer = actions.iter().find_map(|a| match a {
+        Action::Answer { outcome, .. } => Some(outcome.clone()),
+        _ => None,
+    });
+    assert_eq!(answer.unwrap().held, Some(3 * SEC));
+}
+
+// ---- stop ------------------------------------------------------------------
+
+#[test]
+fn stop_during_a_reload_drains_both_generations_and_drops_the_queue() {
+    let mut sim = Sim::serving(settings());
+    sim.reload(1);
+    sim.reload(2); // queued
+    let all: Vec<i32> = sim.pids(1).into_iter().chain(sim.pids(2)).collect();
+    let actions = sim.on(Event::Stop {
+        fast: false,
+        why: "SIGTERM".into(),
+    });
+    assert!(actions.contains(&Action::CancelWaiters));
+    assert!(actions
+        .iter()
+        .any(|a| matches!(a, Action::Systemd(Systemd::Stopping(_)))));
+    let mut sent = signals(&actions);
+    sent.sort();
+    assert_eq!(
+        sent,
+        all.iter()
+            .map(|&p| (p, Signal::SIGTERM))
+            .collect::<Vec<_>>()
+    );
+    assert!(!sim.core.reloads.is_queued());
+    // A reload now is dismissed, a second TERM changes nothing.
+    assert_eq!(
+        sim.reload(3),
+        vec![Action::Dismiss {
+            waiter: WaiterId(3)
+        }]
+    );
+    assert!(signals(&sim.on(Event::Stop {
+        fast: false,
+        why: "SIGTERM".into()
+    }))
+    .is_empty());
+    // Workers that exit while stopping are not respawned.
+    for pid in &all {
+        assert!(spawns(&sim.exit(*pid, 0)).is_empty());
+    }
+    assert!(sim.core.generations.is_empty());
+    // The orphans of workers are looked for, signalled, and waited for.
+    sim.orphans = 1;
+    let actions = sim.tick();
+    assert_eq!(
+        actions,
+        vec![Action::CheckOrphans {
+            signal: Some(Signal::SIGTERM)
+        }]
+    );
+    assert!(!sim.core.finished());
+    sim.orphans = 0;
+    assert_eq!(sim.tick(), vec![Action::CheckOrphans { signal: None }]);
+    assert!(sim.core.finished());
+}
+
+#[test]
+fn the_stop_deadline_kills_what_is_left_and_a_fast_stop_kills_at_once() {
+    let mut sim = Sim::serving(Settings {
+        drain_timeout: 10 * SEC,
+        ..settings()
+    });
+    let pids = sim.pids(1);
+    sim.on(Event::Stop {
+        fast: false,
+        why: "SIGTERM".into(),
+    });
+    assert!(signals(&sim.advance(9 * SEC)).is_empty());
+    let actions = sim.advance(SEC);
+    let kills: Vec<_> = signals(&actions);
+    assert!(
+        pids.iter().all(|p| kills.contains(&(*p, Signal::SIGKILL))),
+        "{actions:?}"
+    );
+    // After the deadline, orphans get SIGKILL on sight.
+    sim.exit_all(1);
+    sim.orphans = 2;
+    assert_eq!(
+        sim.tick(),
+        vec![Action::CheckOrphans {
+            signal: Some(Signal::SIGKILL)
+        }]
+    );
+
+    let mut sim = Sim::serving(settings());
+    sim.reload(1);
+    let all: Vec<i32> = sim.pids(1).into_iter().chain(sim.pids(2)).collect();
+    let actions = sim.on(Event::Stop {
+        fast: true,
+        why: "SIGQUIT".into(),
+    });
+    let mut kills = signals(&actions);
+    kills.sort();
+    assert_eq!(
+        kills,
+        all.iter()
+            .map(|&p| (p, Signal::SIGKILL))
+            .collect::<Vec<_>>()
+    );
+    assert!(actions.contains(&Action::KillCgroup { generation: 1 }));
+    assert!(actions.contains(&Action::KillCgroup { generation: 2 }));
+}
+
+// ---- containment -----------------------------------------------------------------
+
+#[test]
+fn leftovers_in_a_gone_generations_cgroup_are_signalled_once_and_waited_for() {
+    let mut sim = Sim::serving(Settings {
+        settle: Duration::ZERO,
+        ..settings()
+    });
+    sim.hup();
+    sim.ready_all(2);
+    sim.cgroup.insert(1, 3);
+    let actions = sim.exit_all(1);
+    assert_eq!(
+        actions
+            .iter()
+            .filter(|a| matches!(
+                a,
+                Action::SignalCgroup {
+                    generation: 1,
+                    signal: Signal::SIGTERM
+                }
+            ))
+            .count(),
+        1
+    );
+    assert_eq!(
+        sim.state(1),
+        "draining",
+        "kept while its cgroup holds processes"
+    );
+    let actions = sim.advance(POLL);
+    assert_eq!(actions, vec![Action::CheckCgroup { generation: 1 }]);
+    sim.cgroup.insert(1, 0);
+    let actions = sim.advance(POLL);
+    assert!(actions.contains(&Action::Forget { generation: 1 }));
+    assert_eq!(sim.state(1), "gone");
+}
+
+// ---- state as data --------------------------------------------------------------
+
+#[test]
+fn the_state_serializes_and_a_restored_core_carries_on_the_same() {
+    let mut sim = Sim::serving(settings());
+    sim.reload(1);
+    sim.reload(2);
+    sim.ready_all(2);
+    let json = serde_json::to_string(&sim.core).unwrap();
+    let restored: Core = serde_json::from_str(&json).unwrap();
+    assert_eq!(serde_json::to_string(&restored).unwrap(), json);
+    let mut twin = Sim::new(settings());
+    twin.core = restored;
+    twin.now = sim.now;
+    twin.next_pid = sim.next_pid;
+    let a = sim.advance(2 * SEC);
+    let b = twin.advance(2 * SEC);
+    assert_eq!(a, b);
+    assert_eq!(answers(&a), vec![(1, true, 2)]);
+}

@@ -1,0 +1,588 @@
+//! The shell: what the core asks for, done. It is the only code that forks,
+//! signals, reaps, reads `/proc` and the cgroup files, and talks to systemd
+//! and to `baton reload` clients. Every event goes through [`Shell::drive`],
+//! which feeds the core's questions back to it as events before anything
+//! else happens.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::os::fd::{AsFd, OwnedFd};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use nix::errno::Errno;
+use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use nix::unistd::Pid;
+use tracing::{error, info, warn};
+
+use super::liveness::QueueWatch;
+use crate::cgroup::{Containment, GenCgroup};
+use crate::config::Config;
+use crate::control::{Command, Reply, Request};
+use crate::core::{Action, Core, Event, ExitStatus, Missing, Mono, Systemd, WaiterId};
+use crate::error::{Error, SpawnError};
+use crate::listeners::{Kind, Listener};
+use crate::notify::{Datagram, RateLimit};
+use crate::spawn::{self, WorkerSpec};
+use crate::status;
+use crate::systemd::Manager;
+
+/// The monotonic clock now (`CLOCK_MONOTONIC`, as the core's [`Mono`]).
+pub fn now() -> Mono {
+    let ts = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC)
+        .expect("CLOCK_MONOTONIC is always readable");
+    Mono::from_duration(Duration::new(ts.tv_sec() as u64, ts.tv_nsec() as u32))
+}
+
+/// A `baton reload` client's reply channel (the control connection writes
+/// what it receives; a dropped sender reads as "baton is stopping").
+pub type Waiter = tokio::sync::oneshot::Sender<Reply>;
+
+pub(super) struct Shell {
+    pub(super) config: Config,
+    pub(super) listeners: Vec<Listener>,
+    /// Where workers send `READY=1`.
+    pub(super) notify_path: PathBuf,
+    pub(super) devnull: OwnedFd,
+    /// A pidfd for each live worker: signals go through it (process.rs).
+    pub(super) pidfds: HashMap<i32, OwnedFd>,
+    /// Each generation in its own cgroup (None: containment off).
+    pub(super) containment: Option<Containment>,
+    pub(super) cgroups: HashMap<u64, GenCgroup>,
+    /// Cgroups of generations that are gone, not removed yet (EBUSY for a
+    /// moment after their last process exited). Paths only: no fd is kept.
+    pub(super) dead_cgroups: Vec<PathBuf>,
+    /// systemd, when baton runs under it (NOTIFY_SOCKET).
+    pub(super) manager: Option<Manager>,
+    pub(super) waiters: HashMap<WaiterId, Waiter>,
+    pub(super) next_waiter: u64,
+    /// Warnings about ignored notify messages, rate-limited per kind (a flood
+    /// of one kind does not hide the first of another).
+    pub(super) notify_warnings: HashMap<&'static str, RateLimit>,
+    /// (listener, socket) that stopped listening and could not be mended:
+    /// reported once.
+    pub(super) broken_listeners: HashSet<(usize, usize)>,
+    /// Accept queues of per-slot sockets, by (listener, socket): see
+    /// liveness.rs.
+    pub(super) queues: HashMap<(usize, usize), QueueWatch>,
+    /// Why the first generation could not start, as the error baton exits
+    /// with (a spawn or cgroup error says more than "generation 1 failed").
+    pub(super) first_error: Option<Error>,
+}
+
+impl Shell {
+    /// Give the core `event` and do what it says, feeding the answers to
+    /// its questions back to it, until it has nothing left to do.
+    pub(super) fn drive(&mut self, core: &mut Core, event: Event) {
+        let now = now();
+        let mut pending = VecDeque::from([event]);
+        while let Some(event) = pending.pop_front() {
+            for action in core.on(event, now) {
+                pending.extend(self.perform(action));
+            }
+        }
+    }
+
+    fn perform(&mut self, action: Action) -> Option<Event> {
+        match action {
+            Action::Prepare { generation, count } => Some(Event::Prepared {
+                generation,
+                result: self.prepare(generation, count),
+            }),
+            Action::Spawn {
+                generation,
+                slot,
+                count,
+            } => {
+                let result = match self.spawn_worker(generation, slot, count) {
+                    Ok(pid) => {
+                        if let Some(fd) = crate::process::pidfd_open(pid) {
+                            self.pidfds.insert(pid.as_raw(), fd);
+                        }
+                        Ok(pid.as_raw())
+                    }
+                    Err(e) => {
+                        let text = e.to_string();
+                        if generation == 1 && self.first_error.is_none() {
+                            self.first_error = Some(e.into());
+                        }
+                        Err(text)
+                    }
+                };
+                Some(Event::Spawned {
+                    generation,
+                    slot,
+                    result,
+                })
+            }
+            Action::CheckSockets {
+                generation,
+                count,
+                workers,
+                check,
+            } => {
+                let missing = workers.iter().find_map(|&(slot, pid)| {
+                    self.missing_socket(slot, count, pid).map(|socket| Missing {
+                        slot,
+                        pid,
+                        socket,
+                    })
+                });
+                Some(Event::Sockets {
+                    generation,
+                    check,
+                    missing,
+                })
+            }
+            Action::ProbeAccepting {
+                count, slot, pid, ..
+            } => self
+                .observed_accepting(slot, count, pid)
+                .then_some(Event::SeenAccepting { pid }),
+            Action::Signal { pid, signal, group } => {
+                crate::process::signal(Pid::from_raw(pid), self.pidfds.get(&pid), signal, group);
+                None
+            }
+            Action::KillCgroup { generation } => {
+                if let Some(c) = self.cgroups.get(&generation) {
+                    c.kill();
+                }
+                None
+            }
+            Action::SignalCgroup { generation, signal } => {
+                if let Some(c) = self.cgroups.get(&generation) {
+                    c.signal_all(signal);
+                }
+                None
+            }
+            Action::CheckCgroup { generation } => {
+                let count = match self.cgroups.get(&generation) {
+                    Some(c) if c.populated() => c.process_count().max(1),
+                    _ => 0,
+                };
+                if count == 0 {
+                    // Nothing can enter it again (its workers are gone and
+                    // a leaving generation respawns none): its cgroup.procs
+                    // fd is closed now, before the core says it is gone (a
+                    // test counts baton's fds on that line).
+                    self.forget(generation);
+                }
+                Some(Event::CgroupProcesses { generation, count })
+            }
+            Action::Forget { generation } => {
+                self.forget(generation);
+                None
+            }
+            Action::CheckOrphans { signal } => {
+                let orphans = crate::process::orphans(&[]);
+                if let (Some(signal), false) = (signal, orphans.is_empty()) {
+                    warn!(count = orphans.len(), signal = %signal.as_str(), "signalling processes the workers left behind");
+                    for &pid in &orphans {
+                        // Not a worker: no pidfd. The pid is our unreaped
+                        // child (we are its reaper): it cannot be reused.
+                        crate::process::signal(pid, None, signal, false);
+                    }
+                }
+                Some(Event::Orphans {
+                    count: orphans.len(),
+                })
+            }
+            Action::OpenAddedSockets => {
+                for l in &mut self.listeners {
+                    if let Err(e) = l.all_served() {
+                        // The sockets stay held; the kernel keeps picking
+                        // among the served ones (every connection is still
+                        // served).
+                        warn!(name = %l.name, addr = %l.local, error = %e, "cannot open the added sockets to connections");
+                    }
+                }
+                None
+            }
+            Action::Systemd(msg) => {
+                if let Some(m) = &mut self.manager {
+                    match msg {
+                        Systemd::Ready(line) => m.ready(&line),
+                        Systemd::Reloading(line) => m.reloading(&line),
+                        Systemd::Stopping(line) => m.stopping(&line),
+                    }
+                }
+                None
+            }
+            Action::Answer { waiter, outcome } => {
+                if let Some(w) = self.waiters.remove(&waiter) {
+                    // The client may have gone away: nothing to do then.
+                    let _ = w.send(outcome.into());
+                }
+                None
+            }
+            Action::CancelWaiters => {
+                self.waiters.clear();
+                None
+            }
+            Action::Dismiss { waiter } => {
+                self.waiters.remove(&waiter);
+                None
+            }
+            Action::Ignored { pid, why } => {
+                self.ignored_notify(Some(pid), why);
+                None
+            }
+        }
+    }
+
+    /// Make ready for generation `id` of `count` workers: listeners that a
+    /// worker shut down put back, its cgroup, sockets added to reuseport
+    /// groups. The first generation's errors are kept to exit with.
+    fn prepare(&mut self, id: u64, count: usize) -> Result<(), String> {
+        // The new generation gets sockets that listen.
+        self.check_listeners();
+        if let Some(c) = &self.containment {
+            match c.create(id) {
+                Ok(cg) => {
+                    self.cgroups.insert(id, cg);
+                }
+                Err(source) => {
+                    let cause = format!("cannot create its cgroup: {source}");
+                    if id == 1 {
+                        self.first_error = Some(Error::GenCgroup {
+                            generation: id,
+                            source,
+                        });
+                    }
+                    return Err(cause);
+                }
+            }
+        }
+        let backlog = self.config.backlog;
+        for l in &mut self.listeners {
+            match l.grow(count, backlog) {
+                Ok(0) => {}
+                Ok(added) => info!(
+                    name = %l.name,
+                    addr = %l.local,
+                    added,
+                    sockets = l.socket_count(),
+                    served = l.served_count(),
+                    "listener grown"
+                ),
+                Err(e) => {
+                    return Err(format!(
+                        "cannot add sockets to {} (to {count}): {e}",
+                        l.local
+                    ))
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Spawn worker `slot` of a generation of `count`: each listener's
+    /// sockets for that slot (see `Listener::slots_for`), together, in
+    /// listener order from fd 3.
+    fn spawn_worker(&self, generation: u64, slot: usize, count: usize) -> Result<Pid, SpawnError> {
+        let per_listener: Vec<_> = self
+            .listeners
+            .iter()
+            .map(|l| (l, l.fds_for(slot, count)))
+            .collect();
+        let fds: Vec<_> = per_listener
+            .iter()
+            .flat_map(|(_, fds)| fds.iter().copied())
+            .collect();
+        let counts: Vec<_> = per_listener
+            .iter()
+            .map(|(l, fds)| (*l, fds.len()))
+            .collect();
+        let mut env = spawn::worker_env(&counts, &self.notify_path, self.config.compat_env);
+        env.push(("BATON_GENERATION".into(), generation.to_string()));
+        env.push(("BATON_WORKER".into(), slot.to_string()));
+        // The generation's size: a worker can size its own thread pool to
+        // its share of the machine (one of N processes).
+        env.push(("BATON_WORKERS".into(), count.to_string()));
+        if let Some(period) = self.config.worker_watchdog {
+            // systemd's variable: sd_watchdog_enabled() in the worker sees it
+            // (without WATCHDOG_PID, which would only have to match its pid).
+            env.push(("WATCHDOG_USEC".into(), period.as_micros().to_string()));
+        }
+        let pid = spawn::spawn(&WorkerSpec {
+            program: &self.config.program,
+            args: &self.config.args,
+            chdir: self.config.chdir.as_deref(),
+            fds: &fds,
+            stdin: self.devnull.as_fd(),
+            env: &env,
+            user: self.config.user.as_ref(),
+            cgroup_procs: self.cgroups.get(&generation).map(|c| c.procs_fd()),
+        })
+        .inspect_err(|e| error!(generation, slot, error = %e, "spawn failed"))?;
+        info!(
+            generation,
+            slot,
+            pid = pid.as_raw(),
+            fds = fds.len(),
+            "worker spawned"
+        );
+        Ok(pid)
+    }
+
+    /// The first socket worker `slot` (of a generation of `count`) was
+    /// given and process `pid` no longer holds, as `ADDR (fd N)`. None if it
+    /// holds them all, or if its fd table cannot be read.
+    fn missing_socket(&self, slot: usize, count: usize, pid: i32) -> Option<String> {
+        let mut fd = 3;
+        for l in &self.listeners {
+            for j in l.slots_for(slot, count) {
+                let held = l
+                    .inode(j)
+                    .ok()
+                    .and_then(|inode| crate::process::holds_socket(Pid::from_raw(pid), inode));
+                if held == Some(false) {
+                    return Some(format!("{} (fd {fd})", l.local));
+                }
+                fd += 1;
+            }
+        }
+        None
+    }
+
+    /// `--ready-when accepting`: the worker (or a process it started) is
+    /// seen accepting on every stream socket it was given (see
+    /// [`crate::process::observed_accepting`]).
+    fn observed_accepting(&self, slot: usize, count: usize, pid: i32) -> bool {
+        let mut inodes = Vec::new();
+        for l in self.listeners.iter().filter(|l| l.kind != Kind::Udp) {
+            for j in l.slots_for(slot, count) {
+                match l.inode(j) {
+                    Ok(i) => inodes.push(i),
+                    Err(_) => return false,
+                }
+            }
+        }
+        crate::process::observed_accepting(Pid::from_raw(pid), &inodes)
+    }
+
+    /// Let go of a gone generation's cgroup (its directory is removed as
+    /// soon as the kernel allows).
+    fn forget(&mut self, generation: u64) {
+        if let Some(c) = self.cgroups.remove(&generation) {
+            self.dead_cgroups.push(c.path().to_path_buf());
+        }
+        self.remove_dead_cgroups();
+    }
+
+    pub(super) fn remove_dead_cgroups(&mut self) {
+        self.dead_cgroups.retain(|c| match std::fs::remove_dir(c) {
+            Ok(()) => false,
+            Err(e) if e.raw_os_error() == Some(libc::EBUSY) => true,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
+            Err(e) => {
+                warn!(cgroup = %c.display(), error = %e, "cannot remove a generation's cgroup");
+                false
+            }
+        });
+    }
+
+    /// A listener that a worker shut down (`shutdown(2)` on its copy stops
+    /// it for every process) refuses every connection while the workers
+    /// look healthy. Found here, before every reload and once a second:
+    /// logged loudly, and made to listen again (see
+    /// [`Listener::relisten`]). Returns true if a socket was put back (the
+    /// workers holding the old one must be replaced).
+    pub(super) fn check_listeners(&mut self) -> bool {
+        let backlog = self.config.backlog;
+        let mut replaced = false;
+        for (li, l) in self.listeners.iter_mut().enumerate() {
+            for j in l.stopped_listening() {
+                if !self.broken_listeners.insert((li, j)) {
+                    continue; // reported, and could not be mended
+                }
+                let holders: Vec<i32> = self.pidfds.keys().copied().collect();
+                error!(
+                    name = %l.name,
+                    addr = %l.local,
+                    socket = j,
+                    holders = ?holders,
+                    "listener stopped listening: one of the workers holding it called shutdown(2) on \
+                     it, which stops it for every process; connections to it are refused"
+                );
+                match l.relisten(j, backlog) {
+                    Ok(what) => {
+                        self.broken_listeners.remove(&(li, j));
+                        replaced = true;
+                        error!(name = %l.name, addr = %l.local, socket = j, "listener {what}; a new generation takes over");
+                    }
+                    Err(e) => {
+                        error!(name = %l.name, addr = %l.local, socket = j, error = %e, "cannot make the listener listen again")
+                    }
+                }
+            }
+        }
+        replaced
+    }
+
+    /// Reap every exited child (never blocks).
+    pub(super) fn reap(&mut self, core: &mut Core) {
+        loop {
+            let (pid, status) = match waitpid(None::<Pid>, Some(WaitPidFlag::WNOHANG)) {
+                Ok(WaitStatus::Exited(pid, code)) => (pid, ExitStatus::Code(code)),
+                Ok(WaitStatus::Signaled(pid, sig, _)) => (pid, ExitStatus::Signal(sig)),
+                Ok(WaitStatus::StillAlive) | Err(Errno::ECHILD) => return,
+                Ok(_) | Err(Errno::EINTR) => continue,
+                Err(e) => {
+                    warn!(error = %e, "waitpid failed");
+                    return;
+                }
+            };
+            // Reaped: its pid may be reused from now on; its pidfd goes.
+            self.pidfds.remove(&pid.as_raw());
+            self.drive(
+                core,
+                Event::Exited {
+                    pid: pid.as_raw(),
+                    status,
+                },
+            );
+        }
+    }
+
+    /// A datagram on the notify socket. Only `READY=1` from a starting
+    /// worker changes anything; everything else a worker (or anyone able to
+    /// reach the socket) sends is ignored, with warnings rate-limited so a
+    /// flood cannot flood the log.
+    pub(super) fn on_notify(&mut self, core: &mut Core, dg: Datagram) {
+        let Some(pid) = dg.pid else {
+            self.ignored_notify(None, "message without sender credentials");
+            return;
+        };
+        if dg.truncated {
+            let why = if core
+                .generations
+                .iter()
+                .any(|g| g.worker_index(pid).is_some())
+            {
+                "oversized message"
+            } else {
+                "message from a pid that is not a worker"
+            };
+            self.ignored_notify(Some(pid), why);
+            return;
+        }
+        let m = dg.message;
+        self.drive(
+            core,
+            Event::Notify {
+                pid,
+                ready: m.ready,
+                watchdog: m.watchdog,
+                mainpid: m.other.iter().any(|a| a.starts_with("MAINPID=")),
+                status: m.status,
+            },
+        );
+    }
+
+    fn ignored_notify(&mut self, pid: Option<i32>, why: &'static str) {
+        let limit = self
+            .notify_warnings
+            .entry(why)
+            .or_insert_with(|| RateLimit::new(Duration::from_secs(10)));
+        if let Some(suppressed) = limit.allow(std::time::Instant::now()) {
+            warn!(pid = pid.unwrap_or(0), suppressed, "notify {why} ignored");
+        }
+    }
+
+    pub(super) fn on_command(&mut self, core: &mut Core, cmd: Command) {
+        match cmd.request {
+            Request::Status => {
+                let status = self.status(core);
+                let _ = cmd.reply.send(Reply {
+                    ok: true,
+                    status: Some(status),
+                    ..Reply::default()
+                });
+            }
+            Request::Reload { workers } => {
+                match workers {
+                    Some(n) => info!(workers = n, "reload requested on the control socket"),
+                    None => info!("reload requested on the control socket"),
+                }
+                // Answered with the outcome of the reload that covers it.
+                let id = WaiterId(self.next_waiter);
+                self.next_waiter += 1;
+                self.waiters.insert(id, cmd.reply);
+                self.drive(
+                    core,
+                    Event::Reload {
+                        waiter: Some(id),
+                        workers,
+                    },
+                );
+            }
+            Request::Stop => {
+                let _ = cmd.reply.send(Reply {
+                    ok: true,
+                    stopping: true,
+                    ..Reply::default()
+                });
+                self.drive(
+                    core,
+                    Event::Stop {
+                        fast: false,
+                        why: "baton stop".into(),
+                    },
+                );
+            }
+        }
+    }
+
+    pub(super) fn status(&self, core: &Core) -> status::Status {
+        status::collect(
+            core,
+            &self.listeners,
+            status::Baton {
+                now: now(),
+                cgroup: self.containment.as_ref().map(|c| c.root()),
+                processes: &|generation| self.cgroups.get(&generation).map(|c| c.process_count()),
+            },
+        )
+    }
+
+    /// Once a second: a listener that stopped listening is put back and a
+    /// new generation started on it (the workers holding the dead socket
+    /// drain); serving workers that accept nothing are replaced.
+    pub(super) fn on_periodic(&mut self, core: &mut Core) {
+        if core.stopping() {
+            return;
+        }
+        if self.check_listeners() {
+            self.drive(
+                core,
+                Event::Reload {
+                    waiter: None,
+                    workers: None,
+                },
+            );
+        }
+        for (pid, why) in self.stuck_workers(core) {
+            self.drive(core, Event::WorkerStuck { pid, why });
+        }
+    }
+
+    pub(super) fn publish_status(&mut self, core: &Core) {
+        if let Some(m) = &mut self.manager {
+            m.status(&core.status_line());
+        }
+    }
+
+    /// What baton exits with once the core is finished.
+    pub(super) fn outcome(&mut self, core: &Core) -> Result<(), Error> {
+        match &core.phase {
+            crate::core::Phase::Fatal { generation, cause } => Err(match self.first_error.take() {
+                Some(e) if *generation == 1 => e,
+                _ => Error::FirstGeneration {
+                    generation: *generation,
+                    cause: cause.clone(),
+                },
+            }),
+            _ => Ok(()),
+        }
+    }
+}
