@@ -55,8 +55,10 @@ pub struct Listener {
     /// after its address.
     pub named: bool,
     pub kind: Kind,
-    /// The address actually bound, as logged and passed in compat variables:
-    /// `127.0.0.1:8080`, `[::1]:8080`, `udp://127.0.0.1:53`, `unix:/path`.
+    /// The address actually bound (for port 0, the port the kernel picked).
+    pub addr: ListenAddr,
+    /// `addr` as logged and shown in status: `127.0.0.1:8080`,
+    /// `[::1]:8080`, `udp://127.0.0.1:53`, `unix:/path`.
     pub local: String,
     /// Came from systemd (LISTEN_FDS) rather than `--listen`.
     pub inherited: bool,
@@ -118,10 +120,7 @@ impl Listener {
         if !self.per_slot || slots <= self.sockets.len() {
             return Ok(0);
         }
-        let addr: std::net::SocketAddr = self
-            .bare_addr()
-            .parse()
-            .map_err(|_| io::Error::other(format!("bound address {:?} unparsable", self.local)))?;
+        let addr = self.inet_addr()?;
         // Keep the kernel on the sockets served so far (the first `served`).
         attach_first_k(self.sockets[0].as_fd(), self.served)?;
         let opts = BindOptions {
@@ -186,9 +185,7 @@ impl Listener {
                 Ok("listening again")
             }
             Kind::Tcp => {
-                let addr: std::net::SocketAddr = self.bare_addr().parse().map_err(|_| {
-                    io::Error::other(format!("bound address {:?} unparsable", self.local))
-                })?;
+                let addr = self.inet_addr()?;
                 let opts = BindOptions {
                     backlog,
                     reuseport_slots: self.per_slot.then_some(self.sockets.len()),
@@ -222,12 +219,24 @@ impl Listener {
         Ok(nix::sys::stat::fstat(self.sockets[j].as_fd())?.st_ino)
     }
 
-    /// The bound address without the `udp://` / `unix:` prefix.
-    pub fn bare_addr(&self) -> &str {
-        self.local
-            .strip_prefix("udp://")
-            .or_else(|| self.local.strip_prefix("unix:"))
-            .unwrap_or(&self.local)
+    /// The bound address without the `udp://` / `unix:` prefix (what the
+    /// Server::Starter and einhorn variables carry).
+    pub fn bare_addr(&self) -> String {
+        match &self.addr {
+            ListenAddr::Tcp(a) | ListenAddr::Udp(a) => a.to_string(),
+            ListenAddr::Unix(p) => p.display().to_string(),
+        }
+    }
+
+    /// The bound TCP or UDP address.
+    fn inet_addr(&self) -> io::Result<std::net::SocketAddr> {
+        match &self.addr {
+            ListenAddr::Tcp(a) | ListenAddr::Udp(a) => Ok(*a),
+            ListenAddr::Unix(_) => Err(io::Error::other(format!(
+                "{} is not a TCP or UDP address",
+                self.local
+            ))),
+        }
     }
 }
 
@@ -278,15 +287,16 @@ fn bind(spec: &ListenSpec, opts: &BindOptions) -> io::Result<Listener> {
                 }
                 sockets.push(OwnedFd::from(socket));
             }
-            let local = match kind {
-                Kind::Udp => format!("udp://{bound}"),
-                _ => bound.to_string(),
+            let addr = match kind {
+                Kind::Udp => ListenAddr::Udp(bound),
+                _ => ListenAddr::Tcp(bound),
             };
             Ok(Listener {
                 name: spec.name.clone(),
                 named: spec.named,
                 kind,
-                local,
+                local: addr.to_string(),
+                addr,
                 inherited: false,
                 served: sockets.len(),
                 sockets,
@@ -312,6 +322,7 @@ fn bind(spec: &ListenSpec, opts: &BindOptions) -> io::Result<Listener> {
                 named: spec.named,
                 kind: Kind::Unix,
                 local: spec.addr.to_string(),
+                addr: spec.addr.clone(),
                 inherited: false,
                 sockets: vec![socket.into()],
                 per_slot: false,
@@ -564,24 +575,25 @@ fn adopt(fd: RawFd, name: String, named: bool) -> io::Result<Listener> {
     let ty = socket.r#type()?;
     let domain = socket.domain()?;
     let local = socket.local_addr()?;
-    let (kind, local) = match (domain, ty) {
-        (Domain::IPV4 | Domain::IPV6, Type::STREAM) if socket.is_listener()? => (
-            Kind::Tcp,
-            local.as_socket().map(|a| a.to_string()).unwrap_or_default(),
-        ),
-        (Domain::IPV4 | Domain::IPV6, Type::DGRAM) => (
-            Kind::Udp,
-            format!(
-                "udp://{}",
-                local.as_socket().map(|a| a.to_string()).unwrap_or_default()
-            ),
-        ),
+    let inet = || {
+        local.as_socket().ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "an inet socket without an inet address",
+            )
+        })
+    };
+    let (kind, addr) = match (domain, ty) {
+        (Domain::IPV4 | Domain::IPV6, Type::STREAM) if socket.is_listener()? => {
+            (Kind::Tcp, ListenAddr::Tcp(inet()?))
+        }
+        (Domain::IPV4 | Domain::IPV6, Type::DGRAM) => (Kind::Udp, ListenAddr::Udp(inet()?)),
         (Domain::UNIX, Type::STREAM) if socket.is_listener()? => {
             let path = local
                 .as_pathname()
-                .map(|p| p.display().to_string())
+                .map(|p| p.to_path_buf())
                 .unwrap_or_else(|| "(unnamed)".into());
-            (Kind::Unix, format!("unix:{path}"))
+            (Kind::Unix, ListenAddr::Unix(path))
         }
         _ => {
             return Err(io::Error::new(
@@ -594,7 +606,8 @@ fn adopt(fd: RawFd, name: String, named: bool) -> io::Result<Listener> {
         name,
         named,
         kind,
-        local,
+        local: addr.to_string(),
+        addr,
         inherited: true,
         sockets: vec![owned],
         per_slot: false,
