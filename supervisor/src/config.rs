@@ -54,6 +54,15 @@ pub struct Cli {
     #[arg(long)]
     pub reuseport: bool,
 
+    /// Steer, then signal (implies --reuseport): consecutive generations get
+    /// their own sockets of each TCP group, new connections go only to the
+    /// serving generation, and the old one gets the drain signal once its
+    /// accept queues are empty, so no connection reaches a worker that is
+    /// told to drain. For apps that close connections they accepted but
+    /// have not read when signalled (uvicorn, hypercorn, Puma).
+    #[arg(long)]
+    pub steer: bool,
+
     /// Mode of the unix socket files baton creates (octal, e.g. 0660).
     #[arg(long, value_name = "MODE", value_parser = parse_mode)]
     pub socket_mode: Option<u32>,
@@ -259,6 +268,8 @@ pub struct Config {
     /// listen(2)'s backlog, as the call takes it (the kernel caps it anyway).
     pub backlog: i32,
     pub reuseport: bool,
+    /// `--steer`: two socket sets per TCP group, steered (see listeners.rs).
+    pub steer: bool,
     pub socket_mode: Option<u32>,
     /// (uid, gid) resolved from `--socket-owner`.
     pub socket_owner: Option<(Option<u32>, Option<u32>)>,
@@ -314,7 +325,8 @@ impl Config {
             max_draining: cli.max_draining,
             chdir: cli.chdir,
             backlog: i32::try_from(cli.backlog).unwrap_or(i32::MAX),
-            reuseport: cli.reuseport,
+            reuseport: cli.reuseport || cli.steer,
+            steer: cli.steer,
             socket_mode: cli.socket_mode,
             socket_owner: cli.socket_owner.as_deref().map(parse_owner).transpose()?,
             compat_env: !cli.no_compat_env,

@@ -19,7 +19,16 @@
 //! never if that generation is rolled back. So before adding sockets baton
 //! attaches a classic BPF program to the group that picks among the first K
 //! (served) sockets only ([`Listener::grow`]), and removes it once a
-//! generation that holds every socket serves ([`Listener::all_served`]).
+//! generation that holds every socket serves ([`Listener::steer`]).
+//!
+//! **Steering** (`--steer`, TCP): the group holds two sets of sockets, one
+//! per slot each, and consecutive generations alternate between them, so
+//! old and new workers never share a socket. A BPF program sends new
+//! connections only to the serving generation's set
+//! ([`Listener::steer`]); the old generation serves what is queued on its
+//! own sockets ([`Listener::queued_in_set`]) and gets the drain signal once
+//! they are empty, so no connection reaches a worker after (or just before)
+//! it is told to drain.
 
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
@@ -73,6 +82,16 @@ pub struct Listener {
     served: usize,
     /// Set for unix sockets that baton created: removed on a clean stop.
     unix_path: Option<PathBuf>,
+    /// Steering (`--steer`): the two sets of sockets generations alternate
+    /// between, as indexes into `sockets` (which is in the kernel's order of
+    /// the group), and the set new connections go to.
+    sets: Option<Steering>,
+}
+
+#[derive(Debug)]
+struct Steering {
+    sets: [Vec<usize>; 2],
+    steered: usize,
 }
 
 impl Listener {
@@ -80,20 +99,43 @@ impl Listener {
     /// gets: every j with j mod workers == slot when the listener has a
     /// socket per slot (so with fewer workers than sockets, each socket still
     /// has a worker), else the one shared socket.
-    pub fn slots_for(&self, slot: usize, workers: usize) -> Vec<usize> {
+    ///
+    /// With steering, the same within the generation's own `set` of sockets.
+    pub fn slots_for(&self, set: usize, slot: usize, workers: usize) -> Vec<usize> {
         if !self.per_slot {
             return vec![0];
         }
         let workers = workers.max(1);
-        (slot..self.sockets.len()).step_by(workers).collect()
+        match &self.sets {
+            Some(st) => {
+                let own = &st.sets[set % 2];
+                (slot..own.len()).step_by(workers).map(|p| own[p]).collect()
+            }
+            None => (slot..self.sockets.len()).step_by(workers).collect(),
+        }
     }
 
     /// The sockets worker `slot` of a generation of `workers` gets, in order.
-    pub fn fds_for(&self, slot: usize, workers: usize) -> Vec<BorrowedFd<'_>> {
-        self.slots_for(slot, workers)
+    pub fn fds_for(&self, set: usize, slot: usize, workers: usize) -> Vec<BorrowedFd<'_>> {
+        self.slots_for(set, slot, workers)
             .into_iter()
             .map(|j| self.sockets[j].as_fd())
             .collect()
+    }
+
+    /// Generations alternate between two sets of sockets (`--steer`).
+    pub fn steering(&self) -> bool {
+        self.sets.is_some()
+    }
+
+    /// Connections waiting in the accept queues of `set`'s sockets (0
+    /// without steering).
+    pub fn queued_in_set(&self, set: usize) -> u32 {
+        let Some(st) = &self.sets else { return 0 };
+        st.sets[set % 2]
+            .iter()
+            .filter_map(|&j| accept_queue(self.sockets[j].as_fd()).ok())
+            .sum()
     }
 
     pub fn socket_count(&self) -> usize {
@@ -107,7 +149,10 @@ impl Listener {
 
     /// How many sockets the kernel hands connections to (see `served`).
     pub fn served_count(&self) -> usize {
-        self.served
+        match &self.sets {
+            Some(st) => st.sets[st.steered].len(),
+            None => self.served,
+        }
     }
 
     /// Make sure there are at least `slots` sockets in the group, binding
@@ -117,6 +162,9 @@ impl Listener {
     /// connections only once [`Listener::all_served`] says a generation
     /// that accepts on them serves. Returns how many sockets were added.
     pub fn grow(&mut self, slots: usize, backlog: i32) -> io::Result<usize> {
+        if self.sets.is_some() {
+            return self.grow_sets(slots, backlog);
+        }
         if !self.per_slot || slots <= self.sockets.len() {
             return Ok(0);
         }
@@ -136,10 +184,56 @@ impl Listener {
         Ok(self.sockets.len() - before)
     }
 
+    /// Steering: make each set at least `slots` sockets. The kernel keeps
+    /// sending connections to the steered set only (the program names its
+    /// sockets), so the new ones get nothing until a generation holding them
+    /// serves.
+    fn grow_sets(&mut self, slots: usize, backlog: i32) -> io::Result<usize> {
+        let Some(st) = &self.sets else { return Ok(0) };
+        if st.sets.iter().all(|s| s.len() >= slots) {
+            return Ok(0);
+        }
+        attach_indexes(self.sockets[0].as_fd(), &st.sets[st.steered])?;
+        let addr = self.inet_addr()?;
+        let opts = BindOptions {
+            backlog,
+            reuseport_slots: Some(slots),
+            ..BindOptions::default()
+        };
+        let mut added = 0;
+        for set in 0..2 {
+            while self.sets.as_ref().map_or(0, |st| st.sets[set].len()) < slots {
+                let socket = inet_socket(self.kind, addr, &opts)?;
+                self.sockets.push(OwnedFd::from(socket));
+                let j = self.sockets.len() - 1;
+                if let Some(st) = &mut self.sets {
+                    st.sets[set].push(j);
+                }
+                added += 1;
+            }
+        }
+        Ok(added)
+    }
+
+    /// The generation on `set` now serves: new connections go to it. With
+    /// steering, to that set's sockets only (the other set's queues are left
+    /// to the generation that holds them); without, to every socket of the
+    /// group (sockets added for a larger generation included).
+    pub fn steer(&mut self, set: usize) -> io::Result<()> {
+        match &mut self.sets {
+            Some(st) => {
+                attach_indexes(self.sockets[0].as_fd(), &st.sets[set % 2])?;
+                st.steered = set % 2;
+                Ok(())
+            }
+            None => self.all_served(),
+        }
+    }
+
     /// A generation that holds every socket of the group now serves: let the
     /// kernel pick among all of them again, with its own hash (which keeps
     /// a UDP flow on one socket), by detaching the program.
-    pub fn all_served(&mut self) -> io::Result<()> {
+    fn all_served(&mut self) -> io::Result<()> {
         if !self.per_slot || self.served == self.sockets.len() {
             return Ok(());
         }
@@ -191,8 +285,28 @@ impl Listener {
                     reuseport_slots: self.per_slot.then_some(self.sockets.len()),
                     ..BindOptions::default()
                 };
-                let fresh = inet_socket(self.kind, addr, &opts)?;
-                self.sockets[j] = OwnedFd::from(fresh);
+                let fresh = OwnedFd::from(inet_socket(self.kind, addr, &opts)?);
+                if !self.per_slot {
+                    self.sockets[j] = fresh;
+                    return Ok("replaced by a fresh socket");
+                }
+                // The kernel took the shut-down member out of the group by
+                // moving its last member into its place, and the fresh one
+                // joined at the end: `sockets` follows (it is in the
+                // group's order, which the BPF programs index).
+                let last = self.sockets.len() - 1;
+                self.sockets.swap_remove(j);
+                self.sockets.push(fresh);
+                if let Some(st) = &mut self.sets {
+                    for i in st.sets.iter_mut().flatten() {
+                        if *i == last {
+                            *i = j;
+                        } else if *i == j {
+                            *i = last;
+                        }
+                    }
+                    attach_indexes(self.sockets[0].as_fd(), &st.sets[st.steered])?;
+                }
                 Ok("replaced by a fresh socket")
             }
             Kind::Unix | Kind::Udp => Err(io::Error::other(
@@ -248,6 +362,9 @@ pub struct BindOptions {
     pub reuseport_slots: Option<usize>,
     pub socket_mode: Option<u32>,
     pub socket_owner: Option<(Option<u32>, Option<u32>)>,
+    /// Two sets of reuseport sockets per TCP listener, new connections
+    /// steered to one (`--steer`).
+    pub steer: bool,
 }
 
 /// Bind every `--listen` in order. On error, the ones already bound are
@@ -276,9 +393,16 @@ fn bind(spec: &ListenSpec, opts: &BindOptions) -> io::Result<Listener> {
             if opts.reuseport_slots.is_some() && addr.port() != 0 {
                 refuse_a_taken_port(kind, *addr)?;
             }
-            let mut sockets = Vec::with_capacity(count);
+            let steer = opts.steer && opts.reuseport_slots.is_some() && kind == Kind::Tcp;
+            let mut sockets: Vec<OwnedFd> = Vec::with_capacity(count * 2);
             let mut bound = *addr;
-            for _ in 0..count {
+            for i in 0..if steer { count * 2 } else { count } {
+                if steer && i == count {
+                    // The first set serves; the second one joins the group
+                    // with no connection steered to it.
+                    let first: Vec<usize> = (0..count).collect();
+                    attach_indexes(sockets[0].as_fd(), &first)?;
+                }
                 let socket = inet_socket(kind, bound, opts)?;
                 // Port 0: the first socket picks the port, the others of the
                 // reuseport group join it.
@@ -287,6 +411,10 @@ fn bind(spec: &ListenSpec, opts: &BindOptions) -> io::Result<Listener> {
                 }
                 sockets.push(OwnedFd::from(socket));
             }
+            let sets = steer.then(|| Steering {
+                sets: [(0..count).collect(), (count..count * 2).collect()],
+                steered: 0,
+            });
             let addr = match kind {
                 Kind::Udp => ListenAddr::Udp(bound),
                 _ => ListenAddr::Tcp(bound),
@@ -302,6 +430,7 @@ fn bind(spec: &ListenSpec, opts: &BindOptions) -> io::Result<Listener> {
                 sockets,
                 per_slot: opts.reuseport_slots.is_some(),
                 unix_path: None,
+                sets,
             })
         }
         ListenAddr::Unix(path) => {
@@ -328,6 +457,7 @@ fn bind(spec: &ListenSpec, opts: &BindOptions) -> io::Result<Listener> {
                 per_slot: false,
                 served: 1,
                 unix_path: Some(path.clone()),
+                sets: None,
             };
             socket2::SockRef::from(&listener.sockets[0]).listen(opts.backlog)?;
             Ok(listener)
@@ -436,6 +566,68 @@ fn attach_first_k(member: BorrowedFd<'_>, k: usize) -> io::Result<()> {
     let fprog = libc::sock_fprog {
         len: program.len() as u16,
         filter: program.as_ptr().cast_mut(),
+    };
+    // SAFETY: `fprog` points to `program`, both alive for the call; the
+    // kernel copies the program and keeps no pointer to it.
+    let rc = unsafe {
+        libc::setsockopt(
+            member.as_raw_fd(),
+            libc::SOL_SOCKET,
+            SO_ATTACH_REUSEPORT_CBPF,
+            (&fprog as *const libc::sock_fprog).cast(),
+            std::mem::size_of::<libc::sock_fprog>() as libc::socklen_t,
+        )
+    };
+    if rc == -1 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Steering: a program that picks, at random, one of the sockets at
+/// `indexes` (positions in the group's order) for each new connection:
+/// `A = random % n`, then a jump table from A to `indexes[A]`.
+fn attach_indexes(member: BorrowedFd<'_>, indexes: &[usize]) -> io::Result<()> {
+    let n =
+        u32::try_from(indexes.len().max(1)).map_err(|_| io::Error::other("too many sockets"))?;
+    let code = |code: u32| code as u16;
+    let op = |c: u32, jt: u8, jf: u8, k: u32| libc::sock_filter {
+        code: code(c),
+        jt,
+        jf,
+        k,
+    };
+    let mut program = vec![
+        op(
+            libc::BPF_LD | libc::BPF_W | libc::BPF_ABS,
+            0,
+            0,
+            (libc::SKF_AD_OFF + libc::SKF_AD_RANDOM) as u32,
+        ),
+        op(libc::BPF_ALU | libc::BPF_MOD | libc::BPF_K, 0, 0, n),
+    ];
+    for (i, &j) in indexes.iter().enumerate() {
+        let j = u32::try_from(j).map_err(|_| io::Error::other("socket index out of range"))?;
+        // if A == i: return j (else skip the return)
+        program.push(op(
+            libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K,
+            0,
+            1,
+            i as u32,
+        ));
+        program.push(op(libc::BPF_RET | libc::BPF_K, 0, 0, j));
+    }
+    program.push(op(
+        libc::BPF_RET | libc::BPF_K,
+        0,
+        0,
+        indexes.first().copied().unwrap_or(0) as u32,
+    ));
+    // The kernel takes at most BPF_MAXINSNS (4096) instructions: 2 per
+    // socket, so 2,000 sockets a set (--workers is at most 1,024).
+    let fprog = libc::sock_fprog {
+        len: u16::try_from(program.len()).map_err(|_| io::Error::other("program too long"))?,
+        filter: program.as_mut_ptr(),
     };
     // SAFETY: `fprog` points to `program`, both alive for the call; the
     // kernel copies the program and keeps no pointer to it.
@@ -613,6 +805,7 @@ fn adopt(fd: RawFd, name: String, named: bool) -> io::Result<Listener> {
         per_slot: false,
         served: 1,
         unix_path: None,
+        sets: None,
     })
 }
 

@@ -51,7 +51,7 @@ pub fn collect(core: &Core, listeners: &[Listener], baton: Baton<'_>) -> Status 
                 // Where worker slot 0 of a generation of `workers` gets it.
                 fd: 3 + listeners[..i]
                     .iter()
-                    .map(|p| p.slots_for(0, workers).len() as u32)
+                    .map(|p| p.slots_for(0, 0, workers).len() as u32)
                     .sum::<u32>(),
                 sockets: l.socket_count(),
                 per_slot: l.per_slot(),
@@ -87,7 +87,7 @@ pub fn collect(core: &Core, listeners: &[Listener], baton: Baton<'_>) -> Status 
                         state: w.state.name().to_string(),
                         uptime_ms: ms(now.since(w.started)),
                         restarts: w.restarts,
-                        socket_slots: slots_of(listeners, w.slot, g.count),
+                        socket_slots: slots_of(listeners, g.set, w.slot, g.count),
                     })
                     .collect(),
             })
@@ -111,11 +111,11 @@ pub fn collect(core: &Core, listeners: &[Listener], baton: Baton<'_>) -> Status 
 /// Which of each per-slot listener's sockets worker `slot` of a generation
 /// of `count` holds (the same indexes for every such listener); `[0]` when
 /// no listener has a socket per slot.
-fn slots_of(listeners: &[Listener], slot: usize, count: usize) -> Vec<usize> {
+fn slots_of(listeners: &[Listener], set: usize, slot: usize, count: usize) -> Vec<usize> {
     listeners
         .iter()
         .find(|l| l.per_slot())
-        .map_or_else(|| vec![0], |l| l.slots_for(slot, count))
+        .map_or_else(|| vec![0], |l| l.slots_for(set, slot, count))
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

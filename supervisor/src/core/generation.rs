@@ -34,6 +34,14 @@ pub enum GenState {
     Settling { since: Mono, until: Mono },
     /// Accepting; the one generation that respawns its dead workers.
     Serving { since: Mono },
+    /// Replaced, with `--steer`: no new connection reaches its sockets; it
+    /// serves what is queued on them, and gets the drain signal once they
+    /// have stayed empty for a moment (`empty_since`), or at `deadline`.
+    Emptying {
+        deadline: Mono,
+        empty_since: Option<Mono>,
+        next_check: Mono,
+    },
     /// Told to stop accepting; SIGKILLed at the deadline.
     Draining { deadline: Mono },
     /// Never became ready: its workers got the drain signal (one that was
@@ -49,7 +57,10 @@ impl GenState {
     pub fn is_leaving(&self) -> bool {
         matches!(
             self,
-            GenState::Draining { .. } | GenState::Failed { .. } | GenState::Killed
+            GenState::Emptying { .. }
+                | GenState::Draining { .. }
+                | GenState::Failed { .. }
+                | GenState::Killed
         )
     }
 
@@ -58,6 +69,7 @@ impl GenState {
             GenState::Starting { .. } => "starting",
             GenState::Settling { .. } => "settling",
             GenState::Serving { .. } => "serving",
+            GenState::Emptying { .. } => "emptying",
             GenState::Draining { .. } => "draining",
             GenState::Failed { .. } => "failed",
             GenState::Killed => "killed",
@@ -116,6 +128,9 @@ pub struct Generation {
     /// How many workers it runs (slots 0..count), fixed for its life: a
     /// respawned worker gets the sockets of its slot in a pool of this size.
     pub count: usize,
+    /// Which of the two socket sets of a steered group it holds (`--steer`;
+    /// always 0 otherwise).
+    pub set: usize,
     pub state: GenState,
     /// When `state` last changed.
     pub changed: Mono,
@@ -155,10 +170,11 @@ impl Worker {
 }
 
 impl Generation {
-    pub fn new(id: u64, count: usize, now: Mono) -> Generation {
+    pub fn new(id: u64, count: usize, set: usize, now: Mono) -> Generation {
         Generation {
             id,
             count,
+            set,
             state: GenState::Starting { since: now },
             changed: now,
             workers: Vec::new(),
@@ -199,6 +215,11 @@ impl Generation {
         let own = match self.state {
             GenState::Draining { deadline } | GenState::Failed { deadline } => Some(deadline),
             GenState::Settling { until, .. } => Some(until),
+            GenState::Emptying {
+                deadline,
+                next_check,
+                ..
+            } => Some(deadline.min(next_check)),
             _ => None,
         };
         let workers = self.workers.iter().filter_map(|w| match w.state {
@@ -231,7 +252,7 @@ mod tests {
     #[test]
     fn deadlines() {
         let now = Mono::from_duration(Duration::from_secs(100));
-        let mut g = Generation::new(1, 1, now);
+        let mut g = Generation::new(1, 1, 0, now);
         g.workers.push(Worker::new(
             0,
             42,

@@ -50,6 +50,16 @@ use generation::{backoff, HEALTHY_AFTER};
 /// generation's cgroup, the orphans of workers when stopping.
 pub const POLL: Duration = Duration::from_millis(50);
 
+/// `--steer`: how long the old generation's accept queues must stay empty
+/// before it gets the drain signal (time for its workers to read the
+/// connections they accepted last: an app may drop a connection it accepted
+/// but has not read when told to drain).
+pub const STEER_GRACE: Duration = Duration::from_millis(100);
+
+/// `--steer`: the longest an old generation may take to empty its accept
+/// queues (workers that accept nothing) before it is drained anyway.
+pub const EMPTY_MAX: Duration = Duration::from_secs(10);
+
 /// The configuration the core acts on (derived once from [`Config`]).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Settings {
@@ -64,6 +74,9 @@ pub struct Settings {
     pub signal_group: bool,
     pub max_draining: usize,
     pub worker_watchdog: Option<Duration>,
+    /// `--steer`: generations alternate between two socket sets; the old
+    /// one is signalled once its queues are empty.
+    pub steer: bool,
 }
 
 impl From<&Config> for Settings {
@@ -79,6 +92,7 @@ impl From<&Config> for Settings {
             signal_group: c.signal_group,
             max_draining: c.max_draining,
             worker_watchdog: c.worker_watchdog,
+            steer: c.steer,
         }
     }
 }
@@ -168,6 +182,9 @@ pub enum Event {
     /// Answer to [`Action::CheckOrphans`]: orphans of workers still
     /// running (after the signal, if any, was sent).
     Orphans { count: usize },
+    /// Answer to [`Action::CheckQueues`]: connections waiting on the
+    /// generation's sockets.
+    Queued { generation: u64, count: u32 },
     /// The shell's liveness watch found a serving worker that accepts
     /// nothing (stopped, closed its socket, or stalled).
     WorkerStuck { pid: i32, why: String },
@@ -201,12 +218,15 @@ pub enum Action {
         generation: u64,
         slot: usize,
         count: usize,
+        /// The socket set, with `--steer` (else 0).
+        set: usize,
     },
     /// Does each worker (slot, pid) of the generation (of `count`) still
     /// hold every socket it was given? Answered by [`Event::Sockets`].
     CheckSockets {
         generation: u64,
         count: usize,
+        set: usize,
         workers: Vec<(usize, i32)>,
         check: Check,
     },
@@ -215,6 +235,7 @@ pub enum Action {
     ProbeAccepting {
         generation: u64,
         count: usize,
+        set: usize,
         slot: usize,
         pid: i32,
     },
@@ -249,8 +270,18 @@ pub enum Action {
     CheckOrphans {
         signal: Option<Signal>,
     },
-    /// The new generation serves: sockets added for it get connections.
-    OpenAddedSockets,
+    /// The generation on socket `set` serves: new connections go to its
+    /// sockets (with `--steer`, to those only; else to every socket,
+    /// those added for it included).
+    Steer {
+        set: usize,
+    },
+    /// `--steer`: how many connections wait on the generation's sockets?
+    /// Answered by [`Event::Queued`].
+    CheckQueues {
+        generation: u64,
+        set: usize,
+    },
     Systemd(Systemd),
     /// Answer a `baton reload` with the outcome of the reload covering it.
     Answer {
@@ -354,6 +385,7 @@ impl Core {
                 self.on_cgroup_processes(generation, count, now)
             }
             Event::Orphans { count } => self.on_orphans(count),
+            Event::Queued { generation, count } => self.on_queued(generation, count, now),
             Event::WorkerStuck { pid, why } => self.on_worker_stuck(pid, &why, now),
             Event::Tick => self.on_tick(now),
         }
@@ -441,7 +473,12 @@ impl Core {
     pub fn leaving_count(&self) -> usize {
         self.generations
             .iter()
-            .filter(|g| matches!(g.state, GenState::Draining { .. } | GenState::Failed { .. }))
+            .filter(|g| {
+                matches!(
+                    g.state,
+                    GenState::Emptying { .. } | GenState::Draining { .. } | GenState::Failed { .. }
+                )
+            })
             .count()
     }
 
@@ -647,7 +684,12 @@ impl Core {
     fn start_generation(&mut self, count: usize, now: Mono) {
         let id = self.next_id;
         self.next_id += 1;
-        self.generations.push(Generation::new(id, count, now));
+        // With --steer, the socket set the serving generation does not hold.
+        let set = match self.serving() {
+            Some(si) if self.settings.steer => 1 - self.generations[si].set,
+            _ => 0,
+        };
+        self.generations.push(Generation::new(id, count, set, now));
         self.emit(Action::Prepare {
             generation: id,
             count,
@@ -661,11 +703,12 @@ impl Core {
         }
         match result {
             Ok(()) => {
-                let count = self.generations[gi].count;
+                let (count, set) = (self.generations[gi].count, self.generations[gi].set);
                 self.emit(Action::Spawn {
                     generation: id,
                     slot: 0,
                     count,
+                    set,
                 });
             }
             Err(cause) => {
@@ -701,11 +744,12 @@ impl Core {
                 let gen = &mut self.generations[gi];
                 gen.workers.push(Worker::new(slot, pid, starting, now));
                 if slot + 1 < gen.count {
-                    let count = gen.count;
+                    let (count, set) = (gen.count, gen.set);
                     self.emit(Action::Spawn {
                         generation: id,
                         slot: slot + 1,
                         count,
+                        set,
                     });
                 }
             }
@@ -832,6 +876,7 @@ impl Core {
         self.emit(Action::CheckSockets {
             generation: gen.id,
             count: gen.count,
+            set: gen.set,
             workers: vec![(w.slot, pid)],
             check: Check::Ready { pid },
         });
@@ -953,20 +998,38 @@ impl Core {
         // The worker count sticks from here on (not before: a rolled-back
         // reload keeps the old one).
         self.workers = count;
-        // Its workers hold every socket: sockets added for it may get
-        // connections now.
-        self.emit(Action::OpenAddedSockets);
+        // Its workers hold every socket: new connections go to them.
+        self.emit(Action::Steer {
+            set: self.generations[gi].set,
+        });
         let took = round_ms(now.since(since));
         let took_text = humantime::format_duration(took);
         info!(generation = id, workers = self.generations[gi].workers.len(), took = %took_text, "generation serving");
         if let Some(oi) = old {
-            let deadline = now + self.settings.drain_timeout;
             self.generations[oi].workers.retain(|w| w.pid.is_some());
-            self.set_state(oi, GenState::Draining { deadline }, now);
-            let signal = self.settings.drain_signal;
             let old_id = self.generations[oi].id;
-            info!(generation = old_id, workers = self.generations[oi].live_count(), signal = %signal.as_str(), "draining");
-            self.signal_workers(oi, signal);
+            if self.settings.steer {
+                // Steer, then signal: it serves what waits on its own
+                // sockets first.
+                let deadline = now + EMPTY_MAX.min(self.settings.drain_timeout);
+                let state = GenState::Emptying {
+                    deadline,
+                    empty_since: None,
+                    next_check: now + POLL,
+                };
+                self.set_state(oi, state, now);
+                info!(
+                    generation = old_id,
+                    "steered away: serving its queued connections before draining"
+                );
+                let set = self.generations[oi].set;
+                self.emit(Action::CheckQueues {
+                    generation: old_id,
+                    set,
+                });
+            } else {
+                self.start_drain(oi, now);
+            }
             info!(generation = id, previous = old_id, took = %took_text, "reload complete");
             let pids = self.generations[gi].live_pids().collect();
             let outcome = Outcome {
@@ -987,6 +1050,40 @@ impl Core {
         // READY=1 for the first generation, and at the end of a reload.
         self.notify_ready();
         self.after_reload(now);
+    }
+
+    /// Generation `gi` (replaced, or stopping) gets the drain signal, and
+    /// SIGKILL at the drain deadline.
+    fn start_drain(&mut self, gi: usize, now: Mono) {
+        let deadline = now + self.settings.drain_timeout;
+        self.set_state(gi, GenState::Draining { deadline }, now);
+        let signal = self.settings.drain_signal;
+        let gen = &self.generations[gi];
+        info!(generation = gen.id, workers = gen.live_count(), signal = %signal.as_str(), "draining");
+        self.signal_workers(gi, signal);
+    }
+
+    /// `--steer`: the old generation's sockets hold `count` connections.
+    fn on_queued(&mut self, id: u64, count: u32, now: Mono) {
+        let Some(gi) = self.index_of(id) else { return };
+        let GenState::Emptying {
+            deadline,
+            empty_since,
+            ..
+        } = self.generations[gi].state
+        else {
+            return;
+        };
+        let empty_since = (count == 0).then(|| empty_since.unwrap_or(now));
+        if empty_since.is_some_and(|since| now >= since + STEER_GRACE) {
+            self.start_drain(gi, now);
+            return;
+        }
+        self.generations[gi].state = GenState::Emptying {
+            deadline,
+            empty_since,
+            next_check: now + POLL,
+        };
     }
 
     /// A starting generation will never be ready: it drains (a worker that
@@ -1076,12 +1173,11 @@ impl Core {
         for gi in 0..self.generations.len() {
             // A slot waiting for its respawn is simply not respawned.
             self.generations[gi].workers.retain(|w| w.pid.is_some());
+            let state = self.generations[gi].state;
             if fast {
                 self.kill_generation(gi, now);
-            } else if !self.generations[gi].state.is_leaving() {
-                let deadline = now + self.settings.drain_timeout;
-                self.set_state(gi, GenState::Draining { deadline }, now);
-                self.signal_workers(gi, self.settings.drain_signal);
+            } else if !state.is_leaving() || matches!(state, GenState::Emptying { .. }) {
+                self.start_drain(gi, now);
             }
             // Draining and failed generations already got the drain signal
             // and keep their own deadline.
@@ -1275,6 +1371,24 @@ impl Core {
                     continue;
                 }
                 GenState::Killed => continue,
+                GenState::Emptying {
+                    deadline,
+                    next_check,
+                    ..
+                } => {
+                    if now >= deadline {
+                        warn!(
+                            generation = self.generations[gi].id,
+                            "its sockets still hold connections: no worker of it accepts them; draining anyway"
+                        );
+                        self.start_drain(gi, now);
+                    } else if now >= next_check {
+                        let gen = &self.generations[gi];
+                        let (generation, set) = (gen.id, gen.set);
+                        self.emit(Action::CheckQueues { generation, set });
+                    }
+                    continue;
+                }
                 GenState::Settling { until, .. } => {
                     if now >= until && running {
                         let gen = &self.generations[gi];
@@ -1286,6 +1400,7 @@ impl Core {
                         self.emit(Action::CheckSockets {
                             generation: gen.id,
                             count: gen.count,
+                            set: gen.set,
                             workers,
                             check: Check::Settled,
                         });
@@ -1329,13 +1444,14 @@ impl Core {
                             self.emit(Action::ProbeAccepting {
                                 generation: gen.id,
                                 count: gen.count,
+                                set: gen.set,
                                 slot: w.slot,
                                 pid,
                             });
                         }
                     }
                     WorkerState::Backoff { until } if now >= until && running => {
-                        let (generation, count, slot) = (gen.id, gen.count, w.slot);
+                        let (generation, count, set, slot) = (gen.id, gen.count, gen.set, w.slot);
                         let w = &mut self.generations[gi].workers[wi];
                         w.restarts += 1;
                         w.state = WorkerState::Spawning;
@@ -1343,6 +1459,7 @@ impl Core {
                             generation,
                             slot,
                             count,
+                            set,
                         });
                     }
                     _ => {}

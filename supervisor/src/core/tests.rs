@@ -26,6 +26,7 @@ fn settings() -> Settings {
         signal_group: false,
         max_draining: 8,
         worker_watchdog: None,
+        steer: false,
     }
 }
 
@@ -275,6 +276,7 @@ fn start_prepares_then_spawns_slot_by_slot_then_serves_when_all_are_ready() {
         generation: 1,
         slot,
         count: 2,
+        set: 0,
     };
     let prepared = Event::Prepared {
         generation: 1,
@@ -298,6 +300,7 @@ fn start_prepares_then_spawns_slot_by_slot_then_serves_when_all_are_ready() {
     let check = |pid, slot| Action::CheckSockets {
         generation: 1,
         count: 2,
+        set: 0,
         workers: vec![(slot, pid)],
         check: Check::Ready { pid },
     };
@@ -313,7 +316,7 @@ fn start_prepares_then_spawns_slot_by_slot_then_serves_when_all_are_ready() {
     // to), and systemd hears READY=1.
     let actions = sim.core.on(held(12), t);
     assert_eq!(actions.len(), 2, "{actions:?}");
-    assert_eq!(actions[0], Action::OpenAddedSockets);
+    assert_eq!(actions[0], Action::Steer { set: 0 });
     assert!(
         matches!(&actions[1], Action::Systemd(Systemd::Ready(line)) if line.contains("generation 1 serving, 2/2"))
     );
@@ -957,4 +960,131 @@ fn the_state_serializes_and_a_restored_core_carries_on_the_same() {
     let b = twin.advance(2 * SEC);
     assert_eq!(a, b);
     assert_eq!(answers(&a), vec![(1, true, 2)]);
+}
+
+// ---- steer, then signal ------------------------------------------------------------
+
+#[test]
+fn with_steer_the_old_generation_is_signalled_only_once_its_queues_are_empty() {
+    let mut sim = Sim::serving(Settings {
+        steer: true,
+        ..settings()
+    });
+    assert_eq!(sim.gen(1).set, 0);
+    let old = sim.pids(1);
+    let actions = sim.reload(1);
+    assert!(actions.iter().any(|a| matches!(
+        a,
+        Action::Spawn {
+            generation: 2,
+            set: 1,
+            ..
+        }
+    )));
+    let mut actions = sim.ready_all(2);
+    actions.extend(sim.advance(2 * SEC));
+    // New connections go to generation 2's sockets; generation 1 is not
+    // signalled yet, its queues are asked about.
+    assert!(actions.contains(&Action::Steer { set: 1 }));
+    assert!(actions.contains(&Action::CheckQueues {
+        generation: 1,
+        set: 0
+    }));
+    assert!(signals(&actions).is_empty(), "{actions:?}");
+    assert_eq!(answers(&actions), vec![(1, true, 2)], "the reload is done");
+    assert_eq!(sim.state(1), "emptying");
+    // Connections still wait on them: no signal, asked again.
+    let t = sim.now;
+    let q = |count| Event::Queued {
+        generation: 1,
+        count,
+    };
+    assert!(sim.core.on(q(3), t).is_empty());
+    assert_eq!(sim.core.next_deadline(t), Some(t + POLL));
+    sim.now = t + POLL;
+    assert_eq!(
+        sim.core.on(Event::Tick, sim.now),
+        vec![Action::CheckQueues {
+            generation: 1,
+            set: 0
+        }]
+    );
+    // Empty: signalled once they stayed empty for the grace.
+    assert!(sim.core.on(q(0), sim.now).is_empty());
+    sim.now = sim.now + STEER_GRACE;
+    let actions = sim.core.on(q(0), sim.now);
+    assert_eq!(
+        signals(&actions),
+        old.iter()
+            .map(|&p| (p, Signal::SIGTERM))
+            .collect::<Vec<_>>()
+    );
+    assert_eq!(sim.state(1), "draining");
+    // The next generation goes back to set 0.
+    let actions = sim.hup();
+    assert!(actions.iter().any(|a| matches!(
+        a,
+        Action::Spawn {
+            generation: 3,
+            set: 0,
+            ..
+        }
+    )));
+}
+
+#[test]
+fn with_steer_a_generation_that_never_empties_is_drained_anyway_and_stop_drains_it() {
+    let mut sim = Sim::serving(Settings {
+        steer: true,
+        drain_timeout: 5 * SEC,
+        ..settings()
+    });
+    let old = sim.pids(1);
+    sim.reload(1);
+    sim.ready_all(2);
+    sim.advance(2 * SEC);
+    assert_eq!(sim.state(1), "emptying");
+    // The fake shell answers CheckQueues with nothing: keep it queued.
+    let t = sim.now;
+    sim.core.on(
+        Event::Queued {
+            generation: 1,
+            count: 1,
+        },
+        t,
+    );
+    sim.now = t + 5 * SEC;
+    let actions = sim.tick();
+    assert_eq!(sim.state(1), "draining");
+    assert_eq!(
+        signals(&actions),
+        old.iter()
+            .map(|&p| (p, Signal::SIGTERM))
+            .collect::<Vec<_>>()
+    );
+    // Stop while emptying: it drains like the rest.
+    let mut sim = Sim::serving(Settings {
+        steer: true,
+        ..settings()
+    });
+    let old = sim.pids(1);
+    sim.reload(1);
+    sim.ready_all(2);
+    sim.advance(2 * SEC);
+    sim.core.on(
+        Event::Queued {
+            generation: 1,
+            count: 1,
+        },
+        sim.now,
+    );
+    let actions = sim.on(Event::Stop {
+        fast: false,
+        why: "SIGTERM".into(),
+    });
+    let sent = signals(&actions);
+    assert!(
+        old.iter().all(|p| sent.contains(&(*p, Signal::SIGTERM))),
+        "{actions:?}"
+    );
 }

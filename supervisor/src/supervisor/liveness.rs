@@ -109,7 +109,7 @@ impl Shell {
                     let (WorkerState::Ready { .. }, Some(pid)) = (w.state, w.pid) else {
                         continue;
                     };
-                    if !l.slots_for(w.slot, gen.count).contains(&j) {
+                    if !l.slots_for(gen.set, w.slot, gen.count).contains(&j) {
                         continue;
                     }
                     let p = Pid::from_raw(pid);

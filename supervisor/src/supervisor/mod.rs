@@ -76,6 +76,7 @@ pub async fn run(config: Config, inherited: Vec<Listener>) -> Result<(), Error> 
         reuseport_slots: config.reuseport.then_some(config.workers),
         socket_mode: config.socket_mode,
         socket_owner,
+        steer: config.steer,
     };
     listeners.extend(listeners::bind_all(&config.listeners, &opts)?);
     if listeners.is_empty() {

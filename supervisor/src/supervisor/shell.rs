@@ -92,8 +92,9 @@ impl Shell {
                 generation,
                 slot,
                 count,
+                set,
             } => {
-                let result = match self.spawn_worker(generation, slot, count) {
+                let result = match self.spawn_worker(generation, set, slot, count) {
                     Ok(pid) => {
                         if let Some(fd) = crate::process::pidfd_open(pid) {
                             self.pidfds.insert(pid.as_raw(), fd);
@@ -117,15 +118,13 @@ impl Shell {
             Action::CheckSockets {
                 generation,
                 count,
+                set,
                 workers,
                 check,
             } => {
                 let missing = workers.iter().find_map(|&(slot, pid)| {
-                    self.missing_socket(slot, count, pid).map(|socket| Missing {
-                        slot,
-                        pid,
-                        socket,
-                    })
+                    self.missing_socket(set, slot, count, pid)
+                        .map(|socket| Missing { slot, pid, socket })
                 });
                 Some(Event::Sockets {
                     generation,
@@ -134,9 +133,13 @@ impl Shell {
                 })
             }
             Action::ProbeAccepting {
-                count, slot, pid, ..
+                count,
+                set,
+                slot,
+                pid,
+                ..
             } => self
-                .observed_accepting(slot, count, pid)
+                .observed_accepting(set, slot, count, pid)
                 .then_some(Event::SeenAccepting { pid }),
             Action::Signal { pid, signal, group } => {
                 crate::process::signal(Pid::from_raw(pid), self.pidfds.get(&pid), signal, group);
@@ -186,17 +189,21 @@ impl Shell {
                     count: orphans.len(),
                 })
             }
-            Action::OpenAddedSockets => {
-                for l in &mut self.listeners {
-                    if let Err(e) = l.all_served() {
+            Action::Steer { set } => {
+                for l in self.listeners.iter_mut().filter(|l| l.per_slot()) {
+                    if let Err(e) = l.steer(set) {
                         // The sockets stay held; the kernel keeps picking
-                        // among the served ones (every connection is still
-                        // served).
-                        warn!(name = %l.name, addr = %l.local, error = %e, "cannot open the added sockets to connections");
+                        // among the ones it had (every connection is still
+                        // served, by the old generation if need be).
+                        warn!(name = %l.name, addr = %l.local, error = %e, "cannot steer new connections to the new generation's sockets");
                     }
                 }
                 None
             }
+            Action::CheckQueues { generation, set } => Some(Event::Queued {
+                generation,
+                count: self.listeners.iter().map(|l| l.queued_in_set(set)).sum(),
+            }),
             Action::Systemd(msg) => {
                 if let Some(m) = &mut self.manager {
                     match msg {
@@ -278,11 +285,17 @@ impl Shell {
     /// Spawn worker `slot` of a generation of `count`: each listener's
     /// sockets for that slot (see `Listener::slots_for`), together, in
     /// listener order from fd 3.
-    fn spawn_worker(&self, generation: u64, slot: usize, count: usize) -> Result<Pid, SpawnError> {
+    fn spawn_worker(
+        &self,
+        generation: u64,
+        set: usize,
+        slot: usize,
+        count: usize,
+    ) -> Result<Pid, SpawnError> {
         let per_listener: Vec<_> = self
             .listeners
             .iter()
-            .map(|l| (l, l.fds_for(slot, count)))
+            .map(|l| (l, l.fds_for(set, slot, count)))
             .collect();
         let fds: Vec<_> = per_listener
             .iter()
@@ -327,10 +340,10 @@ impl Shell {
     /// The first socket worker `slot` (of a generation of `count`) was
     /// given and process `pid` no longer holds, as `ADDR (fd N)`. None if it
     /// holds them all, or if its fd table cannot be read.
-    fn missing_socket(&self, slot: usize, count: usize, pid: i32) -> Option<String> {
+    fn missing_socket(&self, set: usize, slot: usize, count: usize, pid: i32) -> Option<String> {
         let mut fd = 3;
         for l in &self.listeners {
-            for j in l.slots_for(slot, count) {
+            for j in l.slots_for(set, slot, count) {
                 let held = l
                     .inode(j)
                     .ok()
@@ -347,10 +360,10 @@ impl Shell {
     /// `--ready-when accepting`: the worker (or a process it started) is
     /// seen accepting on every stream socket it was given (see
     /// [`crate::process::observed_accepting`]).
-    fn observed_accepting(&self, slot: usize, count: usize, pid: i32) -> bool {
+    fn observed_accepting(&self, set: usize, slot: usize, count: usize, pid: i32) -> bool {
         let mut inodes = Vec::new();
         for l in self.listeners.iter().filter(|l| l.kind != Kind::Udp) {
-            for j in l.slots_for(slot, count) {
+            for j in l.slots_for(set, slot, count) {
                 match l.inode(j) {
                     Ok(i) => inodes.push(i),
                     Err(_) => return false,
