@@ -48,6 +48,18 @@ pub enum ClientCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Replace the running baton with the binary on disk, in place: same pid,
+    /// same sockets, same workers. The new binary is checked first; one that
+    /// cannot take over is refused and the running baton carries on. Exit 0
+    /// when the new image runs, 1 when refused, 3 when baton cannot be
+    /// reached, 4 on timeout.
+    Upgrade {
+        #[command(flatten)]
+        target: Target,
+        /// How long to wait for the new image's answer.
+        #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = parse_duration)]
+        timeout: Duration,
+    },
     /// Graceful stop; waits until baton has exited.
     Stop {
         #[command(flatten)]
@@ -150,6 +162,23 @@ fn run(command: ClientCommand) -> Result<(), Failure> {
             } else {
                 print!("{}", status.render());
             }
+            Ok(())
+        }
+        ClientCommand::Upgrade { target, timeout } => {
+            let started = Instant::now();
+            let (reply, _) = request(&target, Request::Upgrade, timeout)?;
+            if !reply.ok {
+                return Err(refused(reply));
+            }
+            println!(
+                "baton upgraded in place: {} -> {} (pid {}, workers untouched) after {}",
+                reply.upgraded_from.as_deref().unwrap_or("?"),
+                reply.upgraded_to.as_deref().unwrap_or("?"),
+                reply.pid.unwrap_or(0),
+                humantime::format_duration(Duration::from_millis(
+                    started.elapsed().as_millis() as u64
+                ))
+            );
             Ok(())
         }
         ClientCommand::Stop { target, timeout } => {

@@ -31,11 +31,12 @@ pub const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 3600);
     version,
     about = "Zero-downtime restart supervisor: owns the listening sockets, runs the app \
              as a pool of workers that inherit them, and replaces the pool on SIGHUP.",
-    override_usage = "baton [OPTIONS] -- PROGRAM [ARGS...]\n       baton <reload|status|stop|help> [OPTIONS]",
+    override_usage = "baton [OPTIONS] -- PROGRAM [ARGS...]\n       baton <reload|status|stop|upgrade|help> [OPTIONS]",
     after_help = "Commands (talk to a running baton through its control socket):\n  \
                   reload   start a new generation and wait for the outcome (exit 0 serving, 1 rolled back)\n  \
                   status   generations, workers, listeners and the last reload (--json)\n  \
                   stop     graceful stop, waits until baton has exited\n  \
+                  upgrade  replace baton with the binary on disk, in place (same pid, sockets, workers)\n  \
                   help     this text, or `baton help COMMAND` for a command's options\n\n\
                   Signals: HUP reload · TERM/INT graceful stop · QUIT fast stop.\n\
                   Exit codes: 0 clean stop · 1 runtime failure · 2 usage or configuration error."
@@ -173,7 +174,7 @@ pub enum ReadyWhen {
 }
 
 /// Where a listener is.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum ListenAddr {
     Tcp(SocketAddr),
     Udp(SocketAddr),

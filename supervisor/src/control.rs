@@ -53,6 +53,9 @@ pub enum Request {
     },
     Status,
     Stop,
+    /// Replace this baton with the binary on disk, in place (`baton
+    /// upgrade`; see upgrade.rs).
+    Upgrade,
 }
 
 impl Request {
@@ -98,7 +101,10 @@ impl Request {
             Some("reload") => Ok(Request::Reload { workers }),
             Some("status") => Ok(Request::Status),
             Some("stop") => Ok(Request::Stop),
-            _ => Err("invalid request: command must be reload, status or stop".to_string()),
+            Some("upgrade") => Ok(Request::Upgrade),
+            _ => {
+                Err("invalid request: command must be reload, status, stop or upgrade".to_string())
+            }
         }
     }
 }
@@ -133,6 +139,15 @@ pub struct Reply {
     pub status: Option<Status>,
     #[serde(skip_serializing_if = "std::ops::Not::not", default)]
     pub stopping: bool,
+    /// upgrade: the version of the image now running (same pid).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub upgraded_to: Option<String>,
+    /// upgrade: the version it replaced.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub upgraded_from: Option<String>,
+    /// upgrade: baton's pid (unchanged).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub pid: Option<u32>,
 }
 
 impl Reply {
@@ -149,6 +164,8 @@ impl Reply {
 pub struct Command {
     pub request: Request,
     pub reply: oneshot::Sender<Reply>,
+    /// `upgrade`: the client's connection, which the new image answers on.
+    pub conn: Option<std::os::fd::OwnedFd>,
 }
 
 /// The default control socket directory: `$RUNTIME_DIRECTORY`, else
@@ -282,6 +299,35 @@ impl ControlSocket {
         &self.path
     }
 
+    /// Control connections open now.
+    pub fn open_connections(&self) -> usize {
+        MAX_CONNECTIONS - self.slots.available_permits()
+    }
+
+    /// The listening socket's fd (kept across an upgrade's exec).
+    pub fn raw_fd(&self) -> std::os::fd::RawFd {
+        use std::os::fd::AsRawFd;
+        self.listener.as_raw_fd()
+    }
+
+    /// The control socket a previous image of this baton bound, from its
+    /// fd (an upgrade).
+    ///
+    /// # Safety
+    /// `fd` must be an open listening unix stream socket that nothing else
+    /// owns.
+    pub unsafe fn from_raw(fd: std::os::fd::RawFd, path: PathBuf) -> io::Result<ControlSocket> {
+        use std::os::fd::FromRawFd;
+        // SAFETY: the caller's contract: an open socket owned by no one else.
+        let std_listener = unsafe { std::os::unix::net::UnixListener::from_raw_fd(fd) };
+        std_listener.set_nonblocking(true)?;
+        Ok(ControlSocket {
+            listener: UnixListener::from_std(std_listener)?,
+            path,
+            slots: std::sync::Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS)),
+        })
+    }
+
     /// Wait (at most `max`) until every open connection has been answered
     /// and closed: baton is about to exit with replies on their way (a
     /// queued `baton reload` told why the first generation failed).
@@ -381,8 +427,34 @@ async fn handle(stream: UnixStream, own_uid: u32, commands: mpsc::Sender<Command
         }
     };
     let stop = request == Request::Stop;
+    // An upgrade is answered by the new image, on this very connection.
+    let conn = match request {
+        Request::Upgrade => {
+            use std::os::fd::AsFd;
+            match read.as_ref().as_fd().try_clone_to_owned() {
+                Ok(fd) => Some(fd),
+                Err(e) => {
+                    let _ = send(
+                        &mut write,
+                        &Reply::error(format!("cannot keep the connection: {e}")),
+                    )
+                    .await;
+                    return;
+                }
+            }
+        }
+        _ => None,
+    };
     let (tx, rx) = oneshot::channel();
-    if commands.send(Command { request, reply: tx }).await.is_err() {
+    if commands
+        .send(Command {
+            request,
+            reply: tx,
+            conn,
+        })
+        .await
+        .is_err()
+    {
         let _ = send(&mut write, &Reply::error("baton is exiting")).await;
         return;
     }

@@ -37,6 +37,7 @@ pub mod spawn;
 pub mod status;
 pub mod supervisor;
 pub mod systemd;
+pub mod upgrade;
 pub mod usage;
 pub mod user;
 

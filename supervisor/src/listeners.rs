@@ -39,7 +39,7 @@ use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 use crate::config::{ListenAddr, ListenSpec};
 use crate::error::ListenError;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Kind {
     Tcp,
     Udp,
@@ -88,13 +88,86 @@ pub struct Listener {
     sets: Option<Steering>,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 struct Steering {
     sets: [Vec<usize>; 2],
     steered: usize,
 }
 
+/// A listener as an upgrade hands it to the next image of baton: its
+/// sockets by fd number (kept open across `execve`), and what baton knows
+/// about them.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct ListenerState {
+    name: String,
+    named: bool,
+    kind: Kind,
+    addr: ListenAddr,
+    local: String,
+    inherited: bool,
+    fds: Vec<RawFd>,
+    per_slot: bool,
+    served: usize,
+    unix_path: Option<PathBuf>,
+    sets: Option<Steering>,
+}
+
 impl Listener {
+    /// What the next image needs to take this listener over. Its sockets
+    /// stay open here (and must survive the exec: see `upgrade.rs`).
+    pub fn export(&self) -> ListenerState {
+        ListenerState {
+            name: self.name.clone(),
+            named: self.named,
+            kind: self.kind,
+            addr: self.addr.clone(),
+            local: self.local.clone(),
+            inherited: self.inherited,
+            fds: self.sockets.iter().map(|s| s.as_raw_fd()).collect(),
+            per_slot: self.per_slot,
+            served: self.served,
+            unix_path: self.unix_path.clone(),
+            sets: self.sets.clone(),
+        }
+    }
+
+    /// The raw fds of its sockets.
+    pub fn raw_fds(&self) -> Vec<RawFd> {
+        self.sockets.iter().map(|s| s.as_raw_fd()).collect()
+    }
+
+    /// Take over a listener a previous image of baton held.
+    ///
+    /// # Safety
+    /// Every fd in `state` must be open, be the socket it was exported as,
+    /// and be owned by nothing else in this process.
+    pub unsafe fn import(state: ListenerState) -> io::Result<Listener> {
+        let sockets = state
+            .fds
+            .iter()
+            .map(|&fd| {
+                // SAFETY: the caller's contract: open, and owned by nothing else.
+                let owned = unsafe { OwnedFd::from_raw_fd(fd) };
+                nix::fcntl::fcntl(&owned, nix::fcntl::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC))
+                    .map_err(io::Error::from)?;
+                Ok(owned)
+            })
+            .collect::<io::Result<Vec<_>>>()?;
+        Ok(Listener {
+            name: state.name,
+            named: state.named,
+            kind: state.kind,
+            addr: state.addr,
+            local: state.local,
+            inherited: state.inherited,
+            sockets,
+            per_slot: state.per_slot,
+            served: state.served,
+            unix_path: state.unix_path,
+            sets: state.sets,
+        })
+    }
+
     /// The indexes of the sockets worker `slot` of a generation of `workers`
     /// gets: every j with j mod workers == slot when the listener has a
     /// socket per slot (so with fewer workers than sockets, each socket still

@@ -10,7 +10,9 @@ fn main() -> ExitCode {
     // `baton reload|status|stop …` talk to a running baton.
     let args: Vec<_> = std::env::args_os().collect();
     match args.get(1).and_then(|a| a.to_str()) {
-        Some("reload" | "status" | "stop") => return baton::client::main(args),
+        Some("reload" | "status" | "stop" | "upgrade") => return baton::client::main(args),
+        // Run by a running baton on the binary it is about to exec.
+        Some("upgrade-check") => return baton::upgrade::check_main(),
         Some("help") => return help(&args[2..]),
         _ => {}
     }
@@ -22,6 +24,21 @@ fn main() -> ExitCode {
         Err(e) => return program_without_dashes(&e).unwrap_or_else(|| baton::usage_error(e)),
     };
     init_logging();
+    // An upgrade: the previous image of this process handed its state over.
+    if let Some(state) = baton::upgrade::take_state() {
+        ensure_std_fds();
+        let result = state
+            .map_err(|why| baton::Error::Io(std::io::Error::other(why)))
+            .and_then(|state| {
+                let config = baton::Config::from_cli(cli)?;
+                tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .map_err(baton::Error::from)?
+                    .block_on(baton::supervisor::resume(config, state))
+            });
+        return exit(result);
+    }
     // Sockets from systemd first, while fds 3… can only be what our parent
     // passed: once the runtime exists, a LISTEN_FDS that claims more fds than
     // were passed would make baton adopt its own epoll fd.
@@ -35,6 +52,10 @@ fn main() -> ExitCode {
             .map_err(baton::Error::from)?
             .block_on(baton::run(config, inherited))
     });
+    exit(result)
+}
+
+fn exit(result: Result<(), baton::Error>) -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -53,12 +74,12 @@ fn help(rest: &[std::ffi::OsString]) -> ExitCode {
             let _ = baton::Cli::command().print_long_help();
             ExitCode::SUCCESS
         }
-        Some(cmd @ ("reload" | "status" | "stop")) => {
+        Some(cmd @ ("reload" | "status" | "stop" | "upgrade")) => {
             baton::client::main(vec!["baton".into(), cmd.into(), "--help".into()])
         }
         Some(other) => {
             eprintln!(
-                "baton: no command {other:?}: the commands are reload, status, stop and help \
+                "baton: no command {other:?}: the commands are reload, status, stop, upgrade and help \
                  (see baton --help)"
             );
             ExitCode::from(2)

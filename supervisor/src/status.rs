@@ -17,6 +17,9 @@ pub struct Baton<'a> {
     pub cgroup: Option<&'a std::path::Path>,
     /// Processes in a generation's cgroup (containment on).
     pub processes: &'a dyn Fn(u64) -> Option<usize>,
+    /// `baton upgrade`s so far, and when the running image started.
+    pub upgrades: u32,
+    pub image_started: Mono,
 }
 
 /// Snapshot the supervisor's state.
@@ -25,6 +28,8 @@ pub fn collect(core: &Core, listeners: &[Listener], baton: Baton<'_>) -> Status 
         now,
         cgroup,
         processes,
+        upgrades,
+        image_started,
     } = baton;
     let workers = core.workers;
     let reloads = &core.reloads;
@@ -33,6 +38,8 @@ pub fn collect(core: &Core, listeners: &[Listener], baton: Baton<'_>) -> Status 
         pid: std::process::id(),
         version: env!("CARGO_PKG_VERSION").to_string(),
         uptime_ms: ms(now.since(core.started)),
+        upgrades,
+        image_uptime_ms: ms(now.since(image_started)),
         state: if core.stopping() {
             "stopping"
         } else {
@@ -123,6 +130,13 @@ pub struct Status {
     pub pid: u32,
     pub version: String,
     pub uptime_ms: u64,
+    /// Times this baton was upgraded in place (`baton upgrade`; same pid).
+    #[serde(default)]
+    pub upgrades: u32,
+    /// Since when this image (`version`) has run: `uptime_ms` after a fresh
+    /// start, less after an upgrade.
+    #[serde(default)]
+    pub image_uptime_ms: u64,
     /// "running", "stopping".
     pub state: String,
     /// The worker count the next reload uses (that of the last generation
@@ -235,6 +249,15 @@ impl Status {
             self.workers,
             plural(self.workers)
         );
+        if self.upgrades > 0 {
+            let _ = writeln!(
+                out,
+                "upgraded in place {} time{}: this image has run {}",
+                self.upgrades,
+                plural(self.upgrades as usize),
+                ms(self.image_uptime_ms)
+            );
+        }
         let _ = writeln!(out, "listeners:");
         for l in &self.listeners {
             let per_slot = match (l.per_slot, l.served < l.sockets) {

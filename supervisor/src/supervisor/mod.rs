@@ -15,7 +15,6 @@
 //! - [`liveness`]: serving workers that accept nothing, from the kernel's
 //!   accept queues.
 
-use std::os::fd::OwnedFd;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -25,14 +24,14 @@ use tracing::{info, warn};
 
 use crate::cgroup::Containment;
 use crate::config::Config;
-use crate::control::{self, Command, ControlSocket};
+use crate::control::{self, Command, ControlSocket, Reply};
 use crate::core::{Core, Event, Settings};
 use crate::error::{ConfigError, Error};
 use crate::listeners::{self, BindOptions, Listener};
 use crate::notify::NotifySocket;
 use crate::spawn::{self};
-use crate::systemd::Manager;
 
+mod handover;
 mod liveness;
 mod shell;
 
@@ -113,8 +112,56 @@ pub async fn run(config: Config, inherited: Vec<Listener>) -> Result<(), Error> 
         );
     }
     let notify = bind_notify(&config)?;
-    // Handlers before the first worker: a HUP or TERM that arrives while it
-    // starts must become an event, not kill baton.
+    let control = bind_control(&config, &listeners)?;
+    let mut core = Core::new(Settings::from(&config), now());
+    let mut shell = Shell::new(config, listeners, notify.path().to_path_buf(), containment)?;
+    // The control signals stay blocked (pending, not lost) until the event
+    // loop's handlers exist: a HUP or TERM while the first generation
+    // starts becomes an event, it does not kill baton.
+    shell.drive(&mut core, Event::Start);
+    event_loop(core, shell, notify, control).await
+}
+
+/// Take over from the previous image of this baton (`baton upgrade`): the
+/// same pid, listeners, workers and generations, the state handed over in
+/// `state` (see upgrade.rs), then supervise until stopped.
+pub async fn resume(config: Config, state: crate::upgrade::State) -> Result<(), Error> {
+    crate::process::become_subreaper();
+    let upgrade = handover::restore(config, state)?;
+    let handover::Restored {
+        core,
+        mut shell,
+        notify,
+        control,
+        reply,
+        from,
+    } = upgrade;
+    info!(
+        pid = std::process::id(),
+        version = env!("CARGO_PKG_VERSION"),
+        from = %from,
+        generations = core.generations.len(),
+        workers = core.generations.iter().map(|g| g.live_count()).sum::<usize>(),
+        upgrades = shell.upgrades,
+        "baton upgraded in place"
+    );
+    if let Some(m) = &mut shell.manager {
+        m.ready(&core.status_line());
+    }
+    if let Some(conn) = reply {
+        crate::upgrade::answer(conn, &from);
+    }
+    event_loop(core, shell, notify, control).await
+}
+
+/// The event loop, from a fresh start or an upgrade, until the core is
+/// finished; then clean up.
+async fn event_loop(
+    mut core: Core,
+    mut shell: Shell,
+    notify: NotifySocket,
+    control: Option<ControlSocket>,
+) -> Result<(), Error> {
     let sig = |kind: SignalKind| signal(kind).map_err(Error::Signals);
     let mut hup = sig(SignalKind::hangup())?;
     let mut term = sig(SignalKind::terminate())?;
@@ -123,8 +170,6 @@ pub async fn run(config: Config, inherited: Vec<Listener>) -> Result<(), Error> 
     let mut chld = sig(SignalKind::child())?;
     // The handlers exist: what arrived since `main` blocked it is delivered.
     crate::process::unblock_control_signals();
-
-    let control = bind_control(&config, &listeners)?;
     let (commands_tx, mut commands) = mpsc::channel::<Command>(64);
     let mut serve_control = Box::pin(async {
         match &control {
@@ -132,27 +177,6 @@ pub async fn run(config: Config, inherited: Vec<Listener>) -> Result<(), Error> 
             None => std::future::pending().await,
         }
     });
-
-    let devnull: OwnedFd = std::fs::File::open("/dev/null")?.into();
-    let mut core = Core::new(Settings::from(&config), now());
-    let mut shell = Shell {
-        notify_path: notify.path().to_path_buf(),
-        config,
-        listeners,
-        devnull,
-        pidfds: Default::default(),
-        containment,
-        cgroups: Default::default(),
-        dead_cgroups: Vec::new(),
-        manager: Manager::from_env(),
-        waiters: Default::default(),
-        next_waiter: 1,
-        notify_warnings: Default::default(),
-        broken_listeners: Default::default(),
-        queues: Default::default(),
-        first_error: None,
-    };
-    shell.drive(&mut core, Event::Start);
     // Pings from the event loop itself: a stuck loop stops them.
     let mut watchdog = tokio::time::interval(
         shell
@@ -211,6 +235,17 @@ pub async fn run(config: Config, inherited: Vec<Listener>) -> Result<(), Error> 
         shell.drive(&mut core, Event::Tick);
         shell.remove_dead_cgroups();
         shell.publish_status(&core);
+        // `baton upgrade`: once nothing would be lost across the exec.
+        if shell.pending_upgrade.is_some()
+            && handover::can_start(&core, &shell, control.as_ref(), commands.is_empty())
+        {
+            if let Some((reply, conn)) = shell.pending_upgrade.take() {
+                // Returns only if the upgrade did not happen.
+                let why = handover::perform(&mut shell, &core, &notify, control.as_ref(), conn);
+                warn!(error = %why, "upgrade refused: this baton keeps running");
+                let _ = reply.send(Reply::error(why));
+            }
+        }
     }
     let result = shell.outcome(&core);
     // Clean up before saying "stopped": the listeners (unix socket files),

@@ -67,9 +67,51 @@ pub(super) struct Shell {
     /// Why the first generation could not start, as the error baton exits
     /// with (a spawn or cgroup error says more than "generation 1 failed").
     pub(super) first_error: Option<Error>,
+    /// The binary `baton upgrade` execs (the path this one was started
+    /// from) and baton's own arguments.
+    pub exe: PathBuf,
+    pub argv: Vec<std::ffi::OsString>,
+    /// How many times this baton was upgraded in place, and when this image
+    /// started.
+    pub upgrades: u32,
+    pub image_started: Mono,
+    /// A `baton upgrade` waiting for a moment when nothing is in flight:
+    /// its reply channel and its connection (the new image answers there).
+    pub pending_upgrade: Option<(Waiter, OwnedFd)>,
 }
 
 impl Shell {
+    pub(super) fn new(
+        config: Config,
+        listeners: Vec<Listener>,
+        notify_path: PathBuf,
+        containment: Option<Containment>,
+    ) -> Result<Shell, Error> {
+        let devnull: OwnedFd = std::fs::File::open("/dev/null")?.into();
+        Ok(Shell {
+            config,
+            listeners,
+            notify_path,
+            devnull,
+            pidfds: HashMap::new(),
+            containment,
+            cgroups: HashMap::new(),
+            dead_cgroups: Vec::new(),
+            manager: Manager::from_env(),
+            waiters: HashMap::new(),
+            next_waiter: 1,
+            notify_warnings: HashMap::new(),
+            broken_listeners: HashSet::new(),
+            queues: HashMap::new(),
+            first_error: None,
+            exe: crate::upgrade::own_exe(),
+            argv: std::env::args_os().collect(),
+            upgrades: 0,
+            image_started: now(),
+            pending_upgrade: None,
+        })
+    }
+
     /// Give the core `event` and do what it says, feeding the answers to
     /// its questions back to it, until it has nothing left to do.
     pub(super) fn drive(&mut self, core: &mut Core, event: Event) {
@@ -529,6 +571,29 @@ impl Shell {
                     },
                 );
             }
+            Request::Upgrade => {
+                let why = if core.phase != crate::core::Phase::Running {
+                    Some("baton is stopping")
+                } else if self.pending_upgrade.is_some() {
+                    Some("an upgrade is already waiting")
+                } else {
+                    None
+                };
+                match (why, cmd.conn) {
+                    (None, Some(conn)) => {
+                        info!(exe = %self.exe.display(), "upgrade requested on the control socket");
+                        self.pending_upgrade = Some((cmd.reply, conn));
+                    }
+                    (Some(why), _) => {
+                        let _ = cmd.reply.send(Reply::error(why));
+                    }
+                    (None, None) => {
+                        let _ = cmd
+                            .reply
+                            .send(Reply::error("upgrade: no connection to answer on"));
+                    }
+                }
+            }
             Request::Stop => {
                 let _ = cmd.reply.send(Reply {
                     ok: true,
@@ -553,6 +618,8 @@ impl Shell {
             status::Baton {
                 now: now(),
                 cgroup: self.containment.as_ref().map(|c| c.root()),
+                upgrades: self.upgrades,
+                image_started: self.image_started,
                 processes: &|generation| self.cgroups.get(&generation).map(|c| c.process_count()),
             },
         )
