@@ -55,6 +55,13 @@ pub struct Cli {
     #[arg(long)]
     pub reuseport: bool,
 
+    /// Serve Prometheus metrics at `GET /metrics` on ADDR: a loopback
+    /// address (`127.0.0.1:9100`, `[::1]:9100`; port 0 picks one, logged) or
+    /// `unix:/path`. Off by default; never on a public address (the metrics
+    /// are not authenticated).
+    #[arg(long, value_name = "ADDR", value_parser = parse_metrics_addr)]
+    pub metrics: Option<MetricsAddr>,
+
     /// Steer, then signal (implies --reuseport): consecutive generations get
     /// their own sockets of each TCP group, new connections go only to the
     /// serving generation, and the old one gets the drain signal once its
@@ -173,6 +180,34 @@ pub enum ReadyWhen {
     Accepting,
 }
 
+/// Where `--metrics` serves.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MetricsAddr {
+    Tcp(SocketAddr),
+    Unix(PathBuf),
+}
+
+/// `--metrics ADDR`: a loopback TCP address or `unix:/path`.
+pub fn parse_metrics_addr(s: &str) -> Result<MetricsAddr, String> {
+    if let Some(path) = s.strip_prefix("unix:") {
+        if !path.starts_with('/') {
+            return Err(format!("unix:{path}: the path must be absolute"));
+        }
+        return Ok(MetricsAddr::Unix(PathBuf::from(path)));
+    }
+    let addr: SocketAddr = s
+        .parse()
+        .map_err(|_| format!("{s:?} is not ADDR:PORT (e.g. 127.0.0.1:9100) or unix:/path"))?;
+    if !addr.ip().is_loopback() {
+        return Err(format!(
+            "{addr} is not a loopback address: the metrics are not authenticated, so baton \
+             serves them on 127.0.0.1 or [::1] only (or a unix socket); put a proxy or the \
+             Prometheus agent beside it"
+        ));
+    }
+    Ok(MetricsAddr::Tcp(addr))
+}
+
 /// Where a listener is.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum ListenAddr {
@@ -271,6 +306,8 @@ pub struct Config {
     pub reuseport: bool,
     /// `--steer`: two socket sets per TCP group, steered (see listeners.rs).
     pub steer: bool,
+    /// `--metrics`: where Prometheus metrics are served.
+    pub metrics: Option<MetricsAddr>,
     pub socket_mode: Option<u32>,
     /// (uid, gid) resolved from `--socket-owner`.
     pub socket_owner: Option<(Option<u32>, Option<u32>)>,
@@ -328,6 +365,7 @@ impl Config {
             backlog: i32::try_from(cli.backlog).unwrap_or(i32::MAX),
             reuseport: cli.reuseport || cli.steer,
             steer: cli.steer,
+            metrics: cli.metrics,
             socket_mode: cli.socket_mode,
             socket_owner: cli.socket_owner.as_deref().map(parse_owner).transpose()?,
             compat_env: !cli.no_compat_env,

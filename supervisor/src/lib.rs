@@ -30,6 +30,7 @@ pub mod control;
 pub mod core;
 pub mod error;
 pub mod listeners;
+pub mod metrics;
 pub mod notify;
 pub mod process;
 pub mod sockfile;

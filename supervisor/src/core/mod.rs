@@ -301,6 +301,41 @@ pub enum Action {
     },
 }
 
+/// The upper bounds (seconds) of the reload duration histogram's buckets.
+pub const RELOAD_BUCKETS: [f64; 10] = [0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0];
+
+/// Counts of what happened since baton started (kept across upgrades).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Counters {
+    /// Reloads whose generation serves.
+    pub reloads_ok: u64,
+    /// Reloads whose generation failed while the old one kept serving.
+    pub reloads_rolled_back: u64,
+    /// Generations that failed with nothing serving (the first one).
+    pub reloads_failed: u64,
+    /// Workers respawned in the serving generation.
+    pub worker_restarts: u64,
+    /// Reload durations: observations per bucket of [`RELOAD_BUCKETS`]
+    /// (not cumulative; the last entry counts those above every bound).
+    pub reload_buckets: Vec<u64>,
+    pub reload_seconds_sum_ms: u64,
+}
+
+impl Counters {
+    fn observe_reload(&mut self, took: Duration) {
+        if self.reload_buckets.len() != RELOAD_BUCKETS.len() + 1 {
+            self.reload_buckets = vec![0; RELOAD_BUCKETS.len() + 1];
+        }
+        let secs = took.as_secs_f64();
+        let i = RELOAD_BUCKETS
+            .iter()
+            .position(|&le| secs <= le)
+            .unwrap_or(RELOAD_BUCKETS.len());
+        self.reload_buckets[i] += 1;
+        self.reload_seconds_sum_ms += took.as_millis() as u64;
+    }
+}
+
 /// The supervisor's own phase.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Phase {
@@ -336,6 +371,9 @@ pub struct Core {
     /// Queued reloads, who waits for which outcome, the last outcome.
     pub reloads: Reloads,
     pub started: Mono,
+    /// What happened so far, for the metrics.
+    #[serde(default)]
+    pub counters: Counters,
     /// What the current call returns.
     #[serde(skip)]
     out: Vec<Action>,
@@ -351,6 +389,7 @@ impl Core {
             next_id: 1,
             reloads: Reloads::default(),
             started: now,
+            counters: Counters::default(),
             out: Vec::new(),
         }
     }
@@ -1043,6 +1082,8 @@ impl Core {
                 at: now,
                 held: None,
             };
+            self.counters.reloads_ok += 1;
+            self.counters.observe_reload(outcome.took);
             let waiters = self.reloads.finish(outcome);
             let outcome = self.reloads.last.clone().expect("just recorded");
             self.answer(waiters, &outcome);
@@ -1099,6 +1140,7 @@ impl Core {
             // The first generation: nothing serves, baton exits 1 once its
             // workers are gone.
             error!(generation = id, cause = %cause, "generation failed to start");
+            self.counters.reloads_failed += 1;
             let (waiters, outcome) = self.reloads.fail_all(id, &cause, now);
             self.answer(waiters, &outcome);
             self.phase = Phase::Fatal {
@@ -1119,6 +1161,8 @@ impl Core {
             at: now,
             held: None,
         };
+        self.counters.reloads_rolled_back += 1;
+        self.counters.observe_reload(outcome.took);
         let waiters = self.reloads.finish(outcome);
         let outcome = self.reloads.last.clone().expect("just recorded");
         self.answer(waiters, &outcome);
@@ -1455,6 +1499,7 @@ impl Core {
                         let w = &mut self.generations[gi].workers[wi];
                         w.restarts += 1;
                         w.state = WorkerState::Spawning;
+                        self.counters.worker_restarts += 1;
                         self.emit(Action::Spawn {
                             generation,
                             slot,

@@ -113,13 +113,18 @@ pub async fn run(config: Config, inherited: Vec<Listener>) -> Result<(), Error> 
     }
     let notify = bind_notify(&config)?;
     let control = bind_control(&config, &listeners)?;
+    let metrics = config
+        .metrics
+        .as_ref()
+        .map(crate::metrics::bind)
+        .transpose()?;
     let mut core = Core::new(Settings::from(&config), now());
     let mut shell = Shell::new(config, listeners, notify.path().to_path_buf(), containment)?;
     // The control signals stay blocked (pending, not lost) until the event
     // loop's handlers exist: a HUP or TERM while the first generation
     // starts becomes an event, it does not kill baton.
     shell.drive(&mut core, Event::Start);
-    event_loop(core, shell, notify, control).await
+    event_loop(core, shell, notify, control, metrics).await
 }
 
 /// Take over from the previous image of this baton (`baton upgrade`): the
@@ -151,7 +156,14 @@ pub async fn resume(config: Config, state: crate::upgrade::State) -> Result<(), 
     if let Some(conn) = reply {
         crate::upgrade::answer(conn, &from);
     }
-    event_loop(core, shell, notify, control).await
+    // The metrics socket is bound anew (with port 0, on a new port: logged).
+    let metrics = shell
+        .config
+        .metrics
+        .as_ref()
+        .map(crate::metrics::bind)
+        .transpose()?;
+    event_loop(core, shell, notify, control, metrics).await
 }
 
 /// The event loop, from a fresh start or an upgrade, until the core is
@@ -161,6 +173,7 @@ async fn event_loop(
     mut shell: Shell,
     notify: NotifySocket,
     control: Option<ControlSocket>,
+    metrics: Option<crate::metrics::MetricsSocket>,
 ) -> Result<(), Error> {
     let sig = |kind: SignalKind| signal(kind).map_err(Error::Signals);
     let mut hup = sig(SignalKind::hangup())?;
@@ -174,6 +187,13 @@ async fn event_loop(
     let mut serve_control = Box::pin(async {
         match &control {
             Some(c) => c.serve(commands_tx).await,
+            None => std::future::pending().await,
+        }
+    });
+    let (scrapes_tx, mut scrapes) = mpsc::channel::<crate::metrics::Scrape>(16);
+    let mut serve_metrics = Box::pin(async {
+        match &metrics {
+            Some(m) => m.serve(scrapes_tx).await,
             None => std::future::pending().await,
         }
     });
@@ -215,6 +235,15 @@ async fn event_loop(
             _ = chld.recv() => shell.reap(&mut core),
             Some(cmd) = commands.recv() => shell.on_command(&mut core, cmd),
             _ = &mut serve_control => {}
+            _ = &mut serve_metrics => {}
+            Some(scrape) = scrapes.recv() => {
+                let _ = scrape.send(crate::metrics::render(crate::metrics::Inputs {
+                    core: &core,
+                    listeners: &shell.listeners,
+                    now: now(),
+                    upgrades: shell.upgrades,
+                }));
+            }
             _ = tick.tick() => shell.on_periodic(&mut core),
             _ = watchdog.tick() => {
                 if let Some(m) = &shell.manager {
@@ -252,6 +281,8 @@ async fn event_loop(
     // the control socket and the notify socket are removed by their Drop.
     drop(shell);
     drop(serve_control);
+    drop(serve_metrics);
+    drop(metrics);
     if let (Err(_), Some(control)) = (&result, &control) {
         // `baton reload`s that waited for the first generation get its cause.
         control.finish_replies(Duration::from_secs(1)).await;
