@@ -36,6 +36,12 @@ pub enum ClientCommand {
         /// again (default: keep the current count).
         #[arg(long, value_name = "N", value_parser = parse_workers)]
         workers: Option<usize>,
+        /// Start the new generation only if the program file's sha256 is SHA
+        /// (what `sha256sum` prints): a fleet deploy cannot start a
+        /// half-copied or unexpected binary. Otherwise the reload fails
+        /// (exit 1) and the serving generation carries on.
+        #[arg(long, value_name = "SHA", value_parser = parse_sha256)]
+        expect_digest: Option<String>,
         /// How long to wait for the outcome.
         #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = parse_duration)]
         timeout: Duration,
@@ -108,10 +114,15 @@ fn run(command: ClientCommand) -> Result<(), Failure> {
         ClientCommand::Reload {
             target,
             workers,
+            expect_digest,
             timeout,
         } => {
             let started = Instant::now();
-            let (reply, _) = request(&target, Request::Reload { workers }, timeout)?;
+            let req = Request::Reload {
+                workers,
+                expect_digest,
+            };
+            let (reply, _) = request(&target, req, timeout)?;
             let took = humantime::format_duration(Duration::from_millis(
                 started.elapsed().as_millis() as u64,
             ));
@@ -213,6 +224,17 @@ fn run(command: ClientCommand) -> Result<(), Failure> {
                 }
             }
         }
+    }
+}
+
+/// `--expect-digest SHA`: 64 hex digits (lowercased).
+fn parse_sha256(s: &str) -> Result<String, String> {
+    if crate::control::is_sha256(s) {
+        Ok(s.to_ascii_lowercase())
+    } else {
+        Err(format!(
+            "{s:?} is not a sha256 (64 hex digits, as sha256sum prints)"
+        ))
     }
 }
 

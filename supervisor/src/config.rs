@@ -55,6 +55,12 @@ pub struct Cli {
     #[arg(long)]
     pub reuseport: bool,
 
+    /// Variables for the workers, `KEY=VALUE` lines, read anew at every
+    /// reload (like Server::Starter's --envdir): a deploy changes them with
+    /// the next reload, not before.
+    #[arg(long, value_name = "PATH")]
+    pub env_file: Option<PathBuf>,
+
     /// Serve Prometheus metrics at `GET /metrics` on ADDR: a loopback
     /// address (`127.0.0.1:9100`, `[::1]:9100`; port 0 picks one, logged) or
     /// `unix:/path`. Off by default; never on a public address (the metrics
@@ -308,6 +314,8 @@ pub struct Config {
     pub steer: bool,
     /// `--metrics`: where Prometheus metrics are served.
     pub metrics: Option<MetricsAddr>,
+    /// `--env-file`: the workers' extra variables, read at every reload.
+    pub env_file: Option<PathBuf>,
     pub socket_mode: Option<u32>,
     /// (uid, gid) resolved from `--socket-owner`.
     pub socket_owner: Option<(Option<u32>, Option<u32>)>,
@@ -366,6 +374,7 @@ impl Config {
             reuseport: cli.reuseport || cli.steer,
             steer: cli.steer,
             metrics: cli.metrics,
+            env_file: cli.env_file,
             socket_mode: cli.socket_mode,
             socket_owner: cli.socket_owner.as_deref().map(parse_owner).transpose()?,
             compat_env: !cli.no_compat_env,

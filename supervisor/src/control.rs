@@ -50,6 +50,10 @@ pub enum Request {
         /// `None` keeps the current count.
         #[serde(skip_serializing_if = "Option::is_none")]
         workers: Option<usize>,
+        /// Refuse the new generation unless its program file has this
+        /// sha256 (`baton reload --expect-digest`).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        expect_digest: Option<String>,
     },
     Status,
     Stop,
@@ -72,6 +76,8 @@ impl Request {
             command: serde_json::Value,
             #[serde(default, deserialize_with = "present")]
             workers: Option<serde_json::Value>,
+            #[serde(default, deserialize_with = "present")]
+            expect_digest: Option<serde_json::Value>,
         }
         /// `"workers": null` is there (and refused), unlike no `workers`.
         fn present<'de, D: serde::Deserializer<'de>>(
@@ -97,8 +103,25 @@ impl Request {
                 return Err("invalid request: only reload takes workers".to_string());
             }
         };
+        let expect_digest = match (command, raw.expect_digest) {
+            (_, None) => None,
+            (Some("reload"), Some(d)) => Some(
+                d.as_str()
+                    .filter(|d| is_sha256(d))
+                    .map(str::to_ascii_lowercase)
+                    .ok_or_else(|| {
+                        format!("invalid request: expect_digest must be a sha256 in hex, not {d}")
+                    })?,
+            ),
+            (_, Some(_)) => {
+                return Err("invalid request: only reload takes expect_digest".to_string());
+            }
+        };
         match command {
-            Some("reload") => Ok(Request::Reload { workers }),
+            Some("reload") => Ok(Request::Reload {
+                workers,
+                expect_digest,
+            }),
             Some("status") => Ok(Request::Status),
             Some("stop") => Ok(Request::Stop),
             Some("upgrade") => Ok(Request::Upgrade),
@@ -107,6 +130,11 @@ impl Request {
             }
         }
     }
+}
+
+/// 64 hex digits.
+pub fn is_sha256(s: &str) -> bool {
+    s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
 /// baton's answer. `ok` is false for a rolled-back reload and for errors.
@@ -541,11 +569,17 @@ mod tests {
         let ok = |s: &str| Request::parse(s.as_bytes());
         assert_eq!(
             ok(r#"{"command":"reload"}"#).unwrap(),
-            Request::Reload { workers: None }
+            Request::Reload {
+                workers: None,
+                expect_digest: None
+            }
         );
         assert_eq!(
             ok(r#"{"command":"reload","workers":3}"#).unwrap(),
-            Request::Reload { workers: Some(3) }
+            Request::Reload {
+                workers: Some(3),
+                expect_digest: None
+            }
         );
         assert_eq!(ok(r#"{"command":"status"}"#).unwrap(), Request::Status);
         assert!(ok(r#"{"command":"rm -rf"}"#).is_err());
@@ -567,16 +601,49 @@ mod tests {
             ))
             .unwrap(),
             Request::Reload {
-                workers: Some(MAX_WORKERS)
+                workers: Some(MAX_WORKERS),
+                expect_digest: None,
             }
         );
+        // A digest: 64 hex digits, lowercased; only for reload.
+        let sha = "AB".repeat(32);
+        assert_eq!(
+            ok(&format!(
+                r#"{{"command":"reload","expect_digest":"{sha}"}}"#
+            ))
+            .unwrap(),
+            Request::Reload {
+                workers: None,
+                expect_digest: Some(sha.to_ascii_lowercase()),
+            }
+        );
+        assert!(ok(r#"{"command":"reload","expect_digest":"abc"}"#).is_err());
+        assert!(ok(r#"{"command":"reload","expect_digest":null}"#).is_err());
+        assert!(ok(&format!(
+            r#"{{"command":"status","expect_digest":"{sha}"}}"#
+        ))
+        .is_err());
         let big = ok(r#"{"command":"reload","workers":100000}"#).unwrap_err();
         assert!(big.contains("from 1 to 1024"), "{big}");
         assert!(ok("garbage").is_err());
         // What the client sends is what the server parses.
-        let sent = serde_json::to_string(&Request::Reload { workers: Some(2) }).unwrap();
-        assert_eq!(ok(&sent).unwrap(), Request::Reload { workers: Some(2) });
-        let sent = serde_json::to_string(&Request::Reload { workers: None }).unwrap();
+        let sent = serde_json::to_string(&Request::Reload {
+            workers: Some(2),
+            expect_digest: None,
+        })
+        .unwrap();
+        assert_eq!(
+            ok(&sent).unwrap(),
+            Request::Reload {
+                workers: Some(2),
+                expect_digest: None
+            }
+        );
+        let sent = serde_json::to_string(&Request::Reload {
+            workers: None,
+            expect_digest: None,
+        })
+        .unwrap();
         assert_eq!(sent, r#"{"command":"reload"}"#);
     }
 

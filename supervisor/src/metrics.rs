@@ -107,6 +107,21 @@ pub fn render(i: Inputs<'_>) -> String {
         core.serving().map_or(0, |si| core.generations[si].id)
     ));
 
+    let n = "baton_generation_info";
+    t.family(
+        n,
+        "gauge",
+        "Each live generation with what it runs (value 1): its state and its program's sha256.",
+    );
+    for g in &core.generations {
+        let sha = g.program.as_ref().map_or("", |p| p.sha256.as_str());
+        t.line(format!(
+            "{n}{{generation=\"{}\",state=\"{}\",sha256=\"{sha}\"}} 1",
+            g.id,
+            g.state.name()
+        ));
+    }
+
     let n = "baton_generations";
     t.family(n, "gauge", "Generations alive, by state.");
     for state in [

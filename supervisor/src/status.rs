@@ -85,6 +85,14 @@ pub fn collect(core: &Core, listeners: &[Listener], baton: Baton<'_>) -> Status 
                     _ => None,
                 },
                 processes: processes(g.id),
+                program: g.program.as_ref().map(|p| ProgramStatus {
+                    path: p.path.clone(),
+                    sha256: p.sha256.clone(),
+                    argv: p.argv.clone(),
+                    env_file: p.env_file.clone(),
+                    env_sha256: p.env_sha256.clone(),
+                    env_keys: p.env_keys.clone(),
+                }),
                 workers: g
                     .workers
                     .iter()
@@ -192,6 +200,21 @@ pub struct ListenerStatus {
     pub queued: Vec<u32>,
 }
 
+/// What a generation runs.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ProgramStatus {
+    /// The program file.
+    pub path: String,
+    /// Its sha256 when the generation was prepared (`sha256sum`'s hex).
+    pub sha256: String,
+    pub argv: Vec<String>,
+    /// `--env-file`, its sha256 and the names of the variables it set
+    /// (values are not shown).
+    pub env_file: Option<String>,
+    pub env_sha256: Option<String>,
+    pub env_keys: Vec<String>,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct GenerationStatus {
     pub generation: u64,
@@ -208,6 +231,10 @@ pub struct GenerationStatus {
     /// when containment is off.
     #[serde(default)]
     pub processes: Option<usize>,
+    /// What it runs (null for a generation that failed before that was
+    /// known).
+    #[serde(default)]
+    pub program: Option<ProgramStatus>,
     pub workers: Vec<WorkerStatus>,
 }
 
@@ -298,6 +325,13 @@ impl Status {
                 plural(g.worker_count),
                 processes
             );
+            if let Some(p) = &g.program {
+                let env = match &p.env_file {
+                    Some(f) => format!("  env {f} ({})", p.env_keys.join(" ")),
+                    None => String::new(),
+                };
+                let _ = writeln!(out, "  runs {}  sha256 {}{env}", p.argv.join(" "), p.sha256);
+            }
             let per_slot = self.listeners.iter().any(|l| l.per_slot);
             for w in &g.workers {
                 let pid = w.pid.map_or_else(|| "-".to_string(), |p| p.to_string());

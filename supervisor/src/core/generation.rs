@@ -140,6 +140,27 @@ pub struct Generation {
     pub recheck_cgroup: Option<Mono>,
     /// What its workers left in its cgroup got the drain signal.
     pub leftovers_signalled: bool,
+    /// What it runs (recorded when it was prepared).
+    #[serde(default)]
+    pub program: Option<Program>,
+}
+
+/// What a generation runs: the program file's digest, its arguments and
+/// the variables `--env-file` gave it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Program {
+    pub path: String,
+    /// sha256 of the program file, lowercase hex.
+    pub sha256: String,
+    pub argv: Vec<String>,
+    /// `--env-file`: its path, its sha256 and the variables it set (names
+    /// only: values may be secrets).
+    pub env_file: Option<String>,
+    pub env_sha256: Option<String>,
+    pub env_keys: Vec<String>,
+    /// The variables themselves, for respawns (never shown).
+    #[serde(default)]
+    pub env: Vec<(String, String)>,
 }
 
 /// A worker that lived this long after its start is "healthy": its death
@@ -180,6 +201,7 @@ impl Generation {
             workers: Vec::new(),
             recheck_cgroup: None,
             leftovers_signalled: false,
+            program: None,
         }
     }
 

@@ -39,7 +39,7 @@ pub mod time;
 #[cfg(test)]
 mod tests;
 
-pub use generation::{GenState, Generation, Worker, WorkerState};
+pub use generation::{GenState, Generation, Program, Worker, WorkerState};
 pub use reload::{Outcome, Reloads, WaiterId};
 pub use time::Mono;
 
@@ -141,6 +141,8 @@ pub enum Event {
     Reload {
         waiter: Option<WaiterId>,
         workers: Option<usize>,
+        /// `baton reload --expect-digest SHA`: the program must have it.
+        expect_digest: Option<String>,
     },
     /// TERM, INT, `baton stop` (graceful) or QUIT (fast).
     Stop { fast: bool, why: String },
@@ -158,7 +160,8 @@ pub enum Event {
     /// Answer to [`Action::Prepare`].
     Prepared {
         generation: u64,
-        result: Result<(), String>,
+        /// What the generation runs, or why it cannot start.
+        result: Result<Program, String>,
     },
     /// Answer to [`Action::Spawn`].
     Spawned {
@@ -211,6 +214,8 @@ pub enum Action {
     Prepare {
         generation: u64,
         count: usize,
+        /// Refuse the generation unless its program has this sha256.
+        expect_digest: Option<String>,
     },
     /// Spawn worker `slot` of a generation of `count` with that slot's
     /// sockets. Answered by [`Event::Spawned`].
@@ -397,8 +402,12 @@ impl Core {
     /// Handle one event at `now`; returns what to do, in order.
     pub fn on(&mut self, event: Event, now: Mono) -> Vec<Action> {
         match event {
-            Event::Start => self.start_generation(self.workers, now),
-            Event::Reload { waiter, workers } => self.on_reload_request(waiter, workers, now),
+            Event::Start => self.start_generation(self.workers, None, now),
+            Event::Reload {
+                waiter,
+                workers,
+                expect_digest,
+            } => self.on_reload_request(waiter, workers, expect_digest, now),
             Event::Stop { fast, why } => self.on_stop(fast, &why, now),
             Event::Notify {
                 pid,
@@ -632,7 +641,13 @@ impl Core {
 
     // ---- reloads ----------------------------------------------------------
 
-    fn on_reload_request(&mut self, waiter: Option<WaiterId>, workers: Option<usize>, now: Mono) {
+    fn on_reload_request(
+        &mut self,
+        waiter: Option<WaiterId>,
+        workers: Option<usize>,
+        expect: Option<String>,
+        now: Mono,
+    ) {
         if self.phase != Phase::Running {
             info!("reload request ignored: stopping");
             if let Some(waiter) = waiter {
@@ -648,6 +663,7 @@ impl Core {
                 );
             }
             self.reloads.queue(waiter, workers);
+            self.reloads.queue_expect(expect);
             return;
         }
         if self.reloads.is_queued() || !self.reload_fits(now) {
@@ -655,13 +671,14 @@ impl Core {
             // is a held one): it covers this request too, and starts as soon
             // as it fits.
             self.reloads.queue(waiter, workers);
+            self.reloads.queue_expect(expect);
             self.after_reload(now);
             return;
         }
         if let Some(w) = waiter {
             self.reloads.wait_for(self.next_id, w);
         }
-        self.start_reload(workers, now);
+        self.start_reload(workers, expect, now);
     }
 
     /// Can a reload start now without exceeding `--max-draining`? A reload
@@ -695,11 +712,12 @@ impl Core {
             && self.reload_fits(now)
         {
             let workers = self.reloads.take_queued(self.next_id, now);
-            self.start_reload(workers, now);
+            let expect = self.reloads.take_queued_expect();
+            self.start_reload(workers, expect, now);
         }
     }
 
-    fn start_reload(&mut self, workers: Option<usize>, now: Mono) {
+    fn start_reload(&mut self, workers: Option<usize>, expect: Option<String>, now: Mono) {
         let count = workers.unwrap_or(self.workers);
         if count != self.workers {
             info!(
@@ -716,11 +734,11 @@ impl Core {
             self.next_id
         );
         self.emit(Action::Systemd(Systemd::Reloading(text)));
-        self.start_generation(count, now);
+        self.start_generation(count, expect, now);
     }
 
     /// A new generation of `count`: prepared, then spawned slot by slot.
-    fn start_generation(&mut self, count: usize, now: Mono) {
+    fn start_generation(&mut self, count: usize, expect_digest: Option<String>, now: Mono) {
         let id = self.next_id;
         self.next_id += 1;
         // With --steer, the socket set the serving generation does not hold.
@@ -732,16 +750,18 @@ impl Core {
         self.emit(Action::Prepare {
             generation: id,
             count,
+            expect_digest,
         });
     }
 
-    fn on_prepared(&mut self, id: u64, result: Result<(), String>, now: Mono) {
+    fn on_prepared(&mut self, id: u64, result: Result<Program, String>, now: Mono) {
         let Some(gi) = self.index_of(id) else { return };
         if !matches!(self.generations[gi].state, GenState::Starting { .. }) {
             return;
         }
         match result {
-            Ok(()) => {
+            Ok(program) => {
+                self.generations[gi].program = Some(program);
                 let (count, set) = (self.generations[gi].count, self.generations[gi].set);
                 self.emit(Action::Spawn {
                     generation: id,

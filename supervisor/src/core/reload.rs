@@ -47,6 +47,10 @@ pub struct Reloads {
     queued: bool,
     /// The worker count the queued reload was asked for (newest wins).
     queued_workers: Option<usize>,
+    /// The program digest the queued reload was asked to check (newest
+    /// wins: `baton reload --expect-digest`).
+    #[serde(default)]
+    queued_expect: Option<String>,
     /// Waiting for the reload of a given generation.
     waiting: Vec<(u64, WaiterId)>,
     /// Waiting for the queued reload (its generation is not known yet).
@@ -60,6 +64,18 @@ pub struct Reloads {
 }
 
 impl Reloads {
+    /// A queued request expects the program to have this sha256.
+    pub fn queue_expect(&mut self, expect: Option<String>) {
+        if expect.is_some() {
+            self.queued_expect = expect;
+        }
+    }
+
+    /// The digest the queued reload must check, taken with it.
+    pub fn take_queued_expect(&mut self) -> Option<String> {
+        self.queued_expect.take()
+    }
+
     pub fn is_queued(&self) -> bool {
         self.queued
     }
@@ -161,6 +177,7 @@ impl Reloads {
         self.queued = false;
         self.held = None;
         self.queued_workers = None;
+        self.queued_expect = None;
         self.waiting.clear();
         self.waiting_queued.clear();
     }

@@ -87,7 +87,7 @@ impl Sim {
         Some(match action {
             Action::Prepare { generation, .. } => Event::Prepared {
                 generation: *generation,
-                result: Ok(()),
+                result: Ok(Program::default()),
             },
             Action::Spawn {
                 generation, slot, ..
@@ -190,6 +190,7 @@ impl Sim {
         self.on(Event::Reload {
             waiter: Some(WaiterId(waiter)),
             workers: None,
+            expect_digest: None,
         })
     }
 
@@ -197,6 +198,7 @@ impl Sim {
         self.on(Event::Reload {
             waiter: None,
             workers: None,
+            expect_digest: None,
         })
     }
 
@@ -269,7 +271,8 @@ fn start_prepares_then_spawns_slot_by_slot_then_serves_when_all_are_ready() {
         sim.core.on(Event::Start, t),
         vec![Action::Prepare {
             generation: 1,
-            count: 2
+            count: 2,
+            expect_digest: None
         }]
     );
     let spawn = |slot| Action::Spawn {
@@ -280,7 +283,7 @@ fn start_prepares_then_spawns_slot_by_slot_then_serves_when_all_are_ready() {
     };
     let prepared = Event::Prepared {
         generation: 1,
-        result: Ok(()),
+        result: Ok(Program::default()),
     };
     assert_eq!(sim.core.on(prepared, t), vec![spawn(0)]);
     let spawned = |slot, pid| Event::Spawned {
@@ -357,7 +360,8 @@ fn a_reload_queued_during_the_first_start_is_answered_with_the_next_generation()
     // Generation 1 serves, and the queued reload starts generation 2 at once.
     assert!(actions.contains(&Action::Prepare {
         generation: 2,
-        count: 2
+        count: 2,
+        expect_digest: None
     }));
     let actions = sim.settle(2);
     assert_eq!(answers(&actions), vec![(1, true, 2)]);
@@ -448,7 +452,8 @@ fn a_hup_storm_during_a_reload_coalesces_into_one_more_reload() {
     // Exactly one more generation started, covering every queued request.
     assert!(actions.contains(&Action::Prepare {
         generation: 3,
-        count: 2
+        count: 2,
+        expect_digest: None
     }));
     let actions = sim.settle(3);
     let got: Vec<_> = answers(&actions).iter().map(|a| a.0).collect();
@@ -464,6 +469,7 @@ fn a_reload_asking_for_a_worker_count_keeps_it_only_if_it_serves() {
     let actions = sim.on(Event::Reload {
         waiter: None,
         workers: Some(3),
+        expect_digest: None,
     });
     assert_eq!(spawns(&actions), vec![(2, 0), (2, 1), (2, 2)]);
     let pid = sim.pids(2)[2];
@@ -472,11 +478,63 @@ fn a_reload_asking_for_a_worker_count_keeps_it_only_if_it_serves() {
     let actions = sim.on(Event::Reload {
         waiter: None,
         workers: Some(3),
+        expect_digest: None,
     });
     assert_eq!(spawns(&actions).len(), 3);
     sim.settle(3);
     assert_eq!(sim.core.workers, 3);
     assert_eq!(spawns(&sim.hup()).len(), 3, "the next reload keeps 3");
+}
+
+#[test]
+fn an_expected_digest_goes_to_the_prepare_of_the_reload_that_covers_it() {
+    let mut sim = Sim::serving(settings());
+    let sha = |c: &str| Some(c.repeat(64));
+    let actions = sim.on(Event::Reload {
+        waiter: None,
+        workers: None,
+        expect_digest: sha("a"),
+    });
+    assert!(actions.contains(&Action::Prepare {
+        generation: 2,
+        count: 2,
+        expect_digest: sha("a")
+    }));
+    // Queued behind it: the newest expectation wins; none keeps it.
+    for expect in [sha("b"), sha("c"), None] {
+        sim.on(Event::Reload {
+            waiter: None,
+            workers: None,
+            expect_digest: expect,
+        });
+    }
+    let actions = sim.settle(2);
+    assert!(actions.contains(&Action::Prepare {
+        generation: 3,
+        count: 2,
+        expect_digest: sha("c")
+    }));
+    // Refused by the shell: the reload fails, nothing is spawned.
+    let t = sim.now;
+    sim.settle(3);
+    sim.core.on(
+        Event::Reload {
+            waiter: Some(WaiterId(9)),
+            workers: None,
+            expect_digest: sha("d"),
+        },
+        t,
+    );
+    let actions = sim.core.on(
+        Event::Prepared {
+            generation: 4,
+            result: Err("has sha256 …, not dddd (--expect-digest): not started".into()),
+        },
+        t,
+    );
+    assert_eq!(answers(&actions), vec![(9, false, 4)]);
+    assert!(spawns(&actions).is_empty());
+    assert_eq!(sim.state(3), "serving");
 }
 
 // ---- failures and rollback ------------------------------------------------------
@@ -587,12 +645,14 @@ fn a_failed_prepare_fails_the_reload_without_spawning() {
         Event::Reload {
             waiter: Some(WaiterId(1)),
             workers: None,
+            expect_digest: None,
         },
         t,
     );
     assert!(actions.contains(&Action::Prepare {
         generation: 2,
-        count: 2
+        count: 2,
+        expect_digest: None
     }));
     let actions = sim.core.on(
         Event::Prepared {
@@ -789,7 +849,8 @@ fn max_draining_holds_a_reload_until_an_old_generation_exits() {
     let actions = sim.exit_all(1);
     assert!(actions.contains(&Action::Prepare {
         generation: 3,
-        count: 2
+        count: 2,
+        expect_digest: None
     }));
     let actions = sim.ready_all(3);
     let answer = actions.iter().find_map(|a| match a {

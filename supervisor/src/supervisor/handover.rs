@@ -162,6 +162,11 @@ pub(super) fn restore(config: Config, state: State) -> Result<Restored, Error> {
     // machine's, not the process's.
     let mut core = state.core;
     for g in &core.generations {
+        if let Some(p) = &g.program {
+            shell.envs.insert(g.id, p.env.clone());
+        }
+    }
+    for g in &core.generations {
         for pid in g.live_pids() {
             // An unreaped child keeps its pid: this is still our worker.
             if let Some(fd) = crate::process::pidfd_open(nix::unistd::Pid::from_raw(pid)) {

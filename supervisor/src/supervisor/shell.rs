@@ -18,7 +18,7 @@ use super::liveness::QueueWatch;
 use crate::cgroup::{Containment, GenCgroup};
 use crate::config::Config;
 use crate::control::{Command, Reply, Request};
-use crate::core::{Action, Core, Event, ExitStatus, Missing, Mono, Systemd, WaiterId};
+use crate::core::{Action, Core, Event, ExitStatus, Missing, Mono, Program, Systemd, WaiterId};
 use crate::error::{Error, SpawnError};
 use crate::listeners::{Kind, Listener};
 use crate::notify::{Datagram, RateLimit};
@@ -78,6 +78,9 @@ pub(super) struct Shell {
     /// A `baton upgrade` waiting for a moment when nothing is in flight:
     /// its reply channel and its connection (the new image answers there).
     pub pending_upgrade: Option<(Waiter, OwnedFd)>,
+    /// `--env-file`'s variables of each live generation (its respawns get
+    /// the same ones).
+    pub envs: HashMap<u64, Vec<(String, String)>>,
 }
 
 impl Shell {
@@ -109,6 +112,7 @@ impl Shell {
             upgrades: 0,
             image_started: now(),
             pending_upgrade: None,
+            envs: HashMap::new(),
         })
     }
 
@@ -126,9 +130,13 @@ impl Shell {
 
     fn perform(&mut self, action: Action) -> Option<Event> {
         match action {
-            Action::Prepare { generation, count } => Some(Event::Prepared {
+            Action::Prepare {
                 generation,
-                result: self.prepare(generation, count),
+                count,
+                expect_digest,
+            } => Some(Event::Prepared {
+                generation,
+                result: self.prepare(generation, count, expect_digest.as_deref()),
             }),
             Action::Spawn {
                 generation,
@@ -281,7 +289,18 @@ impl Shell {
     /// Make ready for generation `id` of `count` workers: listeners that a
     /// worker shut down put back, its cgroup, sockets added to reuseport
     /// groups. The first generation's errors are kept to exit with.
-    fn prepare(&mut self, id: u64, count: usize) -> Result<(), String> {
+    fn prepare(&mut self, id: u64, count: usize, expect: Option<&str>) -> Result<Program, String> {
+        // What it will run: the program file's digest (refused if it is not
+        // the one expected), its arguments, --env-file read anew.
+        let program = self.program(expect)?;
+        info!(
+            generation = id,
+            program = %program.path,
+            sha256 = %program.sha256,
+            env = ?program.env_keys,
+            "generation prepared"
+        );
+        self.envs.insert(id, program.env.clone());
         // The new generation gets sockets that listen.
         self.check_listeners();
         if let Some(c) = &self.containment {
@@ -321,7 +340,44 @@ impl Shell {
                 }
             }
         }
-        Ok(())
+        Ok(program)
+    }
+
+    /// The program a new generation runs, and its `--env-file`.
+    fn program(&self, expect: Option<&str>) -> Result<Program, String> {
+        let c = &self.config;
+        let path =
+            spawn::program_file(&c.program, c.chdir.as_deref()).map_err(|e| e.to_string())?;
+        let sha256 = spawn::sha256_file(&path)
+            .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        if let Some(want) = expect {
+            if !sha256.eq_ignore_ascii_case(want) {
+                return Err(format!(
+                    "{} has sha256 {sha256}, not {want} (--expect-digest): not started",
+                    path.display()
+                ));
+            }
+        }
+        let (env_file, env_sha256, env) = match &c.env_file {
+            Some(f) => (
+                Some(f.display().to_string()),
+                spawn::sha256_file(f).ok(),
+                spawn::read_env_file(f)?,
+            ),
+            None => (None, None, Vec::new()),
+        };
+        Ok(Program {
+            path: path.display().to_string(),
+            sha256,
+            argv: std::iter::once(&c.program)
+                .chain(&c.args)
+                .map(|a| a.to_string_lossy().into_owned())
+                .collect(),
+            env_file,
+            env_sha256,
+            env_keys: env.iter().map(|(k, _)| k.clone()).collect(),
+            env,
+        })
     }
 
     /// Spawn worker `slot` of a generation of `count`: each listener's
@@ -347,7 +403,14 @@ impl Shell {
             .iter()
             .map(|(l, fds)| (*l, fds.len()))
             .collect();
-        let mut env = spawn::worker_env(&counts, &self.notify_path, self.config.compat_env);
+        // --env-file's variables first: baton's own (LISTEN_FDS, …) win.
+        let mut env: Vec<(String, String)> =
+            self.envs.get(&generation).cloned().unwrap_or_default();
+        env.extend(spawn::worker_env(
+            &counts,
+            &self.notify_path,
+            self.config.compat_env,
+        ));
         env.push(("BATON_GENERATION".into(), generation.to_string()));
         env.push(("BATON_WORKER".into(), slot.to_string()));
         // The generation's size: a worker can size its own thread pool to
@@ -418,6 +481,7 @@ impl Shell {
     /// Let go of a gone generation's cgroup (its directory is removed as
     /// soon as the kernel allows).
     fn forget(&mut self, generation: u64) {
+        self.envs.remove(&generation);
         if let Some(c) = self.cgroups.remove(&generation) {
             self.dead_cgroups.push(c.path().to_path_buf());
         }
@@ -554,7 +618,10 @@ impl Shell {
                     ..Reply::default()
                 });
             }
-            Request::Reload { workers } => {
+            Request::Reload {
+                workers,
+                expect_digest,
+            } => {
                 match workers {
                     Some(n) => info!(workers = n, "reload requested on the control socket"),
                     None => info!("reload requested on the control socket"),
@@ -568,6 +635,7 @@ impl Shell {
                     Event::Reload {
                         waiter: Some(id),
                         workers,
+                        expect_digest,
                     },
                 );
             }
@@ -638,6 +706,7 @@ impl Shell {
                 Event::Reload {
                     waiter: None,
                     workers: None,
+                    expect_digest: None,
                 },
             );
         }
