@@ -42,6 +42,15 @@ pub enum ClientCommand {
         /// (exit 1) and the serving generation carries on.
         #[arg(long, value_name = "SHA", value_parser = parse_sha256)]
         expect_digest: Option<String>,
+        /// This reload as a progressive cutover (baton runs with --steer):
+        /// the new generation takes these shares of new connections in turn,
+        /// e.g. `1%,10%,50%,100%`, each for --soak; rolled back at once if a
+        /// new worker exits or reports errors.
+        #[arg(long, value_name = "STEPS")]
+        canary: Option<String>,
+        /// How long each --canary step lasts.
+        #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = parse_duration, requires = "canary")]
+        soak: Duration,
         /// How long to wait for the outcome.
         #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = parse_duration)]
         timeout: Duration,
@@ -115,12 +124,19 @@ fn run(command: ClientCommand) -> Result<(), Failure> {
             target,
             workers,
             expect_digest,
+            canary,
+            soak,
             timeout,
         } => {
             let started = Instant::now();
+            let canary = canary
+                .map(|steps| crate::core::CanaryPlan::parse(&steps, soak))
+                .transpose()
+                .map_err(|e| (EXIT_USAGE, format!("--canary: {e}")))?;
             let req = Request::Reload {
                 workers,
                 expect_digest,
+                canary,
             };
             let (reply, _) = request(&target, req, timeout)?;
             let took = humantime::format_duration(Duration::from_millis(

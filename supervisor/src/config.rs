@@ -55,6 +55,23 @@ pub struct Cli {
     #[arg(long)]
     pub reuseport: bool,
 
+    /// Progressive cutover (needs --steer): at every reload the new
+    /// generation gets these shares of new connections in turn, e.g.
+    /// `1%,10%,50%,100%`, each for --soak, while the old one serves the rest;
+    /// a new worker that exits, or reported errors past --canary-max-errors,
+    /// roll it back at once. The last step is the settle window.
+    #[arg(long, value_name = "STEPS")]
+    pub canary: Option<String>,
+
+    /// How long each --canary step lasts.
+    #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = parse_duration)]
+    pub soak: Duration,
+
+    /// Errors (`BATON_ERRORS=N` on the notify socket, summed over the new
+    /// workers) a --canary cutover tolerates before it is rolled back.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub canary_max_errors: u64,
+
     /// Variables for the workers, `KEY=VALUE` lines, read anew at every
     /// reload (like Server::Starter's --envdir): a deploy changes them with
     /// the next reload, not before.
@@ -316,6 +333,9 @@ pub struct Config {
     pub metrics: Option<MetricsAddr>,
     /// `--env-file`: the workers' extra variables, read at every reload.
     pub env_file: Option<PathBuf>,
+    /// `--canary STEPS --soak D`: every reload's cutover.
+    pub canary: Option<crate::core::CanaryPlan>,
+    pub canary_max_errors: u64,
     pub socket_mode: Option<u32>,
     /// (uid, gid) resolved from `--socket-owner`.
     pub socket_owner: Option<(Option<u32>, Option<u32>)>,
@@ -357,6 +377,16 @@ impl Config {
         if let Some(control) = &cli.control {
             check_control_dir(control)?;
         }
+        let canary = match &cli.canary {
+            None => None,
+            Some(_) if !cli.steer => return Err(ConfigError::Canary(
+                "needs --steer (the new generation's share is steered between the two socket sets)"
+                    .into(),
+            )),
+            Some(steps) => {
+                Some(crate::core::CanaryPlan::parse(steps, cli.soak).map_err(ConfigError::Canary)?)
+            }
+        };
         Ok(Config {
             listeners,
             workers: cli.workers,
@@ -375,6 +405,8 @@ impl Config {
             steer: cli.steer,
             metrics: cli.metrics,
             env_file: cli.env_file,
+            canary,
+            canary_max_errors: cli.canary_max_errors,
             socket_mode: cli.socket_mode,
             socket_owner: cli.socket_owner.as_deref().map(parse_owner).transpose()?,
             compat_env: !cli.no_compat_env,

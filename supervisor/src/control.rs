@@ -54,6 +54,9 @@ pub enum Request {
         /// sha256 (`baton reload --expect-digest`).
         #[serde(skip_serializing_if = "Option::is_none")]
         expect_digest: Option<String>,
+        /// This reload's progressive cutover (`baton reload --canary`).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        canary: Option<crate::core::CanaryPlan>,
     },
     Status,
     Stop,
@@ -78,6 +81,8 @@ impl Request {
             workers: Option<serde_json::Value>,
             #[serde(default, deserialize_with = "present")]
             expect_digest: Option<serde_json::Value>,
+            #[serde(default, deserialize_with = "present")]
+            canary: Option<serde_json::Value>,
         }
         /// `"workers": null` is there (and refused), unlike no `workers`.
         fn present<'de, D: serde::Deserializer<'de>>(
@@ -117,10 +122,32 @@ impl Request {
                 return Err("invalid request: only reload takes expect_digest".to_string());
             }
         };
+        let canary = match (command, raw.canary) {
+            (_, None) => None,
+            (Some("reload"), Some(c)) => {
+                let plan: crate::core::CanaryPlan = serde_json::from_value(c.clone())
+                    .map_err(|e| format!("invalid request: canary: {e}"))?;
+                // The same checks as on the command line.
+                Some(
+                    crate::core::CanaryPlan::parse(
+                        &plan
+                            .steps
+                            .iter()
+                            .map(|s| s.to_string())
+                            .collect::<Vec<_>>()
+                            .join(","),
+                        plan.soak,
+                    )
+                    .map_err(|e| format!("invalid request: canary: {e}"))?,
+                )
+            }
+            (_, Some(_)) => return Err("invalid request: only reload takes canary".to_string()),
+        };
         match command {
             Some("reload") => Ok(Request::Reload {
                 workers,
                 expect_digest,
+                canary,
             }),
             Some("status") => Ok(Request::Status),
             Some("stop") => Ok(Request::Stop),
@@ -571,14 +598,16 @@ mod tests {
             ok(r#"{"command":"reload"}"#).unwrap(),
             Request::Reload {
                 workers: None,
-                expect_digest: None
+                expect_digest: None,
+                canary: None,
             }
         );
         assert_eq!(
             ok(r#"{"command":"reload","workers":3}"#).unwrap(),
             Request::Reload {
                 workers: Some(3),
-                expect_digest: None
+                expect_digest: None,
+                canary: None,
             }
         );
         assert_eq!(ok(r#"{"command":"status"}"#).unwrap(), Request::Status);
@@ -603,6 +632,7 @@ mod tests {
             Request::Reload {
                 workers: Some(MAX_WORKERS),
                 expect_digest: None,
+                canary: None,
             }
         );
         // A digest: 64 hex digits, lowercased; only for reload.
@@ -615,6 +645,7 @@ mod tests {
             Request::Reload {
                 workers: None,
                 expect_digest: Some(sha.to_ascii_lowercase()),
+                canary: None,
             }
         );
         assert!(ok(r#"{"command":"reload","expect_digest":"abc"}"#).is_err());
@@ -630,18 +661,21 @@ mod tests {
         let sent = serde_json::to_string(&Request::Reload {
             workers: Some(2),
             expect_digest: None,
+            canary: None,
         })
         .unwrap();
         assert_eq!(
             ok(&sent).unwrap(),
             Request::Reload {
                 workers: Some(2),
-                expect_digest: None
+                expect_digest: None,
+                canary: None,
             }
         );
         let sent = serde_json::to_string(&Request::Reload {
             workers: None,
             expect_digest: None,
+            canary: None,
         })
         .unwrap();
         assert_eq!(sent, r#"{"command":"reload"}"#);

@@ -201,6 +201,18 @@ impl Listener {
         self.sets.is_some()
     }
 
+    /// `--canary`: `percent` % of new connections to set `new`'s sockets,
+    /// the rest to set `old`'s (with steering; else nothing to do).
+    pub fn weigh(&mut self, new: usize, old: usize, percent: u8) -> io::Result<()> {
+        let Some(st) = &self.sets else { return Ok(()) };
+        attach_weighted(
+            self.sockets[0].as_fd(),
+            &st.sets[new % 2],
+            &st.sets[old % 2],
+            percent,
+        )
+    }
+
     /// Connections waiting in the accept queues of `set`'s sockets (0
     /// without steering).
     pub fn queued_in_set(&self, set: usize) -> u32 {
@@ -658,11 +670,28 @@ fn attach_first_k(member: BorrowedFd<'_>, k: usize) -> io::Result<()> {
 }
 
 /// Steering: a program that picks, at random, one of the sockets at
-/// `indexes` (positions in the group's order) for each new connection:
-/// `A = random % n`, then a jump table from A to `indexes[A]`.
+/// `indexes` (positions in the group's order) for each new connection.
 fn attach_indexes(member: BorrowedFd<'_>, indexes: &[usize]) -> io::Result<()> {
-    let n =
-        u32::try_from(indexes.len().max(1)).map_err(|_| io::Error::other("too many sockets"))?;
+    attach_weighted(member, indexes, &[], 100)
+}
+
+/// A classic BPF program for a reuseport group: `percent` % of new
+/// connections go to a random socket among `first` (group positions), the
+/// rest to one among `second`:
+///
+/// ```text
+///   A = random % 100; if A >= percent: goto SECOND
+///   FIRST:  A = random % len; jump table A → first[A]
+///   SECOND: A = random % len; jump table A → second[A]
+/// ```
+/// A table is 2 instructions a socket; the kernel takes 4,096 in all, and a
+/// set has at most 1,024 sockets (`--workers`).
+fn attach_weighted(
+    member: BorrowedFd<'_>,
+    first: &[usize],
+    second: &[usize],
+    percent: u8,
+) -> io::Result<()> {
     let code = |code: u32| code as u16;
     let op = |c: u32, jt: u8, jf: u8, k: u32| libc::sock_filter {
         code: code(c),
@@ -670,34 +699,61 @@ fn attach_indexes(member: BorrowedFd<'_>, indexes: &[usize]) -> io::Result<()> {
         jf,
         k,
     };
-    let mut program = vec![
-        op(
-            libc::BPF_LD | libc::BPF_W | libc::BPF_ABS,
+    let random = op(
+        libc::BPF_LD | libc::BPF_W | libc::BPF_ABS,
+        0,
+        0,
+        (libc::SKF_AD_OFF + libc::SKF_AD_RANDOM) as u32,
+    );
+    let table = |indexes: &[usize]| -> io::Result<Vec<libc::sock_filter>> {
+        let n = u32::try_from(indexes.len().max(1))
+            .map_err(|_| io::Error::other("too many sockets"))?;
+        let mut t = vec![
+            random,
+            op(libc::BPF_ALU | libc::BPF_MOD | libc::BPF_K, 0, 0, n),
+        ];
+        for (i, &j) in indexes.iter().enumerate() {
+            let j = u32::try_from(j).map_err(|_| io::Error::other("socket index out of range"))?;
+            // if A == i: return j (else skip the return)
+            t.push(op(
+                libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K,
+                0,
+                1,
+                i as u32,
+            ));
+            t.push(op(libc::BPF_RET | libc::BPF_K, 0, 0, j));
+        }
+        t.push(op(
+            libc::BPF_RET | libc::BPF_K,
             0,
             0,
-            (libc::SKF_AD_OFF + libc::SKF_AD_RANDOM) as u32,
-        ),
-        op(libc::BPF_ALU | libc::BPF_MOD | libc::BPF_K, 0, 0, n),
-    ];
-    for (i, &j) in indexes.iter().enumerate() {
-        let j = u32::try_from(j).map_err(|_| io::Error::other("socket index out of range"))?;
-        // if A == i: return j (else skip the return)
+            indexes.first().copied().unwrap_or(0) as u32,
+        ));
+        Ok(t)
+    };
+    let mut program = Vec::new();
+    let first_table = table(first)?;
+    if percent < 100 && !second.is_empty() {
+        program.push(random);
+        program.push(op(libc::BPF_ALU | libc::BPF_MOD | libc::BPF_K, 0, 0, 100));
+        // A >= percent: to the JA below (then SECOND); else skip it.
         program.push(op(
-            libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K,
+            libc::BPF_JMP | libc::BPF_JGE | libc::BPF_K,
             0,
             1,
-            i as u32,
+            u32::from(percent),
         ));
-        program.push(op(libc::BPF_RET | libc::BPF_K, 0, 0, j));
+        program.push(op(
+            libc::BPF_JMP | libc::BPF_JA,
+            0,
+            0,
+            first_table.len() as u32,
+        ));
+        program.extend(first_table);
+        program.extend(table(second)?);
+    } else {
+        program.extend(first_table);
     }
-    program.push(op(
-        libc::BPF_RET | libc::BPF_K,
-        0,
-        0,
-        indexes.first().copied().unwrap_or(0) as u32,
-    ));
-    // The kernel takes at most BPF_MAXINSNS (4096) instructions: 2 per
-    // socket, so 2,000 sockets a set (--workers is at most 1,024).
     let fprog = libc::sock_fprog {
         len: u16::try_from(program.len()).map_err(|_| io::Error::other("program too long"))?,
         filter: program.as_mut_ptr(),

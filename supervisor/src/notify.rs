@@ -20,6 +20,9 @@ pub struct Message {
     /// `WATCHDOG=1`: a worker's keep-alive ping (`--worker-watchdog`).
     pub watchdog: bool,
     pub status: Option<String>,
+    /// `BATON_ERRORS=N`: the errors a worker has seen so far (a running
+    /// count; `--canary` rolls a cutover back past `--canary-max-errors`).
+    pub errors: Option<u64>,
     /// Assignments we do not act on (kept for logging).
     pub other: Vec<String>,
 }
@@ -35,6 +38,9 @@ impl Message {
                 Some(("STOPPING", "1")) => msg.stopping = true,
                 Some(("WATCHDOG", "1")) => msg.watchdog = true,
                 Some(("STATUS", s)) => msg.status = Some(s.chars().take(256).collect()),
+                Some(("BATON_ERRORS", n)) if n.parse::<u64>().is_ok() => {
+                    msg.errors = n.parse().ok();
+                }
                 _ => msg.other.push(line.chars().take(64).collect()),
             }
         }

@@ -85,6 +85,24 @@ pub fn collect(core: &Core, listeners: &[Listener], baton: Baton<'_>) -> Status 
                     _ => None,
                 },
                 processes: processes(g.id),
+                canary: match (g.state, &g.canary) {
+                    (
+                        GenState::Canary {
+                            step,
+                            step_since,
+                            until,
+                            ..
+                        },
+                        Some(plan),
+                    ) => Some(CanaryStatus {
+                        step: step + 1,
+                        steps: plan.steps.clone(),
+                        weight: plan.steps.get(step).copied().unwrap_or(0),
+                        step_ms: ms(now.since(step_since)),
+                        next_in_ms: ms(until.since(now)),
+                    }),
+                    _ => None,
+                },
                 program: g.program.as_ref().map(|p| ProgramStatus {
                     path: p.path.clone(),
                     sha256: p.sha256.clone(),
@@ -200,6 +218,17 @@ pub struct ListenerStatus {
     pub queued: Vec<u32>,
 }
 
+/// A generation in its progressive cutover.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CanaryStatus {
+    pub step: usize,
+    pub steps: Vec<u8>,
+    /// Percent of new connections it gets.
+    pub weight: u8,
+    pub step_ms: u64,
+    pub next_in_ms: u64,
+}
+
 /// What a generation runs.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ProgramStatus {
@@ -231,6 +260,11 @@ pub struct GenerationStatus {
     /// when containment is off.
     #[serde(default)]
     pub processes: Option<usize>,
+    /// `--canary`, while it is in its cutover: the step (1-based), the
+    /// share of new connections it gets, time in the step and until the
+    /// next.
+    #[serde(default)]
+    pub canary: Option<CanaryStatus>,
     /// What it runs (null for a generation that failed before that was
     /// known).
     #[serde(default)]
@@ -325,6 +359,17 @@ impl Status {
                 plural(g.worker_count),
                 processes
             );
+            if let Some(c) = &g.canary {
+                let _ = writeln!(
+                    out,
+                    "  canary step {}/{}: {}% of new connections for {}, next in {}",
+                    c.step,
+                    c.steps.len(),
+                    c.weight,
+                    ms(c.step_ms),
+                    ms(c.next_in_ms)
+                );
+            }
             if let Some(p) = &g.program {
                 let env = match &p.env_file {
                     Some(f) => format!("  env {f} ({})", p.env_keys.join(" ")),

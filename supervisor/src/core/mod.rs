@@ -39,7 +39,7 @@ pub mod time;
 #[cfg(test)]
 mod tests;
 
-pub use generation::{GenState, Generation, Program, Worker, WorkerState};
+pub use generation::{CanaryPlan, GenState, Generation, Program, Worker, WorkerState};
 pub use reload::{Outcome, Reloads, WaiterId};
 pub use time::Mono;
 
@@ -77,6 +77,14 @@ pub struct Settings {
     /// `--steer`: generations alternate between two socket sets; the old
     /// one is signalled once its queues are empty.
     pub steer: bool,
+    /// `--canary STEPS --soak D`: every reload's cutover plan (a reload may
+    /// bring its own).
+    #[serde(default)]
+    pub canary: Option<CanaryPlan>,
+    /// `--canary-max-errors N`: errors the new workers may report
+    /// (`BATON_ERRORS=`) during a cutover before it is rolled back.
+    #[serde(default)]
+    pub canary_max_errors: u64,
 }
 
 impl From<&Config> for Settings {
@@ -93,6 +101,8 @@ impl From<&Config> for Settings {
             max_draining: c.max_draining,
             worker_watchdog: c.worker_watchdog,
             steer: c.steer,
+            canary: c.canary.clone(),
+            canary_max_errors: c.canary_max_errors,
         }
     }
 }
@@ -143,6 +153,8 @@ pub enum Event {
         workers: Option<usize>,
         /// `baton reload --expect-digest SHA`: the program must have it.
         expect_digest: Option<String>,
+        /// `baton reload --canary STEPS --soak D`: this reload's cutover.
+        canary: Option<CanaryPlan>,
     },
     /// TERM, INT, `baton stop` (graceful) or QUIT (fast).
     Stop { fast: bool, why: String },
@@ -154,6 +166,8 @@ pub enum Event {
         watchdog: bool,
         mainpid: bool,
         status: Option<String>,
+        /// `BATON_ERRORS=N`: the errors it has seen so far.
+        errors: Option<u64>,
     },
     /// A child was reaped.
     Exited { pid: i32, status: ExitStatus },
@@ -281,6 +295,13 @@ pub enum Action {
     Steer {
         set: usize,
     },
+    /// `--canary`: new connections go `percent` % to the sockets of set
+    /// `new`, the rest to set `old`.
+    Weigh {
+        new: usize,
+        old: usize,
+        percent: u8,
+    },
     /// `--steer`: how many connections wait on the generation's sockets?
     /// Answered by [`Event::Queued`].
     CheckQueues {
@@ -407,7 +428,8 @@ impl Core {
                 waiter,
                 workers,
                 expect_digest,
-            } => self.on_reload_request(waiter, workers, expect_digest, now),
+                canary,
+            } => self.on_reload_request(waiter, workers, expect_digest, canary, now),
             Event::Stop { fast, why } => self.on_stop(fast, &why, now),
             Event::Notify {
                 pid,
@@ -415,7 +437,13 @@ impl Core {
                 watchdog,
                 mainpid,
                 status,
-            } => self.on_notify(pid, ready, watchdog, mainpid, status, now),
+                errors,
+            } => {
+                self.on_notify(pid, ready, watchdog, mainpid, status, now);
+                if let Some(n) = errors {
+                    self.on_errors(pid, n, now);
+                }
+            }
             Event::Exited { pid, status } => self.on_exit(pid, status, now),
             Event::Prepared { generation, result } => self.on_prepared(generation, result, now),
             Event::Spawned {
@@ -471,7 +499,7 @@ impl Core {
         self.generations.iter().position(|g| {
             matches!(
                 g.state,
-                GenState::Starting { .. } | GenState::Settling { .. }
+                GenState::Starting { .. } | GenState::Settling { .. } | GenState::Canary { .. }
             )
         })
     }
@@ -646,6 +674,7 @@ impl Core {
         waiter: Option<WaiterId>,
         workers: Option<usize>,
         expect: Option<String>,
+        canary: Option<CanaryPlan>,
         now: Mono,
     ) {
         if self.phase != Phase::Running {
@@ -664,6 +693,7 @@ impl Core {
             }
             self.reloads.queue(waiter, workers);
             self.reloads.queue_expect(expect);
+            self.reloads.queue_canary(canary);
             return;
         }
         if self.reloads.is_queued() || !self.reload_fits(now) {
@@ -672,13 +702,14 @@ impl Core {
             // as it fits.
             self.reloads.queue(waiter, workers);
             self.reloads.queue_expect(expect);
+            self.reloads.queue_canary(canary);
             self.after_reload(now);
             return;
         }
         if let Some(w) = waiter {
             self.reloads.wait_for(self.next_id, w);
         }
-        self.start_reload(workers, expect, now);
+        self.start_reload(workers, expect, canary, now);
     }
 
     /// Can a reload start now without exceeding `--max-draining`? A reload
@@ -713,11 +744,18 @@ impl Core {
         {
             let workers = self.reloads.take_queued(self.next_id, now);
             let expect = self.reloads.take_queued_expect();
-            self.start_reload(workers, expect, now);
+            let canary = self.reloads.take_queued_canary();
+            self.start_reload(workers, expect, canary, now);
         }
     }
 
-    fn start_reload(&mut self, workers: Option<usize>, expect: Option<String>, now: Mono) {
+    fn start_reload(
+        &mut self,
+        workers: Option<usize>,
+        expect: Option<String>,
+        canary: Option<CanaryPlan>,
+        now: Mono,
+    ) {
         let count = workers.unwrap_or(self.workers);
         if count != self.workers {
             info!(
@@ -735,6 +773,13 @@ impl Core {
         );
         self.emit(Action::Systemd(Systemd::Reloading(text)));
         self.start_generation(count, expect, now);
+        // Its cutover: this reload's plan, else baton's (with --steer only:
+        // the weights steer between the two socket sets).
+        if self.settings.steer {
+            if let Some(g) = self.generations.last_mut() {
+                g.canary = canary.or_else(|| self.settings.canary.clone());
+            }
+        }
     }
 
     /// A new generation of `count`: prepared, then spawned slot by slot.
@@ -1025,6 +1070,30 @@ impl Core {
         let GenState::Starting { since } = self.generations[gi].state else {
             return;
         };
+        if let (Some(plan), Some(si)) = (self.generations[gi].canary.clone(), self.serving()) {
+            // A progressive cutover; its last step is the settle window.
+            let percent = plan.steps[0];
+            self.set_state(
+                gi,
+                GenState::Canary {
+                    since,
+                    step: 0,
+                    step_since: now,
+                    until: now + plan.soak,
+                },
+                now,
+            );
+            self.emit(Action::Weigh {
+                new: self.generations[gi].set,
+                old: self.generations[si].set,
+                percent,
+            });
+            info!(
+                generation = self.generations[gi].id,
+                percent, "generation ready, canary: taking a share of new connections"
+            );
+            return;
+        }
         if settle.is_zero() || self.serving().is_none() {
             self.promote(gi, now);
             return;
@@ -1047,8 +1116,9 @@ impl Core {
     /// Generation `gi` is ready: it serves, and the one it replaces drains.
     fn promote(&mut self, gi: usize, now: Mono) {
         let old = self.serving();
-        let (GenState::Starting { since } | GenState::Settling { since, .. }) =
-            self.generations[gi].state
+        let (GenState::Starting { since }
+        | GenState::Settling { since, .. }
+        | GenState::Canary { since, .. }) = self.generations[gi].state
         else {
             return;
         };
@@ -1124,6 +1194,71 @@ impl Core {
         self.signal_workers(gi, signal);
     }
 
+    /// The cutover of generation `gi` finished step `step`: the next one,
+    /// or (after 100 %) it serves alone and the old one is emptied.
+    fn next_canary_step(&mut self, gi: usize, since: Mono, step: usize, now: Mono) {
+        let Some(plan) = self.generations[gi].canary.clone() else {
+            return self.promote(gi, now);
+        };
+        let Some(&percent) = plan.steps.get(step + 1) else {
+            info!(generation = self.generations[gi].id, "canary complete");
+            return self.promote(gi, now);
+        };
+        let Some(si) = self.serving() else { return };
+        self.set_state(
+            gi,
+            GenState::Canary {
+                since,
+                step: step + 1,
+                step_since: now,
+                until: now + plan.soak,
+            },
+            now,
+        );
+        self.emit(Action::Weigh {
+            new: self.generations[gi].set,
+            old: self.generations[si].set,
+            percent,
+        });
+        info!(
+            generation = self.generations[gi].id,
+            percent, "canary: next step"
+        );
+    }
+
+    /// "rolled back at 10% after 4.2s: WHAT".
+    fn canary_cause(&self, gi: usize, step: usize, since: Mono, now: Mono, what: &str) -> String {
+        let percent = self.generations[gi]
+            .canary
+            .as_ref()
+            .and_then(|p| p.steps.get(step).copied())
+            .unwrap_or(0);
+        format!(
+            "rolled back at {percent}% after {}: {what}",
+            humantime::format_duration(round_ms(now.since(since)))
+        )
+    }
+
+    /// A worker reported its running error count (`BATON_ERRORS=N`).
+    fn on_errors(&mut self, pid: i32, n: u64, now: Mono) {
+        let Some((gi, wi)) = self.find_pid(pid) else {
+            return;
+        };
+        self.generations[gi].workers[wi].errors = n;
+        let GenState::Canary { since, step, .. } = self.generations[gi].state else {
+            return;
+        };
+        let total: u64 = self.generations[gi].workers.iter().map(|w| w.errors).sum();
+        let max = self.settings.canary_max_errors;
+        if total > max {
+            let what = format!(
+                "its workers reported {total} errors (BATON_ERRORS=), more than --canary-max-errors {max}"
+            );
+            let cause = self.canary_cause(gi, step, since, now, &what);
+            self.fail_generation(gi, cause, now);
+        }
+    }
+
     /// `--steer`: the old generation's sockets hold `count` connections.
     fn on_queued(&mut self, id: u64, count: u32, now: Mono) {
         let Some(gi) = self.index_of(id) else { return };
@@ -1151,6 +1286,13 @@ impl Core {
     /// was not ready may have accepted connections already) and is SIGKILLed
     /// at the drain deadline; the serving generation keeps serving.
     fn fail_generation(&mut self, gi: usize, cause: String, now: Mono) {
+        if matches!(self.generations[gi].state, GenState::Canary { .. }) {
+            // Its share of new connections goes back to the serving one.
+            if let Some(si) = self.serving() {
+                let set = self.generations[si].set;
+                self.emit(Action::Steer { set });
+            }
+        }
         let deadline = now + self.settings.drain_timeout;
         let started = self.generations[gi].changed;
         let (id, count) = (self.generations[gi].id, self.generations[gi].count);
@@ -1331,6 +1473,17 @@ impl Core {
                 let cause = format!("worker slot {slot} (pid {pid}) {status} {when}");
                 self.fail_generation(gi, cause, now);
             }
+            GenState::Canary { since, step, .. } => {
+                self.generations[gi].workers.remove(wi);
+                let cause = self.canary_cause(
+                    gi,
+                    step,
+                    since,
+                    now,
+                    &format!("worker slot {slot} (pid {pid}) {status}"),
+                );
+                self.fail_generation(gi, cause, now);
+            }
             GenState::Settling { until, .. } => {
                 self.generations[gi].workers.remove(wi);
                 let settle = self.settings.settle;
@@ -1435,6 +1588,14 @@ impl Core {
                     continue;
                 }
                 GenState::Killed => continue,
+                GenState::Canary {
+                    since, step, until, ..
+                } => {
+                    if now >= until && running {
+                        self.next_canary_step(gi, since, step, now);
+                    }
+                    continue;
+                }
                 GenState::Emptying {
                     deadline,
                     next_check,

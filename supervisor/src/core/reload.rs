@@ -51,6 +51,9 @@ pub struct Reloads {
     /// wins: `baton reload --expect-digest`).
     #[serde(default)]
     queued_expect: Option<String>,
+    /// The cutover plan the queued reload was asked for (newest wins).
+    #[serde(default)]
+    queued_canary: Option<super::CanaryPlan>,
     /// Waiting for the reload of a given generation.
     waiting: Vec<(u64, WaiterId)>,
     /// Waiting for the queued reload (its generation is not known yet).
@@ -69,6 +72,18 @@ impl Reloads {
         if expect.is_some() {
             self.queued_expect = expect;
         }
+    }
+
+    /// A queued request asks for this cutover plan.
+    pub fn queue_canary(&mut self, plan: Option<super::CanaryPlan>) {
+        if plan.is_some() {
+            self.queued_canary = plan;
+        }
+    }
+
+    /// The cutover plan of the queued reload, taken with it.
+    pub fn take_queued_canary(&mut self) -> Option<super::CanaryPlan> {
+        self.queued_canary.take()
     }
 
     /// The digest the queued reload must check, taken with it.
@@ -178,6 +193,7 @@ impl Reloads {
         self.held = None;
         self.queued_workers = None;
         self.queued_expect = None;
+        self.queued_canary = None;
         self.waiting.clear();
         self.waiting_queued.clear();
     }

@@ -228,7 +228,7 @@ async fn event_loop(
             }
         };
         tokio::select! {
-            _ = hup.recv() => shell.drive(&mut core, Event::Reload { waiter: None, workers: None, expect_digest: None }),
+            _ = hup.recv() => shell.drive(&mut core, Event::Reload { waiter: None, workers: None, expect_digest: None, canary: None }),
             _ = term.recv() => shell.drive(&mut core, stop(false, "SIGTERM")),
             _ = int.recv() => shell.drive(&mut core, stop(false, "SIGINT")),
             _ = quit.recv() => shell.drive(&mut core, stop(true, "SIGQUIT")),

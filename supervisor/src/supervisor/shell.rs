@@ -250,6 +250,14 @@ impl Shell {
                 }
                 None
             }
+            Action::Weigh { new, old, percent } => {
+                for l in self.listeners.iter_mut().filter(|l| l.steering()) {
+                    if let Err(e) = l.weigh(new, old, percent) {
+                        warn!(name = %l.name, addr = %l.local, error = %e, percent, "cannot weigh new connections between the generations");
+                    }
+                }
+                None
+            }
             Action::CheckQueues { generation, set } => Some(Event::Queued {
                 generation,
                 count: self.listeners.iter().map(|l| l.queued_in_set(set)).sum(),
@@ -594,6 +602,7 @@ impl Shell {
                 watchdog: m.watchdog,
                 mainpid: m.other.iter().any(|a| a.starts_with("MAINPID=")),
                 status: m.status,
+                errors: m.errors,
             },
         );
     }
@@ -621,6 +630,7 @@ impl Shell {
             Request::Reload {
                 workers,
                 expect_digest,
+                canary,
             } => {
                 match workers {
                     Some(n) => info!(workers = n, "reload requested on the control socket"),
@@ -636,6 +646,7 @@ impl Shell {
                         waiter: Some(id),
                         workers,
                         expect_digest,
+                        canary,
                     },
                 );
             }
@@ -707,6 +718,7 @@ impl Shell {
                     waiter: None,
                     workers: None,
                     expect_digest: None,
+                    canary: None,
                 },
             );
         }
