@@ -257,7 +257,7 @@ fn bad_input_gets_one_line_and_an_exit_code() {
         (
             vec!["help", "restart"],
             2,
-            "no command \"restart\": the commands are reload, status, stop, upgrade and help",
+            "no command \"restart\": the commands are reload, status, stop, upgrade, drain, undrain and help",
         ),
     ];
     for (args, code, culprit) in cases {

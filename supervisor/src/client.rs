@@ -75,6 +75,18 @@ pub enum ClientCommand {
         #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = parse_duration)]
         timeout: Duration,
     },
+    /// Take baton out of a load balancer's rotation: `--health` answers 503
+    /// "draining" and `--agent-check` "drain", while everything keeps
+    /// serving. `baton undrain` puts it back.
+    Drain {
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Back in rotation after `baton drain`.
+    Undrain {
+        #[command(flatten)]
+        target: Target,
+    },
     /// Graceful stop; waits until baton has exited.
     Stop {
         #[command(flatten)]
@@ -189,6 +201,24 @@ fn run(command: ClientCommand) -> Result<(), Failure> {
             } else {
                 print!("{}", status.render());
             }
+            Ok(())
+        }
+        ClientCommand::Drain { target } => {
+            let (reply, _) = request(&target, Request::Drain, Duration::from_secs(30))?;
+            if !reply.ok {
+                return Err(refused(reply));
+            }
+            println!(
+                "drained: health says draining, everything keeps serving (baton undrain to undo)"
+            );
+            Ok(())
+        }
+        ClientCommand::Undrain { target } => {
+            let (reply, _) = request(&target, Request::Undrain, Duration::from_secs(30))?;
+            if !reply.ok {
+                return Err(refused(reply));
+            }
+            println!("undrained: back in rotation");
             Ok(())
         }
         ClientCommand::Upgrade { target, timeout } => {

@@ -31,12 +31,13 @@ pub const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 3600);
     version,
     about = "Zero-downtime restart supervisor: owns the listening sockets, runs the app \
              as a pool of workers that inherit them, and replaces the pool on SIGHUP.",
-    override_usage = "baton [OPTIONS] -- PROGRAM [ARGS...]\n       baton <reload|status|stop|upgrade|help> [OPTIONS]",
+    override_usage = "baton [OPTIONS] -- PROGRAM [ARGS...]\n       baton <reload|status|stop|upgrade|drain|undrain|help> [OPTIONS]",
     after_help = "Commands (talk to a running baton through its control socket):\n  \
                   reload   start a new generation and wait for the outcome (exit 0 serving, 1 rolled back)\n  \
                   status   generations, workers, listeners and the last reload (--json)\n  \
                   stop     graceful stop, waits until baton has exited\n  \
                   upgrade  replace baton with the binary on disk, in place (same pid, sockets, workers)\n  \
+                  drain    out of a load balancer's rotation (--health, --agent-check), still serving; undrain\n  \
                   help     this text, or `baton help COMMAND` for a command's options\n\n\
                   Signals: HUP reload · TERM/INT graceful stop · QUIT fast stop.\n\
                   Exit codes: 0 clean stop · 1 runtime failure · 2 usage or configuration error."
@@ -71,6 +72,30 @@ pub struct Cli {
     /// workers) a --canary cutover tolerates before it is rolled back.
     #[arg(long, value_name = "N", default_value_t = 0)]
     pub canary_max_errors: u64,
+
+    /// On TERM, INT or `baton stop`: keep serving for D while the health
+    /// endpoint and the agent check say "draining" (the time a load
+    /// balancer or Kubernetes takes to stop sending new connections), then
+    /// drain. A second stop request drains at once.
+    #[arg(long, value_name = "DURATION", default_value = "0s", value_parser = parse_duration)]
+    pub stop_delay: Duration,
+
+    /// Serve baton's health at `GET /health` on ADDR (HTTP): 200 "serving",
+    /// 503 "draining" (`baton drain`, --stop-delay, stopping) or
+    /// "starting"; the body adds the last reload's failure, if any.
+    #[arg(long, value_name = "ADDR", value_parser = parse_endpoint_addr)]
+    pub health: Option<MetricsAddr>,
+
+    /// An HAProxy agent-check responder on ADDR (TCP): answers `ready N%`
+    /// (ready workers of the serving generation over its size) or `drain`.
+    #[arg(long, value_name = "ADDR", value_parser = parse_endpoint_addr)]
+    pub agent_check: Option<MetricsAddr>,
+
+    /// Reload when PATH changes (a file, or a directory's entries; a
+    /// symlink swapped as Kubernetes does for a ConfigMap's `..data` is
+    /// seen), debounced by 500ms. Repeatable.
+    #[arg(long, value_name = "PATH")]
+    pub watch: Vec<PathBuf>,
 
     /// Variables for the workers, `KEY=VALUE` lines, read anew at every
     /// reload (like Server::Starter's --envdir): a deploy changes them with
@@ -231,6 +256,20 @@ pub fn parse_metrics_addr(s: &str) -> Result<MetricsAddr, String> {
     Ok(MetricsAddr::Tcp(addr))
 }
 
+/// `--health` / `--agent-check ADDR`: any TCP address (a load balancer on
+/// another host may ask) or `unix:/path`.
+pub fn parse_endpoint_addr(s: &str) -> Result<MetricsAddr, String> {
+    if let Some(path) = s.strip_prefix("unix:") {
+        if !path.starts_with('/') {
+            return Err(format!("unix:{path}: the path must be absolute"));
+        }
+        return Ok(MetricsAddr::Unix(PathBuf::from(path)));
+    }
+    s.parse()
+        .map(MetricsAddr::Tcp)
+        .map_err(|_| format!("{s:?} is not ADDR:PORT (e.g. 0.0.0.0:8081) or unix:/path"))
+}
+
 /// Where a listener is.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum ListenAddr {
@@ -333,6 +372,10 @@ pub struct Config {
     pub metrics: Option<MetricsAddr>,
     /// `--env-file`: the workers' extra variables, read at every reload.
     pub env_file: Option<PathBuf>,
+    pub stop_delay: Duration,
+    pub health: Option<MetricsAddr>,
+    pub agent_check: Option<MetricsAddr>,
+    pub watch: Vec<PathBuf>,
     /// `--canary STEPS --soak D`: every reload's cutover.
     pub canary: Option<crate::core::CanaryPlan>,
     pub canary_max_errors: u64,
@@ -407,6 +450,10 @@ impl Config {
             env_file: cli.env_file,
             canary,
             canary_max_errors: cli.canary_max_errors,
+            stop_delay: cli.stop_delay,
+            health: cli.health,
+            agent_check: cli.agent_check,
+            watch: cli.watch,
             socket_mode: cli.socket_mode,
             socket_owner: cli.socket_owner.as_deref().map(parse_owner).transpose()?,
             compat_env: !cli.no_compat_env,

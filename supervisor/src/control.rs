@@ -63,6 +63,10 @@ pub enum Request {
     /// Replace this baton with the binary on disk, in place (`baton
     /// upgrade`; see upgrade.rs).
     Upgrade,
+    /// Out of rotation (`baton drain`): health says draining, all serves.
+    Drain,
+    /// Back in rotation (`baton undrain`).
+    Undrain,
 }
 
 impl Request {
@@ -152,9 +156,12 @@ impl Request {
             Some("status") => Ok(Request::Status),
             Some("stop") => Ok(Request::Stop),
             Some("upgrade") => Ok(Request::Upgrade),
-            _ => {
-                Err("invalid request: command must be reload, status, stop or upgrade".to_string())
-            }
+            Some("drain") => Ok(Request::Drain),
+            Some("undrain") => Ok(Request::Undrain),
+            _ => Err(
+                "invalid request: command must be reload, status, stop, upgrade, drain or undrain"
+                    .to_string(),
+            ),
         }
     }
 }

@@ -10,7 +10,9 @@ fn main() -> ExitCode {
     // `baton reload|status|stop …` talk to a running baton.
     let args: Vec<_> = std::env::args_os().collect();
     match args.get(1).and_then(|a| a.to_str()) {
-        Some("reload" | "status" | "stop" | "upgrade") => return baton::client::main(args),
+        Some("reload" | "status" | "stop" | "upgrade" | "drain" | "undrain") => {
+            return baton::client::main(args)
+        }
         // Run by a running baton on the binary it is about to exec.
         Some("upgrade-check") => return baton::upgrade::check_main(),
         Some("help") => return help(&args[2..]),
@@ -74,12 +76,12 @@ fn help(rest: &[std::ffi::OsString]) -> ExitCode {
             let _ = baton::Cli::command().print_long_help();
             ExitCode::SUCCESS
         }
-        Some(cmd @ ("reload" | "status" | "stop" | "upgrade")) => {
+        Some(cmd @ ("reload" | "status" | "stop" | "upgrade" | "drain" | "undrain")) => {
             baton::client::main(vec!["baton".into(), cmd.into(), "--help".into()])
         }
         Some(other) => {
             eprintln!(
-                "baton: no command {other:?}: the commands are reload, status, stop, upgrade and help \
+                "baton: no command {other:?}: the commands are reload, status, stop, upgrade, drain, undrain and help \
                  (see baton --help)"
             );
             ExitCode::from(2)

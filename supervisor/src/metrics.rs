@@ -1,6 +1,8 @@
-//! `--metrics ADDR`: Prometheus' text exposition format at `GET /metrics`,
-//! on a loopback address or a unix socket only (nothing here is
-//! authenticated).
+//! baton's own endpoints: `--metrics ADDR` (Prometheus' text exposition
+//! format at `GET /metrics`, on a loopback address or a unix socket only:
+//! nothing here is authenticated), `--health ADDR` (`GET /health` for load
+//! balancers and orchestrators) and `--agent-check ADDR` (HAProxy's agent
+//! protocol: one line, then close).
 //!
 //! Each scrape is one short connection handled in its own task, bounded in
 //! size and time like the control socket's; the text is rendered by the
@@ -20,8 +22,56 @@ use crate::config::MetricsAddr;
 use crate::core::{Core, Mono, RELOAD_BUCKETS};
 use crate::listeners::Listener;
 
-/// A scrape waiting for the text.
-pub type Scrape = oneshot::Sender<String>;
+/// Which endpoint a socket serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Which {
+    Metrics,
+    Health,
+    Agent,
+}
+
+/// A request waiting for the event loop's answer: an HTTP status (0 for
+/// the agent check's plain line) and the body.
+pub struct Ask {
+    pub which: Which,
+    pub reply: oneshot::Sender<(u16, String)>,
+}
+
+/// The health endpoint's answer.
+pub fn health(core: &Core) -> (u16, String) {
+    let (code, word) = match core.health() {
+        crate::core::Health::Serving => (200, "serving"),
+        crate::core::Health::Starting => (503, "starting"),
+        crate::core::Health::Draining => (503, "draining"),
+    };
+    let mut body = word.to_string();
+    if let Some(last) = core.reloads.last.as_ref().filter(|r| !r.ok) {
+        let _ = write!(
+            body,
+            "; last reload failed: generation {}: {}",
+            last.generation,
+            last.cause.as_deref().unwrap_or("unknown cause")
+        );
+    }
+    body.push('\n');
+    (code, body)
+}
+
+/// HAProxy's agent check: `drain` out of rotation, else `ready N%` (ready
+/// workers of the serving generation over its size; `down` with none).
+pub fn agent_line(core: &Core) -> String {
+    if core.health() != crate::core::Health::Serving {
+        return "drain\n".to_string();
+    }
+    let Some(g) = core.serving().map(|si| &core.generations[si]) else {
+        return "down\n".to_string();
+    };
+    let pct = (g.ready_count() * 100).checked_div(g.count).unwrap_or(0);
+    if pct == 0 {
+        return "down\n".to_string();
+    }
+    format!("ready {pct}%\n")
+}
 
 const READ_TIMEOUT: Duration = Duration::from_secs(5);
 const MAX_REQUEST: usize = 8192;
@@ -246,14 +296,28 @@ fn rss_bytes() -> u64 {
     pages * page.max(0) as u64
 }
 
-/// The bound metrics socket.
-pub enum MetricsSocket {
+/// A bound endpoint socket.
+pub struct MetricsSocket {
+    which: Which,
+    listener: Listening,
+}
+
+enum Listening {
     Tcp(tokio::net::TcpListener),
     Unix(tokio::net::UnixListener, PathBuf),
 }
 
 impl MetricsSocket {
-    pub fn bind(addr: &MetricsAddr) -> io::Result<MetricsSocket> {
+    fn bind_as(which: Which, addr: &MetricsAddr) -> io::Result<MetricsSocket> {
+        Ok(MetricsSocket {
+            which,
+            listener: Listening::bind(addr)?,
+        })
+    }
+}
+
+impl Listening {
+    fn bind(addr: &MetricsAddr) -> io::Result<Listening> {
         match addr {
             MetricsAddr::Tcp(a) => {
                 let socket = socket2::Socket::new(
@@ -265,7 +329,7 @@ impl MetricsSocket {
                 socket.bind(&(*a).into())?;
                 socket.listen(64)?;
                 socket.set_nonblocking(true)?;
-                Ok(MetricsSocket::Tcp(tokio::net::TcpListener::from_std(
+                Ok(Listening::Tcp(tokio::net::TcpListener::from_std(
                     socket.into(),
                 )?))
             }
@@ -281,33 +345,33 @@ impl MetricsSocket {
                 socket.set_nonblocking(true)?;
                 let std =
                     std::os::unix::net::UnixListener::from(std::os::fd::OwnedFd::from(socket));
-                Ok(MetricsSocket::Unix(
+                Ok(Listening::Unix(
                     tokio::net::UnixListener::from_std(std)?,
                     path.clone(),
                 ))
             }
         }
     }
+}
 
+impl MetricsSocket {
     /// Where it listens, as logged (port 0 resolved).
     pub fn local(&self) -> String {
-        match self {
-            MetricsSocket::Tcp(l) => l
+        match &self.listener {
+            Listening::Tcp(l) => l
                 .local_addr()
                 .map_or_else(|e| format!("? ({e})"), |a| a.to_string()),
-            MetricsSocket::Unix(_, p) => format!("unix:{}", p.display()),
+            Listening::Unix(_, p) => format!("unix:{}", p.display()),
         }
     }
 
-    /// Serve scrapes forever, asking the event loop for the text.
-    pub async fn serve(&self, scrapes: mpsc::Sender<Scrape>) {
+    /// Serve forever, asking the event loop for each answer.
+    pub async fn serve(&self, scrapes: mpsc::Sender<Ask>) {
         let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
         loop {
-            let accepted: io::Result<Box<dyn Conn>> = match self {
-                MetricsSocket::Tcp(l) => {
-                    l.accept().await.map(|(s, _)| Box::new(s) as Box<dyn Conn>)
-                }
-                MetricsSocket::Unix(l, _) => {
+            let accepted: io::Result<Box<dyn Conn>> = match &self.listener {
+                Listening::Tcp(l) => l.accept().await.map(|(s, _)| Box::new(s) as Box<dyn Conn>),
+                Listening::Unix(l, _) => {
                     l.accept().await.map(|(s, _)| Box::new(s) as Box<dyn Conn>)
                 }
             };
@@ -323,8 +387,9 @@ impl MetricsSocket {
                 continue; // too many at once: dropped (closed)
             };
             let scrapes = scrapes.clone();
+            let which = self.which;
             tokio::spawn(async move {
-                let _ = tokio::time::timeout(READ_TIMEOUT * 2, answer(conn, scrapes)).await;
+                let _ = tokio::time::timeout(READ_TIMEOUT * 2, answer(which, conn, scrapes)).await;
                 drop(slot);
             });
         }
@@ -333,7 +398,7 @@ impl MetricsSocket {
 
 impl Drop for MetricsSocket {
     fn drop(&mut self) {
-        if let MetricsSocket::Unix(_, path) = self {
+        if let Listening::Unix(_, path) = &self.listener {
             let _ = std::fs::remove_file(path);
         }
     }
@@ -342,7 +407,22 @@ impl Drop for MetricsSocket {
 trait Conn: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
 impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Conn for T {}
 
-async fn answer(mut conn: Box<dyn Conn>, scrapes: mpsc::Sender<Scrape>) {
+async fn ask(which: Which, scrapes: &mpsc::Sender<Ask>) -> Option<(u16, String)> {
+    let (reply, rx) = oneshot::channel();
+    scrapes.send(Ask { which, reply }).await.ok()?;
+    rx.await.ok()
+}
+
+async fn answer(which: Which, mut conn: Box<dyn Conn>, scrapes: mpsc::Sender<Ask>) {
+    if which == Which::Agent {
+        // HAProxy's agent sends nothing (or a line we need not read): the
+        // answer is one line, then close.
+        if let Some((_, line)) = ask(which, &scrapes).await {
+            let _ = conn.write_all(line.as_bytes()).await;
+        }
+        let _ = conn.shutdown().await;
+        return;
+    }
     let mut buf = Vec::with_capacity(1024);
     let mut chunk = [0u8; 1024];
     let head = tokio::time::timeout(READ_TIMEOUT, async {
@@ -361,25 +441,44 @@ async fn answer(mut conn: Box<dyn Conn>, scrapes: mpsc::Sender<Scrape>) {
     let line = String::from_utf8_lossy(&buf);
     let mut parts = line.split_whitespace();
     let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
-    let (status, body, kind) = match (method, path.split('?').next().unwrap_or("")) {
-        ("GET", "/metrics") => {
-            let (tx, rx) = oneshot::channel();
-            if scrapes.send(tx).await.is_err() {
-                return;
-            }
-            match rx.await {
-                Ok(text) => ("200 OK", text, "text/plain; version=0.0.4; charset=utf-8"),
-                Err(_) => return,
-            }
-        }
-        ("GET", _) => (
-            "404 Not Found",
-            "baton serves its metrics at /metrics\n".to_string(),
+    let path = path.split('?').next().unwrap_or("");
+    let (status, body, kind) = match (method, which, path) {
+        ("GET", Which::Metrics, "/metrics") => match ask(which, &scrapes).await {
+            Some((_, text)) => (
+                "200 OK".to_string(),
+                text,
+                "text/plain; version=0.0.4; charset=utf-8",
+            ),
+            None => return,
+        },
+        ("GET", Which::Health, "/health" | "/") => match ask(which, &scrapes).await {
+            Some((code, text)) => (
+                if code == 200 {
+                    "200 OK"
+                } else {
+                    "503 Service Unavailable"
+                }
+                .to_string(),
+                text,
+                "text/plain; charset=utf-8",
+            ),
+            None => return,
+        },
+        ("GET", _, _) => (
+            "404 Not Found".to_string(),
+            format!(
+                "baton serves {} here\n",
+                if which == Which::Metrics {
+                    "/metrics"
+                } else {
+                    "/health"
+                }
+            ),
             "text/plain",
         ),
         _ => (
-            "405 Method Not Allowed",
-            "GET /metrics\n".to_string(),
+            "405 Method Not Allowed".to_string(),
+            "GET only\n".to_string(),
             "text/plain",
         ),
     };
@@ -391,15 +490,24 @@ async fn answer(mut conn: Box<dyn Conn>, scrapes: mpsc::Sender<Scrape>) {
     let _ = conn.shutdown().await;
 }
 
-/// Bind `--metrics`, logging where.
-pub fn bind(addr: &MetricsAddr) -> Result<MetricsSocket, crate::Error> {
-    let socket = MetricsSocket::bind(addr).map_err(|source| {
+/// Bind `--metrics`, `--health` or `--agent-check`, logging where.
+pub fn bind(which: Which, addr: &MetricsAddr) -> Result<MetricsSocket, crate::Error> {
+    let flag = match which {
+        Which::Metrics => "--metrics",
+        Which::Health => "--health",
+        Which::Agent => "--agent-check",
+    };
+    let socket = MetricsSocket::bind_as(which, addr).map_err(|source| {
         crate::Error::Io(io::Error::new(
             source.kind(),
-            format!("cannot bind --metrics {}: {source}", describe(addr)),
+            format!("cannot bind {flag} {}: {source}", describe(addr)),
         ))
     })?;
-    info!(addr = %socket.local(), "metrics at /metrics");
+    match which {
+        Which::Metrics => info!(addr = %socket.local(), "metrics at /metrics"),
+        Which::Health => info!(addr = %socket.local(), "health at /health"),
+        Which::Agent => info!(addr = %socket.local(), "HAProxy agent check"),
+    }
     Ok(socket)
 }
 

@@ -40,6 +40,8 @@ pub fn collect(core: &Core, listeners: &[Listener], baton: Baton<'_>) -> Status 
         uptime_ms: ms(now.since(core.started)),
         upgrades,
         image_uptime_ms: ms(now.since(image_started)),
+        drained: core.drained,
+        stop_in_ms: core.stop_at.as_ref().map(|(at, _)| ms(at.since(now))),
         state: if core.stopping() {
             "stopping"
         } else {
@@ -163,6 +165,12 @@ pub struct Status {
     /// start, less after an upgrade.
     #[serde(default)]
     pub image_uptime_ms: u64,
+    /// Out of rotation (`baton drain`).
+    #[serde(default)]
+    pub drained: bool,
+    /// `--stop-delay`: a stop was asked for; draining begins in this long.
+    #[serde(default)]
+    pub stop_in_ms: Option<u64>,
     /// "running", "stopping".
     pub state: String,
     /// The worker count the next reload uses (that of the last generation

@@ -85,6 +85,11 @@ pub struct Settings {
     /// (`BATON_ERRORS=`) during a cutover before it is rolled back.
     #[serde(default)]
     pub canary_max_errors: u64,
+    /// `--stop-delay D`: a graceful stop first keeps serving for D while
+    /// the health endpoint says "draining" (a load balancer's time to take
+    /// baton out), then drains.
+    #[serde(default)]
+    pub stop_delay: Duration,
 }
 
 impl From<&Config> for Settings {
@@ -103,6 +108,7 @@ impl From<&Config> for Settings {
             steer: c.steer,
             canary: c.canary.clone(),
             canary_max_errors: c.canary_max_errors,
+            stop_delay: c.stop_delay,
         }
     }
 }
@@ -205,6 +211,9 @@ pub enum Event {
     /// The shell's liveness watch found a serving worker that accepts
     /// nothing (stopped, closed its socket, or stalled).
     WorkerStuck { pid: i32, why: String },
+    /// `baton drain` (on) / `baton undrain` (off): the health endpoint and
+    /// the agent check say "draining" while everything keeps serving.
+    Drain { on: bool },
     /// Time passed: act on what is due.
     Tick,
 }
@@ -362,6 +371,17 @@ impl Counters {
     }
 }
 
+/// What the health endpoint and the agent check say.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Health {
+    /// A generation serves and baton is in rotation.
+    Serving,
+    /// No generation serves yet.
+    Starting,
+    /// `baton drain`, `--stop-delay` or stopping: take it out of rotation.
+    Draining,
+}
+
 /// The supervisor's own phase.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Phase {
@@ -400,6 +420,12 @@ pub struct Core {
     /// What happened so far, for the metrics.
     #[serde(default)]
     pub counters: Counters,
+    /// Taken out of rotation by `baton drain` (still serving).
+    #[serde(default)]
+    pub drained: bool,
+    /// A graceful stop waiting for `--stop-delay`: when, and why.
+    #[serde(default)]
+    pub stop_at: Option<(Mono, String)>,
     /// What the current call returns.
     #[serde(skip)]
     out: Vec<Action>,
@@ -416,6 +442,8 @@ impl Core {
             reloads: Reloads::default(),
             started: now,
             counters: Counters::default(),
+            drained: false,
+            stop_at: None,
             out: Vec::new(),
         }
     }
@@ -463,6 +491,20 @@ impl Core {
             Event::Orphans { count } => self.on_orphans(count),
             Event::Queued { generation, count } => self.on_queued(generation, count, now),
             Event::WorkerStuck { pid, why } => self.on_worker_stuck(pid, &why, now),
+            Event::Drain { on } => {
+                if self.drained != on {
+                    info!(
+                        drained = on,
+                        "{}",
+                        if on {
+                            "drained: the health endpoint says draining"
+                        } else {
+                            "undrained: back in rotation"
+                        }
+                    );
+                }
+                self.drained = on;
+            }
             Event::Tick => self.on_tick(now),
         }
         // Whatever the event, a leaving generation whose workers are all
@@ -519,6 +561,15 @@ impl Core {
             .find_map(|(gi, g)| g.worker_index(pid).map(|wi| (gi, wi)))
     }
 
+    /// What a load balancer should think of this baton.
+    pub fn health(&self) -> Health {
+        match (&self.phase, self.serving()) {
+            (Phase::Running, Some(_)) if !self.drained && self.stop_at.is_none() => Health::Serving,
+            (Phase::Running, None) => Health::Starting,
+            _ => Health::Draining,
+        }
+    }
+
     /// When the next call with [`Event::Tick`] has something to do.
     pub fn next_deadline(&self, now: Mono) -> Option<Mono> {
         let gens = self
@@ -540,7 +591,8 @@ impl Core {
             _ => (None, false),
         };
         let poll = (accepting || orphans).then_some(now + POLL);
-        gens.chain(stop).chain(poll).min()
+        let delayed = self.stop_at.as_ref().map(|(at, _)| *at);
+        gens.chain(stop).chain(poll).chain(delayed).min()
     }
 
     /// Old generations still finishing their work: draining, or failed to
@@ -1345,6 +1397,15 @@ impl Core {
     // ---- stop ---------------------------------------------------------------
 
     fn on_stop(&mut self, fast: bool, why: &str, now: Mono) {
+        // --stop-delay: keep serving, say "draining", stop later (a second
+        // graceful stop request stops at once).
+        let delay = self.settings.stop_delay;
+        if !fast && !delay.is_zero() && self.phase == Phase::Running && self.stop_at.is_none() {
+            info!(signal = %why, delay = %humantime::format_duration(delay), "stopping after --stop-delay: serving meanwhile, health says draining");
+            self.stop_at = Some((now + delay, why.to_string()));
+            return;
+        }
+        self.stop_at = None;
         let already = !matches!(self.phase, Phase::Running);
         if already && !fast {
             info!(signal = %why, "already stopping");
@@ -1563,6 +1624,11 @@ impl Core {
     /// respawns, settle ends, drain and stop deadlines, missed worker
     /// watchdogs, cgroups to look at again.
     fn on_tick(&mut self, now: Mono) {
+        if let Some((at, why)) = self.stop_at.clone() {
+            if now >= at {
+                self.on_stop(false, &why, now);
+            }
+        }
         let ready_after = self.settings.ready_after;
         let running = self.phase == Phase::Running;
         for gi in 0..self.generations.len() {

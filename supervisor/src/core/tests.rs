@@ -29,6 +29,7 @@ fn settings() -> Settings {
         steer: false,
         canary: None,
         canary_max_errors: 0,
+        stop_delay: Duration::ZERO,
     }
 }
 
@@ -976,6 +977,42 @@ fn the_stop_deadline_kills_what_is_left_and_a_fast_stop_kills_at_once() {
     );
     assert!(actions.contains(&Action::KillCgroup { generation: 1 }));
     assert!(actions.contains(&Action::KillCgroup { generation: 2 }));
+}
+
+#[test]
+fn stop_delay_keeps_serving_and_says_draining_then_stops() {
+    let mut sim = Sim::serving(Settings {
+        stop_delay: 3 * SEC,
+        ..settings()
+    });
+    assert_eq!(sim.core.health(), Health::Serving);
+    let actions = sim.on(Event::Stop {
+        fast: false,
+        why: "SIGTERM".into(),
+    });
+    assert!(signals(&actions).is_empty(), "{actions:?}");
+    assert_eq!(sim.core.health(), Health::Draining);
+    assert_eq!(sim.state(1), "serving");
+    assert_eq!(sim.core.next_deadline(sim.now), Some(sim.now + 3 * SEC));
+    assert!(signals(&sim.advance(2 * SEC)).is_empty());
+    let actions = sim.advance(SEC);
+    assert_eq!(signals(&actions).len(), 2, "drained after the delay");
+    assert!(sim.core.stopping());
+    // A second TERM during the delay stops at once; drain/undrain toggles.
+    let mut sim = Sim::serving(Settings {
+        stop_delay: 3 * SEC,
+        ..settings()
+    });
+    sim.on(Event::Drain { on: true });
+    assert_eq!(sim.core.health(), Health::Draining);
+    sim.on(Event::Drain { on: false });
+    assert_eq!(sim.core.health(), Health::Serving);
+    let term = || Event::Stop {
+        fast: false,
+        why: "SIGTERM".into(),
+    };
+    sim.on(term());
+    assert_eq!(signals(&sim.on(term())).len(), 2);
 }
 
 // ---- containment -----------------------------------------------------------------

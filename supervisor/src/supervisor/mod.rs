@@ -34,6 +34,7 @@ use crate::spawn::{self};
 mod handover;
 mod liveness;
 mod shell;
+mod watch;
 
 pub use shell::now;
 use shell::Shell;
@@ -113,18 +114,27 @@ pub async fn run(config: Config, inherited: Vec<Listener>) -> Result<(), Error> 
     }
     let notify = bind_notify(&config)?;
     let control = bind_control(&config, &listeners)?;
-    let metrics = config
-        .metrics
-        .as_ref()
-        .map(crate::metrics::bind)
-        .transpose()?;
+    let endpoints = bind_endpoints(&config)?;
     let mut core = Core::new(Settings::from(&config), now());
     let mut shell = Shell::new(config, listeners, notify.path().to_path_buf(), containment)?;
     // The control signals stay blocked (pending, not lost) until the event
     // loop's handlers exist: a HUP or TERM while the first generation
     // starts becomes an event, it does not kill baton.
     shell.drive(&mut core, Event::Start);
-    event_loop(core, shell, notify, control, metrics).await
+    event_loop(core, shell, notify, control, endpoints).await
+}
+
+/// `--metrics`, `--health`, `--agent-check`.
+fn bind_endpoints(config: &Config) -> Result<Vec<crate::metrics::MetricsSocket>, Error> {
+    use crate::metrics::{bind, Which};
+    [
+        (Which::Metrics, &config.metrics),
+        (Which::Health, &config.health),
+        (Which::Agent, &config.agent_check),
+    ]
+    .into_iter()
+    .filter_map(|(which, addr)| addr.as_ref().map(|a| bind(which, a)))
+    .collect()
 }
 
 /// Take over from the previous image of this baton (`baton upgrade`): the
@@ -156,14 +166,9 @@ pub async fn resume(config: Config, state: crate::upgrade::State) -> Result<(), 
     if let Some(conn) = reply {
         crate::upgrade::answer(conn, &from);
     }
-    // The metrics socket is bound anew (with port 0, on a new port: logged).
-    let metrics = shell
-        .config
-        .metrics
-        .as_ref()
-        .map(crate::metrics::bind)
-        .transpose()?;
-    event_loop(core, shell, notify, control, metrics).await
+    // The endpoints are bound anew (with port 0, on a new port: logged).
+    let endpoints = bind_endpoints(&shell.config)?;
+    event_loop(core, shell, notify, control, endpoints).await
 }
 
 /// The event loop, from a fresh start or an upgrade, until the core is
@@ -173,7 +178,7 @@ async fn event_loop(
     mut shell: Shell,
     notify: NotifySocket,
     control: Option<ControlSocket>,
-    metrics: Option<crate::metrics::MetricsSocket>,
+    endpoints: Vec<crate::metrics::MetricsSocket>,
 ) -> Result<(), Error> {
     let sig = |kind: SignalKind| signal(kind).map_err(Error::Signals);
     let mut hup = sig(SignalKind::hangup())?;
@@ -190,13 +195,28 @@ async fn event_loop(
             None => std::future::pending().await,
         }
     });
-    let (scrapes_tx, mut scrapes) = mpsc::channel::<crate::metrics::Scrape>(16);
+    let (scrapes_tx, mut scrapes) = mpsc::channel::<crate::metrics::Ask>(16);
     let mut serve_metrics = Box::pin(async {
-        match &metrics {
-            Some(m) => m.serve(scrapes_tx).await,
-            None => std::future::pending().await,
-        }
+        // At most three: --metrics, --health, --agent-check.
+        let serve = |i: usize| {
+            let tx = scrapes_tx.clone();
+            let endpoint = endpoints.get(i);
+            async move {
+                match endpoint {
+                    Some(e) => e.serve(tx).await,
+                    None => std::future::pending().await,
+                }
+            }
+        };
+        tokio::join!(serve(0), serve(1), serve(2));
     });
+    let watcher = watch::Watcher::new(&shell.config.watch).map_err(Error::Io)?;
+    if let Some(w) = &watcher {
+        for path in w.paths() {
+            info!(path = %path.display(), "watching: a change reloads");
+        }
+    }
+    let mut watch_due: Option<crate::core::Mono> = None;
     // Pings from the event loop itself: a stuck loop stops them.
     let mut watchdog = tokio::time::interval(
         shell
@@ -221,6 +241,9 @@ async fn event_loop(
             deadline =
                 Some(deadline.map_or(at + crate::core::POLL, |d| d.min(at + crate::core::POLL)));
         }
+        if let Some(due) = watch_due {
+            deadline = Some(deadline.map_or(due, |d| d.min(due)));
+        }
         let timer = async {
             match deadline {
                 Some(d) => tokio::time::sleep(d.since(at)).await,
@@ -236,15 +259,35 @@ async fn event_loop(
             Some(cmd) = commands.recv() => shell.on_command(&mut core, cmd),
             _ = &mut serve_control => {}
             _ = &mut serve_metrics => {}
-            Some(scrape) = scrapes.recv() => {
-                let _ = scrape.send(crate::metrics::render(crate::metrics::Inputs {
-                    core: &core,
-                    listeners: &shell.listeners,
-                    now: now(),
-                    upgrades: shell.upgrades,
-                }));
+            Some(ask) = scrapes.recv() => {
+                use crate::metrics::Which;
+                let answer = match ask.which {
+                    Which::Metrics => (200, crate::metrics::render(crate::metrics::Inputs {
+                        core: &core,
+                        listeners: &shell.listeners,
+                        now: now(),
+                        upgrades: shell.upgrades,
+                    })),
+                    Which::Health => crate::metrics::health(&core),
+                    Which::Agent => (0, crate::metrics::agent_line(&core)),
+                };
+                let _ = ask.reply.send(answer);
             }
             _ = tick.tick() => shell.on_periodic(&mut core),
+            changed = async {
+                match &watcher {
+                    Some(w) => w.changed().await,
+                    None => std::future::pending().await,
+                }
+            } => match changed {
+                Ok(path) => {
+                    if watch_due.is_none() {
+                        info!(path = %path.display(), "watched path changed: reloading in {:?} unless more changes come", watch::DEBOUNCE);
+                    }
+                    watch_due = Some(now() + watch::DEBOUNCE);
+                }
+                Err(e) => warn!(error = %e, "reading the --watch events failed"),
+            },
             _ = watchdog.tick() => {
                 if let Some(m) = &shell.manager {
                     if m.watchdog.is_some() {
@@ -261,6 +304,18 @@ async fn event_loop(
         // A SIGCHLD may coalesce with another or be slow: reaping here too
         // keeps every exit handled promptly.
         shell.reap(&mut core);
+        if watch_due.is_some_and(|due| now() >= due) {
+            watch_due = None;
+            shell.drive(
+                &mut core,
+                Event::Reload {
+                    waiter: None,
+                    workers: None,
+                    expect_digest: None,
+                    canary: None,
+                },
+            );
+        }
         shell.drive(&mut core, Event::Tick);
         shell.remove_dead_cgroups();
         shell.publish_status(&core);
@@ -282,7 +337,7 @@ async fn event_loop(
     drop(shell);
     drop(serve_control);
     drop(serve_metrics);
-    drop(metrics);
+    drop(endpoints);
     if let (Err(_), Some(control)) = (&result, &control) {
         // `baton reload`s that waited for the first generation get its cause.
         control.finish_replies(Duration::from_secs(1)).await;

@@ -673,6 +673,14 @@ impl Shell {
                     }
                 }
             }
+            Request::Drain | Request::Undrain => {
+                let on = cmd.request == Request::Drain;
+                self.drive(core, Event::Drain { on });
+                let _ = cmd.reply.send(Reply {
+                    ok: true,
+                    ..Reply::default()
+                });
+            }
             Request::Stop => {
                 let _ = cmd.reply.send(Reply {
                     ok: true,
