@@ -665,7 +665,10 @@ fn puma_without_activated_sockets_only_is_rolled_back_naming_the_closed_socket()
         "{err}"
     );
     assert!(
-        err.contains("no longer holds its socket"),
+        err.contains(&format!(
+            "no longer holds its socket {} (fd 3)",
+            served.addr
+        )),
         "the cause names the closed inherited socket: {err}"
     );
     assert_eq!(served.generation(&rt), 1, "generation 1 keeps serving");
