@@ -577,7 +577,12 @@ fn gunicorn_app_failing_at_import_is_rolled_back_within_the_settle_time() {
     let module = app_dir.join("wsgi_app.py");
     let good = std::fs::read_to_string(fixtures().join("wsgi_app.py")).unwrap();
     std::fs::write(&module, &good).unwrap();
-    let setup = App::GunicornSync.setup(true, dir.path());
+    let mut setup = App::GunicornSync.setup(true, dir.path());
+    // The default 2 s is plenty for this import (0.1-1 s on a loaded
+    // machine); 5 s keeps the test clear of a slower one.
+    setup
+        .flags
+        .extend(["--settle".to_string(), "5s".to_string()]);
     let served = Served::start(dir, &app_dir, &setup);
     let rt = baton_e2e::runtime();
     let load = Load::start(
