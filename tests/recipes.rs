@@ -679,6 +679,47 @@ fn puma_without_activated_sockets_only_is_rolled_back_naming_the_closed_socket()
     assert_eq!(served.generation(&rt), 1, "generation 1 keeps serving");
 }
 
+/// Steer, then signal against the servers that drop connections they
+/// accepted but have not read when told to drain (uvicorn, Puma): their
+/// plain wiring with `--steer` added, and the recipe with it.
+/// `cargo test --test recipes -- --ignored --nocapture measure_steer`.
+#[test]
+#[ignore = "a measurement (about 3 minutes), not a check: run it by hand"]
+fn measure_steer_with_plain_wiring() {
+    const MEASURED_RELOADS: u64 = 9;
+    let mut table = String::new();
+    writeln!(table, "| server | wiring | keep-alive failed/requests | new-conn failed/requests | failed reloads |").unwrap();
+    writeln!(table, "|---|---|---|---|---|").unwrap();
+    for app in [App::Uvicorn, App::Puma] {
+        if let Some(need) = app.needs().iter().find(|n| !n.present()) {
+            writeln!(table, "| {} | – | missing: {need} | | |", app.name()).unwrap();
+            continue;
+        }
+        for recipe in [false, true] {
+            let dir = TempDir::new();
+            let mut setup = app.setup(recipe, dir.path());
+            setup.flags.push("--steer".into());
+            let served = Served::start(dir, &fixtures(), &setup);
+            let outcome = reloads_under_load(&served, MEASURED_RELOADS);
+            let r = &outcome.report;
+            writeln!(
+                table,
+                "| {} | {} + --steer | {}/{} | {}/{} | {} |",
+                app.name(),
+                if recipe { "recipe" } else { "plain" },
+                outcome.failed(Mode::KeepAlive),
+                r.mode(Mode::KeepAlive).requests,
+                outcome.failed(Mode::NewConn),
+                r.mode(Mode::NewConn).requests,
+                outcome.reload_failures.len(),
+            )
+            .unwrap();
+            eprintln!("{table}");
+        }
+    }
+    println!("{table}");
+}
+
 /// The table of docs/wrapping-your-app.md: each server plainly wired and
 /// with its recipe, 9 reloads under 8 keep-alive + 8 new-connection
 /// clients. `cargo test --test recipes -- --ignored --nocapture measure`

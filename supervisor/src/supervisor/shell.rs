@@ -6,7 +6,7 @@
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::os::fd::{AsFd, OwnedFd};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use nix::errno::Errno;
@@ -81,6 +81,9 @@ pub(super) struct Shell {
     /// `--env-file`'s variables of each live generation (its respawns get
     /// the same ones).
     pub envs: HashMap<u64, Vec<(String, String)>>,
+    /// The last program digest, by the file's identity (see `digest`).
+    #[allow(clippy::type_complexity)]
+    digest_cache: std::cell::RefCell<Option<((u64, u64, u64, i64, i64), String)>>,
 }
 
 impl Shell {
@@ -113,6 +116,7 @@ impl Shell {
             image_started: now(),
             pending_upgrade: None,
             envs: HashMap::new(),
+            digest_cache: std::cell::RefCell::new(None),
         })
     }
 
@@ -351,13 +355,37 @@ impl Shell {
         Ok(program)
     }
 
+    /// The sha256 of the program file, read again only when the file is
+    /// not the one hashed last (device, inode, size and mtime): the event
+    /// loop waits while it hashes.
+    fn digest(&self, path: &Path) -> Result<String, String> {
+        use std::os::unix::fs::MetadataExt;
+        let meta =
+            std::fs::metadata(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        let key = (
+            meta.dev(),
+            meta.ino(),
+            meta.size(),
+            meta.mtime(),
+            meta.mtime_nsec(),
+        );
+        if let Some((k, sha)) = self.digest_cache.borrow().as_ref() {
+            if *k == key {
+                return Ok(sha.clone());
+            }
+        }
+        let sha =
+            spawn::sha256_file(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        *self.digest_cache.borrow_mut() = Some((key, sha.clone()));
+        Ok(sha)
+    }
+
     /// The program a new generation runs, and its `--env-file`.
     fn program(&self, expect: Option<&str>) -> Result<Program, String> {
         let c = &self.config;
         let path =
             spawn::program_file(&c.program, c.chdir.as_deref()).map_err(|e| e.to_string())?;
-        let sha256 = spawn::sha256_file(&path)
-            .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        let sha256 = self.digest(&path)?;
         if let Some(want) = expect {
             if !sha256.eq_ignore_ascii_case(want) {
                 return Err(format!(
