@@ -11,9 +11,9 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 
-use crate::client::{request_bytes, Conn};
 use crate::procs::{free_port, which, Proc, TempDir};
 use crate::reloads::{analyze, Analysis, Flavor};
+use loadkit::http::{request_bytes, Connection};
 
 /// nginx worker processes and HAProxy threads: one per core of the
 /// benchmark machine (2).
@@ -548,7 +548,7 @@ async fn wait_ready(proc: &mut Proc, addr: SocketAddr, bound: Duration) -> Resul
                 proc.tail(20)
             );
         }
-        if let Ok(mut c) = Conn::connect(addr).await {
+        if let Ok(mut c) = Connection::connect(addr).await {
             if let Ok(Ok(r)) = tokio::time::timeout(Duration::from_secs(2), c.request(&req)).await {
                 if r.status == 200 {
                     return Ok(());
