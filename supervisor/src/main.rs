@@ -11,6 +11,7 @@ fn main() -> ExitCode {
     let args: Vec<_> = std::env::args_os().collect();
     match args.get(1).and_then(|a| a.to_str()) {
         Some("reload" | "status" | "stop") => return baton::client::main(args),
+        Some("verify") => return baton::verify::main(args),
         Some("help") => return help(&args[2..]),
         _ => {}
     }
@@ -44,8 +45,8 @@ fn main() -> ExitCode {
     }
 }
 
-/// `baton help`: the supervisor's help; `baton help reload|status|stop`: that
-/// command's.
+/// `baton help`: the supervisor's help; `baton help reload|status|stop|verify`:
+/// that command's.
 fn help(rest: &[std::ffi::OsString]) -> ExitCode {
     use clap::CommandFactory;
     match rest.first().and_then(|a| a.to_str()) {
@@ -56,10 +57,13 @@ fn help(rest: &[std::ffi::OsString]) -> ExitCode {
         Some(cmd @ ("reload" | "status" | "stop")) => {
             baton::client::main(vec!["baton".into(), cmd.into(), "--help".into()])
         }
+        Some("verify") => {
+            baton::verify::main(vec!["baton".into(), "verify".into(), "--help".into()])
+        }
         Some(other) => {
             eprintln!(
-                "baton: no command {other:?}: the commands are reload, status, stop and help \
-                 (see baton --help)"
+                "baton: no command {other:?}: the commands are reload, status, stop, verify and \
+                 help (see baton --help)"
             );
             ExitCode::from(2)
         }
