@@ -411,4 +411,14 @@ fn the_readme_install_command_installs_baton() {
         String::from_utf8_lossy(&out.stdout).starts_with("baton "),
         "{out:?}"
     );
+    // `baton verify` runs the baton-verify installed beside it.
+    let out = Command::new(&installed)
+        .args(["help", "verify"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("Usage: baton verify"),
+        "{out:?}"
+    );
 }

@@ -11,7 +11,7 @@ fn main() -> ExitCode {
     let args: Vec<_> = std::env::args_os().collect();
     match args.get(1).and_then(|a| a.to_str()) {
         Some("reload" | "status" | "stop") => return baton::client::main(args),
-        Some("verify") => return baton::verify::main(args),
+        Some("verify") => return verify(&args),
         Some("help") => return help(&args[2..]),
         _ => {}
     }
@@ -57,9 +57,7 @@ fn help(rest: &[std::ffi::OsString]) -> ExitCode {
         Some(cmd @ ("reload" | "status" | "stop")) => {
             baton::client::main(vec!["baton".into(), cmd.into(), "--help".into()])
         }
-        Some("verify") => {
-            baton::verify::main(vec!["baton".into(), "verify".into(), "--help".into()])
-        }
+        Some("verify") => verify(&["baton".into(), "verify".into(), "--help".into()]),
         Some(other) => {
             eprintln!(
                 "baton: no command {other:?}: the commands are reload, status, stop, verify and \
@@ -68,6 +66,38 @@ fn help(rest: &[std::ffi::OsString]) -> ExitCode {
             ExitCode::from(2)
         }
     }
+}
+
+/// `baton verify ARGS`: execs `baton-verify verify ARGS`, installed beside
+/// this binary (see `baton::verify`), so the checker's code is not part of
+/// the supervisor's.
+fn verify(args: &[std::ffi::OsString]) -> ExitCode {
+    use std::ffi::CString;
+    use std::os::unix::ffi::OsStrExt;
+    let beside = std::env::current_exe()
+        .ok()
+        .and_then(|exe| Some(exe.parent()?.join("baton-verify")));
+    let Some(exe) = beside.filter(|p| p.is_file()) else {
+        eprintln!(
+            "baton: `baton verify` runs baton-verify, which is not installed beside baton \
+             (`cargo install --path supervisor` installs both)"
+        );
+        return ExitCode::from(3);
+    };
+    // execv, not std::process::Command: Command's machinery alone would add
+    // tens of KiB to baton's resident code.
+    let cstr = |s: &std::ffi::OsStr| CString::new(s.as_bytes()).ok();
+    let argv: Option<Vec<CString>> = std::iter::once(exe.as_os_str())
+        .chain(args[1..].iter().map(|a| a.as_os_str()))
+        .map(cstr)
+        .collect();
+    let (Some(path), Some(argv)) = (cstr(exe.as_os_str()), argv) else {
+        eprintln!("baton: an argument of `baton verify` contains a NUL byte");
+        return ExitCode::from(2);
+    };
+    let err = nix::unistd::execv(&path, &argv).unwrap_err();
+    eprintln!("baton: cannot run {}: {err}", exe.display());
+    ExitCode::from(3)
 }
 
 /// `baton --listen ADDR ./my-app`: the program was given without `--`, so

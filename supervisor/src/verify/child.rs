@@ -1,6 +1,6 @@
-//! The baton that `baton verify` runs: this same binary, started with the
-//! `run` arguments, its log (and its workers' output) read line by line,
-//! ended by pid.
+//! The baton that `baton verify` runs: the `baton` binary beside this one,
+//! started with the `run` arguments, its log (and its workers' output) read
+//! line by line, ended by pid.
 
 use std::ffi::OsString;
 use std::io::{BufRead, BufReader};
@@ -10,6 +10,24 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::control::Request;
+
+/// The `baton` binary installed beside this one (`baton-verify`), or this
+/// one if it is `baton` itself.
+pub fn baton_exe() -> std::io::Result<std::path::PathBuf> {
+    let me = std::env::current_exe()?;
+    if me.file_name().is_some_and(|n| n == "baton") {
+        return Ok(me);
+    }
+    let beside = me.with_file_name("baton");
+    if beside.is_file() {
+        Ok(beside)
+    } else {
+        Err(std::io::Error::other(format!(
+            "no baton beside {} (`cargo install --path supervisor` installs both)",
+            me.display()
+        )))
+    }
+}
 
 /// One line of the child's stderr/stdout and when it was read.
 #[derive(Clone, Debug)]
@@ -31,7 +49,7 @@ impl Child {
     /// Starts `baton ARGS` (this executable) with `runtime_dir` as its
     /// RUNTIME_DIRECTORY, so nothing of it lands in /run/baton.
     pub fn spawn(args: &[OsString], runtime_dir: &Path, echo: bool) -> std::io::Result<Child> {
-        let exe = std::env::current_exe()?;
+        let exe = baton_exe()?;
         let (reader, writer) = std::io::pipe()?;
         let mut cmd = Command::new(exe);
         cmd.args(args)
