@@ -322,12 +322,12 @@ impl Connection {
                 } else {
                     (
                         FailKind::EofMidResponse,
-                        format!("after {} bytes of the response", self.buf.len()),
+                        format!("after {} bytes of the response, {during}", self.buf.len()),
                     )
                 };
                 Err(Failure::new(
                     kind,
-                    format!("connection closed {what}, {during}{}", self.reuse_note()),
+                    format!("connection closed {what}{}", self.reuse_note()),
                 ))
             }
             Ok(_) => Ok(()),

@@ -504,6 +504,10 @@ impl Check {
                 ),
             )),
         };
+        // From the first worker's spawn, as baton logged it.
+        let spawned = baton
+            .find(0, |l| is_event(l, "worker spawned", 1))
+            .map_or(spawned, |(_, l)| l.at);
         let app_start = match probe {
             Probe::Answered(at) => at.saturating_duration_since(spawned),
             Probe::Failed(f) => return self.first_request_failed(baton, addr, f),
