@@ -209,6 +209,45 @@ srv.serve_forever()
 }
 
 #[test]
+fn a_reload_that_waits_for_a_guessed_readiness_is_a_readiness_stall() {
+    let tmp = TempDir::new();
+    let apps = TempDir::new();
+    // Serves fd 3 at once but never says READY=1: with --ready-after 3s
+    // every reload takes 3 s that the app does not need.
+    let app = python_app(
+        &apps,
+        "no-notify.py",
+        r#"
+srv = Server(("127.0.0.1", 0), Handler, bind_and_activate=False)
+srv.socket.close()
+srv.socket = socket.socket(fileno=3)
+srv.serve_forever()
+"#,
+    );
+    let run = verify(
+        tmp.path(),
+        &[
+            "--verbose",
+            "--reloads",
+            "1",
+            "--ready-after",
+            "3s",
+            "--settle",
+            "0s",
+            "--",
+            &app,
+        ],
+        Duration::from_secs(60),
+    );
+    assert!(run
+        .stdout
+        .contains("readiness stall: reload 1 took up to 3"));
+    assert!(run.stdout.contains("--ready-when accepting"));
+    assert!(run.stdout.contains("1 of 1 reloads succeeded"));
+    assert_cleaned_up(&tmp, &run);
+}
+
+#[test]
 fn usage_errors_are_one_line_and_exit_2() {
     let tmp = TempDir::new();
     let demo = demo_app_bin();

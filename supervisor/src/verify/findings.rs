@@ -238,7 +238,7 @@ impl Findings {
             }
         }
         if !self.notes.is_empty() {
-            let _ = writeln!(out, "\nnotes (nothing lost):");
+            let _ = writeln!(out, "\nnotes (these lost no request by themselves):");
             for n in &self.notes {
                 let _ = writeln!(out, "  {n}");
             }

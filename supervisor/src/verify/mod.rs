@@ -530,6 +530,7 @@ impl Check {
         let mut generation = 1;
         let mut serving_since = Instant::now();
         let mut incomplete = None;
+        let mut slow = Vec::new();
         for i in 1..=self.opts.reloads {
             let wake = (Instant::now() + self.opts.interval).min(phase_end);
             tokio::time::sleep_until(wake.into()).await;
@@ -573,7 +574,9 @@ impl Check {
                         self.opts.reloads,
                         secs(took)
                     );
-                    self.slow_reload(&mut findings, i, took, app_start);
+                    if self.slow_reload(took, app_start) {
+                        slow.push((i, took));
+                    }
                 }
                 Ok(reply) => {
                     let cause = reply.error.unwrap_or_else(|| "no cause given".to_string());
@@ -634,6 +637,7 @@ impl Check {
         let report = load.finish().await;
 
         findings.add_report(&report, self.opts.slow_path.is_some());
+        self.note_slow_reloads(&mut findings, &slow, app_start);
         for l in baton.all(|l| l.contains("no worker accepts them")) {
             let line = format!("baton: {}", message(&l.text));
             match findings.classes.get_mut(&Class::ReadinessStall) {
@@ -644,22 +648,34 @@ impl Check {
         self.verdict(&report, &findings, made, succeeded, incomplete, started)
     }
 
-    /// A reload much longer than the app's start, beyond the settle
-    /// window: baton waited for a readiness signal that came late.
-    fn slow_reload(&self, findings: &mut Findings, i: u32, took: Duration, app_start: Duration) {
+    /// Is a reload much longer than the app's start, beyond the settle
+    /// window? Then baton waited for a readiness signal that came late.
+    fn slow_reload(&self, took: Duration, app_start: Duration) -> bool {
         let ready = took.saturating_sub(self.settle);
-        let expected = (app_start * 3).max(app_start + Duration::from_secs(2));
-        if ready > expected {
-            findings.notes.push(format!(
-                "readiness stall: reload {i} took {} ({} of it the settle window, --settle) \
-                 while the app answers {} after its start: baton waited for readiness longer \
-                 than the app needs. Fix: send READY=1 as soon as the app accepts, or run \
-                 baton with --ready-when accepting (instead of a guessed --ready-after)",
-                secs(took),
-                secs(self.settle),
-                secs(app_start)
-            ));
-        }
+        ready > (app_start * 3).max(app_start + Duration::from_secs(2))
+    }
+
+    /// One note for the slow reloads `(reload, took)`.
+    fn note_slow_reloads(
+        &self,
+        findings: &mut Findings,
+        slow: &[(u32, Duration)],
+        app_start: Duration,
+    ) {
+        let Some(longest) = slow.iter().map(|&(_, took)| took).max() else {
+            return;
+        };
+        let which: Vec<String> = slow.iter().map(|(i, _)| i.to_string()).collect();
+        findings.notes.push(format!(
+            "readiness stall: reload {} took up to {} ({} of it the settle window, --settle) \
+             while the app answers {} after its start: baton waited for readiness longer \
+             than the app needs. Fix: send READY=1 as soon as the app accepts, or run baton \
+             with --ready-when accepting (instead of a guessed --ready-after)",
+            which.join(", "),
+            secs(longest),
+            secs(self.settle),
+            secs(app_start)
+        ));
     }
 
     /// Prints the summary and the findings; the exit code.
