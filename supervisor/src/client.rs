@@ -128,7 +128,8 @@ pub fn main(args: Vec<std::ffi::OsString>) -> ExitCode {
     }
 }
 
-type Failure = (u8, String);
+/// An exit code and the message to print.
+pub type Failure = (u8, String);
 
 fn run(command: ClientCommand) -> Result<(), Failure> {
     match command {
@@ -282,6 +283,17 @@ fn parse_sha256(s: &str) -> Result<String, String> {
             "{s:?} is not a sha256 (64 hex digits, as sha256sum prints)"
         ))
     }
+}
+
+/// One request to the baton whose control socket is `control`, for
+/// `baton verify`: baton's reply, or the exit code and message `baton
+/// reload|status|stop` would give.
+pub fn call(control: &std::path::Path, req: Request, timeout: Duration) -> Result<Reply, Failure> {
+    let target = Target {
+        control: Some(control.to_path_buf()),
+        name: None,
+    };
+    request(&target, req, timeout).map(|(reply, _)| reply)
 }
 
 /// `--workers N`: a count from 1 to [`MAX_WORKERS`].

@@ -31,13 +31,15 @@ pub const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 3600);
     version,
     about = "Zero-downtime restart supervisor: owns the listening sockets, runs the app \
              as a pool of workers that inherit them, and replaces the pool on SIGHUP.",
-    override_usage = "baton [OPTIONS] -- PROGRAM [ARGS...]\n       baton <reload|status|stop|upgrade|drain|undrain|help> [OPTIONS]",
-    after_help = "Commands (talk to a running baton through its control socket):\n  \
+    override_usage = "baton [OPTIONS] -- PROGRAM [ARGS...]\n       baton <reload|status|stop|upgrade|drain|undrain|verify|help> [OPTIONS]",
+    after_help = "Commands (all but verify talk to a running baton through its control socket):\n  \
                   reload   start a new generation and wait for the outcome (exit 0 serving, 1 rolled back)\n  \
                   status   generations, workers, listeners and the last reload (--json)\n  \
                   stop     graceful stop, waits until baton has exited\n  \
                   upgrade  replace baton with the binary on disk, in place (same pid, sockets, workers)\n  \
                   drain    out of a load balancer's rotation (--health, --agent-check), still serving; undrain\n  \
+                  verify   check an app: run it under a baton of its own on a loopback port, load it,\n           \
+                  reload it, print what was lost, why, and the fix (`baton verify [OPTIONS] -- PROGRAM`)\n  \
                   help     this text, or `baton help COMMAND` for a command's options\n\n\
                   Signals: HUP reload · TERM/INT graceful stop · QUIT fast stop.\n\
                   Exit codes: 0 clean stop · 1 runtime failure · 2 usage or configuration error."

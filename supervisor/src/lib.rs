@@ -22,6 +22,9 @@
 //!   [`client`] its command-line side; [`status`] what `status` reports.
 //! - [`error`]: errors by operation, and their exit codes; [`usage`]: a
 //!   usage error as one line.
+//! - [`verify`]: `baton verify`, which runs an app under a baton of its own,
+//!   loads and reloads it (with the workspace's `loadkit`) and says what was
+//!   lost, why, and the fix.
 
 pub mod cgroup;
 pub mod client;
@@ -41,6 +44,7 @@ pub mod systemd;
 pub mod upgrade;
 pub mod usage;
 pub mod user;
+pub mod verify;
 
 pub use config::{Cli, Config};
 pub use error::Error;

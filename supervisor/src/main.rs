@@ -15,6 +15,7 @@ fn main() -> ExitCode {
         }
         // Run by a running baton on the binary it is about to exec.
         Some("upgrade-check") => return baton::upgrade::check_main(),
+        Some("verify") => return verify(&args),
         Some("help") => return help(&args[2..]),
         _ => {}
     }
@@ -67,8 +68,8 @@ fn exit(result: Result<(), baton::Error>) -> ExitCode {
     }
 }
 
-/// `baton help`: the supervisor's help; `baton help reload|status|stop`: that
-/// command's.
+/// `baton help`: the supervisor's help; `baton help reload|status|stop|verify`:
+/// that command's.
 fn help(rest: &[std::ffi::OsString]) -> ExitCode {
     use clap::CommandFactory;
     match rest.first().and_then(|a| a.to_str()) {
@@ -79,14 +80,47 @@ fn help(rest: &[std::ffi::OsString]) -> ExitCode {
         Some(cmd @ ("reload" | "status" | "stop" | "upgrade" | "drain" | "undrain")) => {
             baton::client::main(vec!["baton".into(), cmd.into(), "--help".into()])
         }
+        Some("verify") => verify(&["baton".into(), "verify".into(), "--help".into()]),
         Some(other) => {
             eprintln!(
-                "baton: no command {other:?}: the commands are reload, status, stop, upgrade, drain, undrain and help \
-                 (see baton --help)"
+                "baton: no command {other:?}: the commands are reload, status, stop, upgrade, drain, \
+                 undrain, verify and help (see baton --help)"
             );
             ExitCode::from(2)
         }
     }
+}
+
+/// `baton verify ARGS`: execs `baton-verify verify ARGS`, installed beside
+/// this binary (see `baton::verify`), so the checker's code is not part of
+/// the supervisor's.
+fn verify(args: &[std::ffi::OsString]) -> ExitCode {
+    use std::ffi::CString;
+    use std::os::unix::ffi::OsStrExt;
+    let beside = std::env::current_exe()
+        .ok()
+        .and_then(|exe| Some(exe.parent()?.join("baton-verify")));
+    let Some(exe) = beside.filter(|p| p.is_file()) else {
+        eprintln!(
+            "baton: `baton verify` runs baton-verify, which is not installed beside baton \
+             (`cargo install --path supervisor` installs both)"
+        );
+        return ExitCode::from(3);
+    };
+    // execv, not std::process::Command: Command's machinery alone would add
+    // tens of KiB to baton's resident code.
+    let cstr = |s: &std::ffi::OsStr| CString::new(s.as_bytes()).ok();
+    let argv: Option<Vec<CString>> = std::iter::once(exe.as_os_str())
+        .chain(args[1..].iter().map(|a| a.as_os_str()))
+        .map(cstr)
+        .collect();
+    let (Some(path), Some(argv)) = (cstr(exe.as_os_str()), argv) else {
+        eprintln!("baton: an argument of `baton verify` contains a NUL byte");
+        return ExitCode::from(2);
+    };
+    let err = nix::unistd::execv(&path, &argv).unwrap_err();
+    eprintln!("baton: cannot run {}: {err}", exe.display());
+    ExitCode::from(3)
 }
 
 /// `baton --listen ADDR ./my-app`: the program was given without `--`, so
