@@ -120,12 +120,14 @@ fn twenty_upgrades_under_mixed_load_lose_nothing_and_keep_every_pid() {
         assert_eq!(status["pid"], pid, "same pid: {status}");
         assert_eq!(status["upgrades"], i + 1, "{status}");
         assert_eq!(up.generations(), before, "same generations and workers");
-        let fds = fd_count(pid);
+        // A control connection just answered may still be closing on
+        // baton's side: the count is read once it has settled.
         match fds_after_first {
-            None => fds_after_first = Some(fds),
-            Some(first) => assert!(
-                fds <= first + 1,
-                "upgrade {i}: baton holds {fds} fds, {first} after the first upgrade"
+            None => fds_after_first = Some((0..20).map(|_| fd_count(pid)).min().unwrap()),
+            Some(first) => wait_until(
+                Duration::from_secs(30),
+                &format!("upgrade {i}: baton's fds back to {first} (after the first upgrade)"),
+                || fd_count(pid) <= first,
             ),
         }
     }
