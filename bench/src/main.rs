@@ -185,6 +185,8 @@ struct Plan {
     /// The think-time scenario: (target, with reloads), after the matrix.
     think: Vec<(Kind, bool)>,
     think_clients: usize,
+    /// The think-time connections of the proxies (fd limit: see main).
+    proxy_think_clients: usize,
     think_duration: Duration,
     /// (round, target, scenario, with reloads)
     paired: Vec<(usize, Kind, Scenario, bool)>,
@@ -388,6 +390,7 @@ fn plan(args: &Args) -> Plan {
         runs,
         think,
         think_clients,
+        proxy_think_clients: think_clients,
         think_duration,
         paired,
         idle,
@@ -440,15 +443,18 @@ async fn real_main(args: Args) -> Result<u8> {
         baton_args,
     );
     let mut plan = plan(&args);
-    // HAProxy takes 2 fds per connection (client and server side) from
-    // the same limit: without CAP_SYS_RESOURCE the hard limit caps it.
+    // A proxy (nginx, HAProxy) takes 2 fds per connection (client and
+    // server side) from the same limit: without CAP_SYS_RESOURCE the hard
+    // limit caps the connections a proxy can hold, not those baton's
+    // workers hold (one each, in their own processes).
     let fits = (fd_limit.saturating_sub(1000) / 2 / 100 * 100) as usize;
+    plan.proxy_think_clients = plan.think_clients;
     if args.think_clients.is_none() && plan.think_clients > fits {
         eprintln!(
-            "bench: RLIMIT_NOFILE is {fd_limit} (the hard limit; wanted {FD_LIMIT}): the think-time scenario uses {fits} connections, not {}",
+            "bench: RLIMIT_NOFILE is {fd_limit} (the hard limit; wanted {FD_LIMIT}): the proxies' think-time runs use {fits} connections, baton's and demo-app's {}",
             plan.think_clients
         );
-        plan.think_clients = fits;
+        plan.proxy_think_clients = fits;
     }
     let machine = machine();
     eprintln!(
@@ -544,7 +550,10 @@ async fn real_main(args: Args) -> Result<u8> {
             &env,
             &args,
             (kind, Scenario::ThinkTime, with_reloads),
-            plan.think_clients,
+            match kind {
+                Kind::Nginx | Kind::Haproxy | Kind::HaproxyIdleClose => plan.proxy_think_clients,
+                _ => plan.think_clients,
+            },
             plan.think_duration,
             &tag,
             &mut progress,
