@@ -1187,6 +1187,29 @@ fn a_canary_worker_that_dies_or_errors_rolls_the_cutover_back() {
 }
 
 #[test]
+fn stop_during_a_cutover_drains_both_generations() {
+    let mut sim = Sim::serving(canary("10%,100%"));
+    sim.reload(1);
+    sim.ready_all(2);
+    assert_eq!(sim.state(2), "canary");
+    let all: Vec<i32> = sim.pids(1).into_iter().chain(sim.pids(2)).collect();
+    let actions = sim.on(Event::Stop {
+        fast: false,
+        why: "SIGTERM".into(),
+    });
+    let mut sent = signals(&actions);
+    sent.sort();
+    assert_eq!(
+        sent,
+        all.iter()
+            .map(|&p| (p, Signal::SIGTERM))
+            .collect::<Vec<_>>()
+    );
+    assert_eq!((sim.state(1), sim.state(2)), ("draining", "draining"));
+    assert!(weights(&sim.advance(10 * SEC)).is_empty(), "no more steps");
+}
+
+#[test]
 fn canary_plans_are_checked() {
     assert!(CanaryPlan::parse("1%,10%,100%", SEC).is_ok());
     assert!(CanaryPlan::parse("10,50,100", SEC).is_ok());
