@@ -101,7 +101,7 @@ impl Class {
                  `Connection: close`, for a grace period before closing idle ones, then exit \
                  (see {GUIDE})"
             ),
-            Class::AcceptedThenClosed => "use steering (--reuseport), so that new connections \
+            Class::AcceptedThenClosed => "use steer-then-signal (--steer), so that new connections \
                  stop reaching a draining worker; and on the drain signal stop accepting, then \
                  answer what was accepted before exiting"
                 .to_string(),
@@ -282,6 +282,6 @@ mod tests {
         assert!(Class::IdleKeepAlive.fix().contains(GUIDE));
         assert!(Class::AcceptedThenClosed
             .fix()
-            .contains("steering (--reuseport)"));
+            .contains("steer-then-signal (--steer)"));
     }
 }
