@@ -13,6 +13,9 @@
 //!   signal when the sockets are stored);
 //! - with `--steer`, the restarted baton starts on the set the last one
 //!   steered to, so connections queued while no baton ran are served;
+//! - the store follows the group: a member replaced after a worker shut it
+//!   down, and members added by `reload --workers`, are stored under their
+//!   index in the kernel's order;
 //! - stored sockets that no longer fit their `--listen` are closed,
 //!   removed from the store and bound afresh; those of a `--listen` no
 //!   longer given are closed and removed; a stored unix socket survives a
@@ -612,4 +615,84 @@ fn stored_sockets_that_no_longer_fit_are_replaced_and_unused_ones_removed() {
         before,
         "FDSTORE unset: nothing stored"
     );
+}
+
+fn inode(fd: &OwnedFd) -> u64 {
+    nix::sys::stat::fstat(fd.as_fd()).unwrap().st_ino
+}
+
+/// The store follows the group: a member a worker shut down is replaced
+/// (the kernel moves the last member into its place: that one is stored
+/// again under the index it now has, the fresh one under the last), and
+/// members added by `reload --workers` are stored as they are added. The
+/// next baton adopts the whole group.
+#[test]
+fn replaced_and_added_members_are_stored_under_their_index_in_the_group() {
+    let dir = TempDir::new();
+    let sys = FakeSystemd::start(dir.path());
+    let control = dir.join("control.sock");
+    let demo = demo_app_bin();
+    let args = [
+        "--listen",
+        "127.0.0.1:0",
+        "--reuseport",
+        "--workers",
+        "3",
+        "--control",
+        control.to_str().unwrap(),
+        "--",
+        demo.to_str().unwrap(),
+    ];
+    let mut cmd = sys.command(Some("16"));
+    cmd.args(args);
+    let mut first = Baton::start_with(cmd);
+    first.wait_log("generation serving generation=1", LONG);
+    let name = |j: usize| format!("baton.tcp.127.0.0.1_0#{j}");
+    let names = |n: usize| (0..n).map(name).collect::<Vec<_>>();
+    sys.wait_names(&names(3));
+    let before: Vec<u64> = (0..3).map(|j| inode(&sys.fd(&name(j)))).collect();
+
+    // A worker's shutdown(2) of member 0 stops it for every holder (here
+    // done on the store's copy: the same socket).
+    let zero = sys.fd(&name(0));
+    nix::sys::socket::shutdown(zero.as_raw_fd(), nix::sys::socket::Shutdown::Both).unwrap();
+    drop(zero);
+    first.wait_log("replaced by a fresh socket", LONG);
+    first.wait_log("generation serving generation=2", LONG);
+    wait_until(LONG, "member 0 is the former member 2 in the store", || {
+        sys.names().len() == 3 && inode(&sys.fd(&name(0))) == before[2]
+    });
+    sys.wait_names(&names(3));
+    assert_eq!(inode(&sys.fd(&name(1))), before[1]);
+    let fresh = inode(&sys.fd(&name(2)));
+    assert!(!before.contains(&fresh), "member 2 is the fresh socket");
+    for j in 0..3 {
+        assert!(
+            socket2::SockRef::from(&sys.fd(&name(j)))
+                .is_listener()
+                .unwrap(),
+            "{} listens",
+            name(j)
+        );
+    }
+
+    // Grown: the new members are stored.
+    let (code, out, err) = baton_e2e::ctl(&control, &["reload", "--workers", "5"]);
+    assert_eq!(code, Some(0), "{out}{err}");
+    sys.wait_names(&names(5));
+
+    first.signal(Signal::SIGKILL);
+    first.wait_exit(LONG);
+    wait_workers_gone(&first);
+    let second = restart(&sys, "16", &args, sys.passed());
+    let adopted = second.wait_log("adopted the sockets kept in systemd's fd store", LONG);
+    assert!(adopted.contains("sockets=5"), "{adopted}");
+    second.wait_log("generation serving generation=1", LONG);
+    let addr = second.addr();
+    let rt = baton_e2e::runtime();
+    for _ in 0..20 {
+        let (status, body) = rt.block_on(baton_e2e::get(addr, "/")).unwrap();
+        assert_eq!(status, 200, "{body}");
+    }
+    sys.wait_names(&names(5));
 }
