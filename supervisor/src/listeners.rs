@@ -29,6 +29,12 @@
 //! own sockets ([`Listener::queued_in_set`]) and gets the drain signal once
 //! they are empty, so no connection reaches a worker after (or just before)
 //! it is told to drain.
+//!
+//! **systemd's fd store** (`FDSTORE` set, see fdstore.rs): every socket
+//! baton binds is also kept by systemd, under a name that says which
+//! listener and which member (its index, the kernel's order) it is, kept in
+//! step through [`Listener::grow`] and [`Listener::relisten`]. A restarted
+//! baton adopts them ([`bind_or_adopt`]) before it binds anything.
 
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
