@@ -257,7 +257,7 @@ fn bad_input_gets_one_line_and_an_exit_code() {
         (
             vec!["help", "restart"],
             2,
-            "no command \"restart\": the commands are reload, status, stop and help",
+            "no command \"restart\": the commands are reload, status, stop, upgrade, drain, undrain, verify and help",
         ),
     ];
     for (args, code, culprit) in cases {
@@ -310,7 +310,7 @@ fn help_lists_the_commands() {
             text.contains("Usage: baton [OPTIONS] -- PROGRAM [ARGS...]"),
             "{text}"
         );
-        for command in ["reload", "status", "stop", "help"] {
+        for command in ["reload", "status", "stop", "verify", "help"] {
             assert!(
                 text.lines().any(|l| l.trim_start().starts_with(command)),
                 "baton {args:?} lists {command}: {text}"
@@ -321,6 +321,7 @@ fn help_lists_the_commands() {
         ("reload", "--workers"),
         ("status", "--json"),
         ("stop", "--timeout"),
+        ("verify", "--reloads"),
     ] {
         let text = run(&["help", command]);
         assert!(text.contains(&format!("Usage: baton {command}")), "{text}");
@@ -408,6 +409,16 @@ fn the_readme_install_command_installs_baton() {
     assert!(out.status.success(), "{out:?}");
     assert!(
         String::from_utf8_lossy(&out.stdout).starts_with("baton "),
+        "{out:?}"
+    );
+    // `baton verify` runs the baton-verify installed beside it.
+    let out = Command::new(&installed)
+        .args(["help", "verify"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("Usage: baton verify"),
         "{out:?}"
     );
 }

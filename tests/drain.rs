@@ -130,6 +130,7 @@ fn twenty_reloads_under_load_lose_nothing() {
             hard_limit: Duration::from_secs(120),
             request_timeout: Duration::from_secs(10),
             keepalive_think: None,
+            ..LoadConfig::default()
         },
     );
 

@@ -15,7 +15,7 @@
 //!   steered to, so connections queued while no baton ran are served;
 //! - the store follows the group: a member replaced after a worker shut it
 //!   down, and members added by `reload --workers`, are stored under their
-//!   index in the kernel's order;
+//!   index in the kernel's order, also after a `baton upgrade`;
 //! - stored sockets that no longer fit their `--listen` are closed,
 //!   removed from the store and bound afresh; those of a `--listen` no
 //!   longer given are closed and removed; a stored unix socket survives a
@@ -695,4 +695,55 @@ fn replaced_and_added_members_are_stored_under_their_index_in_the_group() {
         assert_eq!(status, 200, "{body}");
     }
     sys.wait_names(&names(5));
+}
+
+/// `baton upgrade` hands the names in the store over to the new image: it
+/// stores nothing twice, keeps storing what it adds, and a crash after it
+/// is adopted like any other.
+#[test]
+fn an_upgraded_baton_keeps_the_store_in_step() {
+    let dir = TempDir::new();
+    let sys = FakeSystemd::start(dir.path());
+    let control = dir.join("control.sock");
+    let demo = demo_app_bin();
+    let args = [
+        "--listen",
+        "127.0.0.1:0",
+        "--reuseport",
+        "--workers",
+        "2",
+        "--control",
+        control.to_str().unwrap(),
+        "--",
+        demo.to_str().unwrap(),
+    ];
+    let mut cmd = sys.command(Some("16"));
+    cmd.args(args);
+    let mut first = Baton::start_with(cmd);
+    first.wait_log("generation serving generation=1", LONG);
+    let name = |j: usize| format!("baton.tcp.127.0.0.1_0#{j}");
+    let names = |n: usize| (0..n).map(name).collect::<Vec<_>>();
+    sys.wait_names(&names(2));
+    let stored = sys.count("FDSTORE=1");
+
+    let (code, out, err) = baton_e2e::ctl(&control, &["upgrade", "--timeout", "60s"]);
+    assert_eq!(code, Some(0), "baton upgrade: {out}{err}");
+    let (code, out, err) = baton_e2e::ctl(&control, &["reload", "--workers", "3"]);
+    assert_eq!(code, Some(0), "{out}{err}");
+    sys.wait_names(&names(3));
+    assert_eq!(
+        sys.count("FDSTORE=1"),
+        stored + 1,
+        "after the upgrade, only the added member was stored"
+    );
+    let status = status_json(&control);
+    assert_eq!(status["listeners"][0]["stored"], 3, "{status}");
+
+    first.signal(Signal::SIGKILL);
+    first.wait_exit(LONG);
+    wait_workers_gone(&first);
+    let second = restart(&sys, "16", &args, sys.passed());
+    let adopted = second.wait_log("adopted the sockets kept in systemd's fd store", LONG);
+    assert!(adopted.contains("sockets=3"), "{adopted}");
+    second.wait_log("generation serving generation=1", LONG);
 }

@@ -225,6 +225,7 @@ fn reuseport_twenty_reloads_under_load_lose_nothing_and_spread() {
             hard_limit: Duration::from_secs(150),
             request_timeout: Duration::from_secs(10),
             keepalive_think: None,
+            ..LoadConfig::default()
         },
     );
     let wait_progress = |what: &str| {

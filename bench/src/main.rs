@@ -10,7 +10,6 @@
 //! cargo run --release -p bench -- --reloads 1000     # soak
 //! ```
 
-mod client;
 mod load;
 mod procs;
 mod reloads;
@@ -22,13 +21,12 @@ use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use clap::Parser;
 
-use crate::load::{Live, Scenario};
+use crate::load::Scenario;
 use crate::procs::{cpu_secs, fd_count, peak_rss_kib};
 use crate::reloads::Summary;
 use crate::report::{
@@ -825,16 +823,10 @@ async fn run_case(
     r.sup_fds_before = fd_count(pid);
     let cpu0 = cpu_secs(pid);
 
-    let live = Arc::new(Live::default());
     let start = Instant::now();
-    let mut load = tokio::spawn(load::run(
-        target.addr,
-        scenario,
-        clients,
-        duration,
-        REQUEST_TIMEOUT,
-        live.clone(),
-    ));
+    let load = load::start(target.addr, scenario, clients, duration, REQUEST_TIMEOUT);
+    let live = load.progress();
+    let mut load = tokio::spawn(load.join());
     let mut signals: Vec<Instant> = Vec::new();
     // think-time: the first reload once the clients' ramp-up has
     // settled, then one a second (--think-reload-every).
@@ -864,7 +856,7 @@ async fn run_case(
             live.stop();
         }
         let secs = start.elapsed().as_secs_f64();
-        let req = live.requests.load(Ordering::Relaxed);
+        let req = live.completed();
         progress.show(&format!(
             "{tag} {}  {:.1}/{:.1}s  {} requests ({:.0}/s)  {} failed  {} signals",
             r.label(),
@@ -872,7 +864,7 @@ async fn run_case(
             duration.as_secs_f64(),
             req,
             req as f64 / secs.max(1e-3),
-            live.failed.load(Ordering::Relaxed),
+            live.errors(),
             signals.len()
         ));
         let wake = if with_reloads {
@@ -970,13 +962,13 @@ fn add_note(note: &mut Option<String>, more: String) {
     });
 }
 
-fn fill_load(r: &mut RunResult, res: &load::LoadResult) {
+fn fill_load(r: &mut RunResult, res: &loadkit::Report) {
     r.elapsed_s = res.elapsed.as_secs_f64();
     r.requests = res.requests;
     r.ok = res.ok;
     r.failed = res.failed();
     r.failed_by_kind = res.by_kind.clone();
-    r.failures = res.samples.iter().take(50).cloned().collect();
+    r.failures = res.samples.iter().take(50).map(Into::into).collect();
     r.connects = res.connects;
     r.idle_closed = res.idle_closed;
     r.rps = res.ok as f64 / r.elapsed_s.max(1e-9);
@@ -1162,23 +1154,14 @@ async fn run_soak(env: &Env, args: &Args, n: usize, progress: &mut Progress) -> 
     // 60 s plus 2 s a reload.
     let bound = Duration::from_secs(60) + Duration::from_secs(2) * n as u32;
     let deadline = started + bound;
-    let live = Arc::new(Live::default());
-    let ka = tokio::spawn(load::run(
+    let load = load::start_config(
         target.addr,
-        Scenario::KeepAlive,
-        clients,
-        bound,
-        REQUEST_TIMEOUT,
-        live.clone(),
-    ));
-    let nc = tokio::spawn(load::run(
-        target.addr,
-        Scenario::NewConn,
-        clients,
-        bound,
-        REQUEST_TIMEOUT,
-        live.clone(),
-    ));
+        loadkit::LoadConfig {
+            newconn_clients: clients,
+            ..Scenario::KeepAlive.config(clients, bound, REQUEST_TIMEOUT)
+        },
+    );
+    let live = load.progress();
     let mut signals = Vec::new();
     let mut done = 0;
     'reloads: for i in 0..n {
@@ -1219,8 +1202,8 @@ async fn run_soak(env: &Env, args: &Args, n: usize, progress: &mut Progress) -> 
         progress.show(&format!(
             "soak: {}/{n} reloads  {} requests  {} failed",
             i + 1,
-            live.requests.load(Ordering::Relaxed),
-            live.failed.load(Ordering::Relaxed)
+            live.completed(),
+            live.errors()
         ));
         if (i + 1) % 100 == 0 || i + 1 == n {
             // At rest: every old generation gone, then count.
@@ -1229,22 +1212,12 @@ async fn run_soak(env: &Env, args: &Args, n: usize, progress: &mut Progress) -> 
         }
         tokio::time::sleep(args.soak_pause).await;
     }
-    live.stop();
-    let mut results = Vec::new();
-    for h in [ka, nc] {
-        if let Ok(res) = h.await {
-            results.push(res);
-        }
-    }
-    for res in &results {
-        s.requests += res.requests;
-        s.ok += res.ok;
-        for (k, v) in &res.by_kind {
-            *s.failed_by_kind.entry(k.clone()).or_default() += v;
-        }
-        s.failures.extend(res.samples.iter().take(25).cloned());
-    }
-    s.failed = s.failed_by_kind.values().sum();
+    let res = load.finish().await;
+    s.requests = res.requests;
+    s.ok = res.ok;
+    s.failed_by_kind = res.by_kind.clone();
+    s.failures = res.samples.iter().take(50).map(Into::into).collect();
+    s.failed = res.failed();
     let a = target.settle(&signals, Duration::from_secs(5)).await;
     s.signals_sent = signals.len();
     s.reloads_done = a.done().max(done);

@@ -280,27 +280,13 @@ pub fn free_port() -> Result<u16> {
     Ok(l.local_addr()?.port())
 }
 
-/// A temporary directory removed on drop.
-pub struct TempDir {
-    pub path: std::path::PathBuf,
-}
-
-impl TempDir {
-    pub fn new(tag: &str) -> Result<TempDir> {
-        use std::sync::atomic::{AtomicU64, Ordering};
-        static SEQ: AtomicU64 = AtomicU64::new(0);
-        let path = std::env::temp_dir().join(format!(
-            "baton-bench-{}-{}-{tag}",
-            std::process::id(),
-            SEQ.fetch_add(1, Ordering::Relaxed)
-        ));
-        fs::create_dir_all(&path).with_context(|| format!("cannot create {}", path.display()))?;
-        Ok(TempDir { path })
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.path);
-    }
+/// A temporary directory `baton-bench-TAG-XXXXXX` (mode 0755: peers' workers
+/// may run as another user), removed on drop.
+pub fn temp_dir(tag: &str) -> Result<tempfile::TempDir> {
+    use std::os::unix::fs::PermissionsExt;
+    tempfile::Builder::new()
+        .prefix(&format!("baton-bench-{tag}-"))
+        .permissions(fs::Permissions::from_mode(0o755))
+        .tempdir()
+        .context("cannot create a temp dir")
 }

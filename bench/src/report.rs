@@ -1673,13 +1673,22 @@ pub fn markdown(report: &Report, peer_configs: &[(String, String)]) -> String {
         m.cpus.min(2),
         m.cpus
     );
+    let kinds: Vec<String> = loadkit::FailKind::ALL
+        .iter()
+        .filter(|k| **k != loadkit::FailKind::BadBody)
+        .chain([&loadkit::FailKind::Status(503)])
+        .map(|k| match k {
+            loadkit::FailKind::Status(_) => "`status-NNN` (not 200)".to_string(),
+            k => format!("`{k}` ({})", k.cause()),
+        })
+        .collect();
     let _ = writeln!(
         o,
-        "- Failure kinds: `refused` (connect got ECONNREFUSED), `reset` (ECONNRESET/EPIPE), \
-         `eof` (connection closed before a complete response — on a reused keep-alive \
-         connection this is the idle-close race), `timeout`, `status-NNN` (not 200), \
-         `connect-error`, `bad-response`, `io-error`. A response with `Connection: close` is \
-         not a failure; the client reconnects for its next request."
+        "- Failure kinds (the load kit's, as the tests and `baton verify` count them): {}. \
+         A response with `Connection: close` is not a failure; the client reconnects for its \
+         next request. (Runs recorded before the kit was shared used `refused`, `reset`, `eof`, \
+         `bad-response`.)",
+        kinds.join("; ")
     );
     let _ = writeln!(
         o,

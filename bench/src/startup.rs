@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 
-use crate::procs::{Proc, TempDir};
+use crate::procs::{temp_dir, Proc};
 use crate::reloads::Summary;
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -23,8 +23,8 @@ pub struct Startup {
 /// Measures `samples` start-ups of `n` concurrent demo-apps (each on its own
 /// ephemeral loopback port), stopping them after each sample.
 pub async fn measure(demo_app: &std::path::Path, n: usize, samples: usize) -> Result<Startup> {
-    let dir = TempDir::new("notify")?;
-    let path = dir.path.join("notify.sock");
+    let dir = temp_dir("notify")?;
+    let path = dir.path().join("notify.sock");
     let sock = tokio::net::UnixDatagram::bind(&path).context("cannot bind the notify socket")?;
     let mut times = Vec::with_capacity(samples);
     for _ in 0..samples {

@@ -11,9 +11,9 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 
-use crate::client::{request_bytes, Conn};
-use crate::procs::{free_port, which, Proc, TempDir};
+use crate::procs::{free_port, temp_dir, which, Proc};
 use crate::reloads::{analyze, Analysis, Flavor};
+use loadkit::http::{request_bytes, Connection};
 
 /// nginx worker processes and HAProxy threads: one per core of the
 /// benchmark machine (2).
@@ -239,7 +239,7 @@ pub struct Target {
     pub main: Proc,
     /// demo-app behind nginx/HAProxy for `/sleep` (the in-flight scenario).
     backend: Option<Proc>,
-    _dir: Option<TempDir>,
+    _dir: Option<tempfile::TempDir>,
 }
 
 impl Target {
@@ -277,8 +277,8 @@ impl Target {
                 cmd.env_remove("BATON_LOG");
                 // Its own runtime directory: a baton the benchmark has to
                 // SIGKILL leaves no control socket in /run/baton.
-                let dir = TempDir::new("baton")?;
-                cmd.env("RUNTIME_DIRECTORY", &dir.path);
+                let dir = temp_dir("baton")?;
+                cmd.env("RUNTIME_DIRECTORY", dir.path());
                 let proc = Proc::spawn("baton", cmd, false)?;
                 let addr = baton_addr(&proc).await?;
                 (proc, addr, None, Some(dir))
@@ -318,7 +318,7 @@ impl Target {
                     _ => env.haproxy.as_ref(),
                 }
                 .context("peer not installed")?;
-                let dir = TempDir::new(&kind.id())?;
+                let dir = temp_dir(&kind.id())?;
                 let backend = if backend {
                     let port = free_port()?;
                     let mut cmd = Command::new(&env.demo_app);
@@ -333,15 +333,15 @@ impl Target {
                 let port = free_port()?;
                 let mut cmd = Command::new(bin);
                 if kind == Kind::Nginx {
-                    let conf = dir.path.join("nginx.conf");
-                    std::fs::write(&conf, nginx_conf(&dir.path, port, backend_port))?;
+                    let conf = dir.path().join("nginx.conf");
+                    std::fs::write(&conf, nginx_conf(dir.path(), port, backend_port))?;
                     cmd.arg("-p")
-                        .arg(&dir.path)
+                        .arg(dir.path())
                         .arg("-c")
                         .arg(&conf)
                         .args(["-e", "stderr"]);
                 } else {
-                    let conf = dir.path.join("haproxy.cfg");
+                    let conf = dir.path().join("haproxy.cfg");
                     let idle_close = kind == Kind::HaproxyIdleClose;
                     std::fs::write(&conf, haproxy_conf(port, backend_port, idle_close))?;
                     cmd.args(["-W", "-db", "-f"]).arg(&conf);
@@ -548,7 +548,7 @@ async fn wait_ready(proc: &mut Proc, addr: SocketAddr, bound: Duration) -> Resul
                 proc.tail(20)
             );
         }
-        if let Ok(mut c) = Conn::connect(addr).await {
+        if let Ok(mut c) = Connection::connect(addr).await {
             if let Ok(Ok(r)) = tokio::time::timeout(Duration::from_secs(2), c.request(&req)).await {
                 if r.status == 200 {
                     return Ok(());

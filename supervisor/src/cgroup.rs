@@ -231,6 +231,30 @@ impl Containment {
         &self.root
     }
 
+    /// Its paths, for the next image of baton (an upgrade).
+    pub fn export(&self) -> (PathBuf, PathBuf) {
+        (self.root.clone(), self.original.clone())
+    }
+
+    /// The containment a previous image of this baton set up (baton is in
+    /// its `supervisor` cgroup already; nothing is killed).
+    pub fn adopt(root: PathBuf, original: PathBuf) -> Containment {
+        Containment { root, original }
+    }
+
+    /// A generation's cgroup that exists already (an upgrade).
+    pub fn reopen(&self, id: u64) -> io::Result<GenCgroup> {
+        let path = self.root.join(format!("gen-{id}"));
+        let procs = OpenOptions::new()
+            .write(true)
+            .open(path.join("cgroup.procs"))
+            .map_err(|e| with_path(e, &path))?;
+        Ok(GenCgroup {
+            path,
+            procs: procs.into(),
+        })
+    }
+
     /// `gen-<id>/`, ready for children to join.
     pub fn create(&self, id: u64) -> io::Result<GenCgroup> {
         let path = self.root.join(format!("gen-{id}"));

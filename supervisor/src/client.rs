@@ -36,6 +36,21 @@ pub enum ClientCommand {
         /// again (default: keep the current count).
         #[arg(long, value_name = "N", value_parser = parse_workers)]
         workers: Option<usize>,
+        /// Start the new generation only if the program file's sha256 is SHA
+        /// (what `sha256sum` prints): a fleet deploy cannot start a
+        /// half-copied or unexpected binary. Otherwise the reload fails
+        /// (exit 1) and the serving generation carries on.
+        #[arg(long, value_name = "SHA", value_parser = parse_sha256)]
+        expect_digest: Option<String>,
+        /// This reload as a progressive cutover (baton runs with --steer):
+        /// the new generation takes these shares of new connections in turn,
+        /// e.g. `1%,10%,50%,100%`, each for --soak; rolled back at once if a
+        /// new worker exits or reports errors.
+        #[arg(long, value_name = "STEPS")]
+        canary: Option<String>,
+        /// How long each --canary step lasts.
+        #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = parse_duration, requires = "canary")]
+        soak: Duration,
         /// How long to wait for the outcome.
         #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = parse_duration)]
         timeout: Duration,
@@ -47,6 +62,30 @@ pub enum ClientCommand {
         /// Print the status as JSON (stable, documented in the README).
         #[arg(long)]
         json: bool,
+    },
+    /// Replace the running baton with the binary on disk, in place: same pid,
+    /// same sockets, same workers. The new binary is checked first; one that
+    /// cannot take over is refused and the running baton carries on. Exit 0
+    /// when the new image runs, 1 when refused, 3 when baton cannot be
+    /// reached, 4 on timeout.
+    Upgrade {
+        #[command(flatten)]
+        target: Target,
+        /// How long to wait for the new image's answer.
+        #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = parse_duration)]
+        timeout: Duration,
+    },
+    /// Take baton out of a load balancer's rotation: `--health` answers 503
+    /// "draining" and `--agent-check` "drain", while everything keeps
+    /// serving. `baton undrain` puts it back.
+    Drain {
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Back in rotation after `baton drain`.
+    Undrain {
+        #[command(flatten)]
+        target: Target,
     },
     /// Graceful stop; waits until baton has exited.
     Stop {
@@ -89,17 +128,30 @@ pub fn main(args: Vec<std::ffi::OsString>) -> ExitCode {
     }
 }
 
-type Failure = (u8, String);
+/// An exit code and the message to print.
+pub type Failure = (u8, String);
 
 fn run(command: ClientCommand) -> Result<(), Failure> {
     match command {
         ClientCommand::Reload {
             target,
             workers,
+            expect_digest,
+            canary,
+            soak,
             timeout,
         } => {
             let started = Instant::now();
-            let (reply, _) = request(&target, Request::Reload { workers }, timeout)?;
+            let canary = canary
+                .map(|steps| crate::core::CanaryPlan::parse(&steps, soak))
+                .transpose()
+                .map_err(|e| (EXIT_USAGE, format!("--canary: {e}")))?;
+            let req = Request::Reload {
+                workers,
+                expect_digest,
+                canary,
+            };
+            let (reply, _) = request(&target, req, timeout)?;
             let took = humantime::format_duration(Duration::from_millis(
                 started.elapsed().as_millis() as u64,
             ));
@@ -152,6 +204,41 @@ fn run(command: ClientCommand) -> Result<(), Failure> {
             }
             Ok(())
         }
+        ClientCommand::Drain { target } => {
+            let (reply, _) = request(&target, Request::Drain, Duration::from_secs(30))?;
+            if !reply.ok {
+                return Err(refused(reply));
+            }
+            println!(
+                "drained: health says draining, everything keeps serving (baton undrain to undo)"
+            );
+            Ok(())
+        }
+        ClientCommand::Undrain { target } => {
+            let (reply, _) = request(&target, Request::Undrain, Duration::from_secs(30))?;
+            if !reply.ok {
+                return Err(refused(reply));
+            }
+            println!("undrained: back in rotation");
+            Ok(())
+        }
+        ClientCommand::Upgrade { target, timeout } => {
+            let started = Instant::now();
+            let (reply, _) = request(&target, Request::Upgrade, timeout)?;
+            if !reply.ok {
+                return Err(refused(reply));
+            }
+            println!(
+                "baton upgraded in place: {} -> {} (pid {}, workers untouched) after {}",
+                reply.upgraded_from.as_deref().unwrap_or("?"),
+                reply.upgraded_to.as_deref().unwrap_or("?"),
+                reply.pid.unwrap_or(0),
+                humantime::format_duration(Duration::from_millis(
+                    started.elapsed().as_millis() as u64
+                ))
+            );
+            Ok(())
+        }
         ClientCommand::Stop { target, timeout } => {
             let deadline = Instant::now() + timeout;
             let (reply, mut reader) = request(&target, Request::Stop, timeout)?;
@@ -185,6 +272,28 @@ fn run(command: ClientCommand) -> Result<(), Failure> {
             }
         }
     }
+}
+
+/// `--expect-digest SHA`: 64 hex digits (lowercased).
+fn parse_sha256(s: &str) -> Result<String, String> {
+    if crate::control::is_sha256(s) {
+        Ok(s.to_ascii_lowercase())
+    } else {
+        Err(format!(
+            "{s:?} is not a sha256 (64 hex digits, as sha256sum prints)"
+        ))
+    }
+}
+
+/// One request to the baton whose control socket is `control`, for
+/// `baton verify`: baton's reply, or the exit code and message `baton
+/// reload|status|stop` would give.
+pub fn call(control: &std::path::Path, req: Request, timeout: Duration) -> Result<Reply, Failure> {
+    let target = Target {
+        control: Some(control.to_path_buf()),
+        name: None,
+    };
+    request(&target, req, timeout).map(|(reply, _)| reply)
 }
 
 /// `--workers N`: a count from 1 to [`MAX_WORKERS`].

@@ -31,11 +31,15 @@ pub const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 3600);
     version,
     about = "Zero-downtime restart supervisor: owns the listening sockets, runs the app \
              as a pool of workers that inherit them, and replaces the pool on SIGHUP.",
-    override_usage = "baton [OPTIONS] -- PROGRAM [ARGS...]\n       baton <reload|status|stop|help> [OPTIONS]",
-    after_help = "Commands (talk to a running baton through its control socket):\n  \
+    override_usage = "baton [OPTIONS] -- PROGRAM [ARGS...]\n       baton <reload|status|stop|upgrade|drain|undrain|verify|help> [OPTIONS]",
+    after_help = "Commands (all but verify talk to a running baton through its control socket):\n  \
                   reload   start a new generation and wait for the outcome (exit 0 serving, 1 rolled back)\n  \
                   status   generations, workers, listeners and the last reload (--json)\n  \
                   stop     graceful stop, waits until baton has exited\n  \
+                  upgrade  replace baton with the binary on disk, in place (same pid, sockets, workers)\n  \
+                  drain    out of a load balancer's rotation (--health, --agent-check), still serving; undrain\n  \
+                  verify   check an app: run it under a baton of its own on a loopback port, load it,\n           \
+                  reload it, print what was lost, why, and the fix (`baton verify [OPTIONS] -- PROGRAM`)\n  \
                   help     this text, or `baton help COMMAND` for a command's options\n\n\
                   Signals: HUP reload · TERM/INT graceful stop · QUIT fast stop.\n\
                   Exit codes: 0 clean stop · 1 runtime failure · 2 usage or configuration error."
@@ -53,6 +57,60 @@ pub struct Cli {
     /// Sockets are never closed: with fewer workers, each serves several.
     #[arg(long)]
     pub reuseport: bool,
+
+    /// Progressive cutover (needs --steer): at every reload the new
+    /// generation gets these shares of new connections in turn, e.g.
+    /// `1%,10%,50%,100%`, each for --soak, while the old one serves the rest;
+    /// a new worker that exits, or reported errors past --canary-max-errors,
+    /// roll it back at once. The last step is the settle window.
+    #[arg(long, value_name = "STEPS")]
+    pub canary: Option<String>,
+
+    /// How long each --canary step lasts.
+    #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = parse_duration)]
+    pub soak: Duration,
+
+    /// Errors (`BATON_ERRORS=N` on the notify socket, summed over the new
+    /// workers) a --canary cutover tolerates before it is rolled back.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub canary_max_errors: u64,
+
+    /// On TERM, INT or `baton stop`: keep serving for D while the health
+    /// endpoint and the agent check say "draining" (the time a load
+    /// balancer or Kubernetes takes to stop sending new connections), then
+    /// drain. A second stop request drains at once.
+    #[arg(long, value_name = "DURATION", default_value = "0s", value_parser = parse_duration)]
+    pub stop_delay: Duration,
+
+    /// Serve baton's health at `GET /health` on ADDR (HTTP): 200 "serving",
+    /// 503 "draining" (`baton drain`, --stop-delay, stopping) or
+    /// "starting"; the body adds the last reload's failure, if any.
+    #[arg(long, value_name = "ADDR", value_parser = parse_endpoint_addr)]
+    pub health: Option<MetricsAddr>,
+
+    /// An HAProxy agent-check responder on ADDR (TCP): answers `ready N%`
+    /// (ready workers of the serving generation over its size) or `drain`.
+    #[arg(long, value_name = "ADDR", value_parser = parse_endpoint_addr)]
+    pub agent_check: Option<MetricsAddr>,
+
+    /// Reload when PATH changes (a file, or a directory's entries; a
+    /// symlink swapped as Kubernetes does for a ConfigMap's `..data` is
+    /// seen), debounced by 500ms. Repeatable.
+    #[arg(long, value_name = "PATH")]
+    pub watch: Vec<PathBuf>,
+
+    /// Variables for the workers, `KEY=VALUE` lines, read anew at every
+    /// reload (like Server::Starter's --envdir): a deploy changes them with
+    /// the next reload, not before.
+    #[arg(long, value_name = "PATH")]
+    pub env_file: Option<PathBuf>,
+
+    /// Serve Prometheus metrics at `GET /metrics` on ADDR: a loopback
+    /// address (`127.0.0.1:9100`, `[::1]:9100`; port 0 picks one, logged) or
+    /// `unix:/path`. Off by default; never on a public address (the metrics
+    /// are not authenticated).
+    #[arg(long, value_name = "ADDR", value_parser = parse_metrics_addr)]
+    pub metrics: Option<MetricsAddr>,
 
     /// Steer, then signal (implies --reuseport): consecutive generations get
     /// their own sockets of each TCP group, new connections go only to the
@@ -172,8 +230,50 @@ pub enum ReadyWhen {
     Accepting,
 }
 
-/// Where a listener is.
+/// Where `--metrics` serves.
 #[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MetricsAddr {
+    Tcp(SocketAddr),
+    Unix(PathBuf),
+}
+
+/// `--metrics ADDR`: a loopback TCP address or `unix:/path`.
+pub fn parse_metrics_addr(s: &str) -> Result<MetricsAddr, String> {
+    if let Some(path) = s.strip_prefix("unix:") {
+        if !path.starts_with('/') {
+            return Err(format!("unix:{path}: the path must be absolute"));
+        }
+        return Ok(MetricsAddr::Unix(PathBuf::from(path)));
+    }
+    let addr: SocketAddr = s
+        .parse()
+        .map_err(|_| format!("{s:?} is not ADDR:PORT (e.g. 127.0.0.1:9100) or unix:/path"))?;
+    if !addr.ip().is_loopback() {
+        return Err(format!(
+            "{addr} is not a loopback address: the metrics are not authenticated, so baton \
+             serves them on 127.0.0.1 or [::1] only (or a unix socket); put a proxy or the \
+             Prometheus agent beside it"
+        ));
+    }
+    Ok(MetricsAddr::Tcp(addr))
+}
+
+/// `--health` / `--agent-check ADDR`: any TCP address (a load balancer on
+/// another host may ask) or `unix:/path`.
+pub fn parse_endpoint_addr(s: &str) -> Result<MetricsAddr, String> {
+    if let Some(path) = s.strip_prefix("unix:") {
+        if !path.starts_with('/') {
+            return Err(format!("unix:{path}: the path must be absolute"));
+        }
+        return Ok(MetricsAddr::Unix(PathBuf::from(path)));
+    }
+    s.parse()
+        .map(MetricsAddr::Tcp)
+        .map_err(|_| format!("{s:?} is not ADDR:PORT (e.g. 0.0.0.0:8081) or unix:/path"))
+}
+
+/// Where a listener is.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum ListenAddr {
     Tcp(SocketAddr),
     Udp(SocketAddr),
@@ -270,6 +370,17 @@ pub struct Config {
     pub reuseport: bool,
     /// `--steer`: two socket sets per TCP group, steered (see listeners.rs).
     pub steer: bool,
+    /// `--metrics`: where Prometheus metrics are served.
+    pub metrics: Option<MetricsAddr>,
+    /// `--env-file`: the workers' extra variables, read at every reload.
+    pub env_file: Option<PathBuf>,
+    pub stop_delay: Duration,
+    pub health: Option<MetricsAddr>,
+    pub agent_check: Option<MetricsAddr>,
+    pub watch: Vec<PathBuf>,
+    /// `--canary STEPS --soak D`: every reload's cutover.
+    pub canary: Option<crate::core::CanaryPlan>,
+    pub canary_max_errors: u64,
     pub socket_mode: Option<u32>,
     /// (uid, gid) resolved from `--socket-owner`.
     pub socket_owner: Option<(Option<u32>, Option<u32>)>,
@@ -311,6 +422,16 @@ impl Config {
         if let Some(control) = &cli.control {
             check_control_dir(control)?;
         }
+        let canary = match &cli.canary {
+            None => None,
+            Some(_) if !cli.steer => return Err(ConfigError::Canary(
+                "needs --steer (the new generation's share is steered between the two socket sets)"
+                    .into(),
+            )),
+            Some(steps) => {
+                Some(crate::core::CanaryPlan::parse(steps, cli.soak).map_err(ConfigError::Canary)?)
+            }
+        };
         Ok(Config {
             listeners,
             workers: cli.workers,
@@ -327,6 +448,14 @@ impl Config {
             backlog: i32::try_from(cli.backlog).unwrap_or(i32::MAX),
             reuseport: cli.reuseport || cli.steer,
             steer: cli.steer,
+            metrics: cli.metrics,
+            env_file: cli.env_file,
+            canary,
+            canary_max_errors: cli.canary_max_errors,
+            stop_delay: cli.stop_delay,
+            health: cli.health,
+            agent_check: cli.agent_check,
+            watch: cli.watch,
             socket_mode: cli.socket_mode,
             socket_owner: cli.socket_owner.as_deref().map(parse_owner).transpose()?,
             compat_env: !cli.no_compat_env,

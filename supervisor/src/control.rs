@@ -50,9 +50,23 @@ pub enum Request {
         /// `None` keeps the current count.
         #[serde(skip_serializing_if = "Option::is_none")]
         workers: Option<usize>,
+        /// Refuse the new generation unless its program file has this
+        /// sha256 (`baton reload --expect-digest`).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        expect_digest: Option<String>,
+        /// This reload's progressive cutover (`baton reload --canary`).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        canary: Option<crate::core::CanaryPlan>,
     },
     Status,
     Stop,
+    /// Replace this baton with the binary on disk, in place (`baton
+    /// upgrade`; see upgrade.rs).
+    Upgrade,
+    /// Out of rotation (`baton drain`): health says draining, all serves.
+    Drain,
+    /// Back in rotation (`baton undrain`).
+    Undrain,
 }
 
 impl Request {
@@ -69,6 +83,10 @@ impl Request {
             command: serde_json::Value,
             #[serde(default, deserialize_with = "present")]
             workers: Option<serde_json::Value>,
+            #[serde(default, deserialize_with = "present")]
+            expect_digest: Option<serde_json::Value>,
+            #[serde(default, deserialize_with = "present")]
+            canary: Option<serde_json::Value>,
         }
         /// `"workers": null` is there (and refused), unlike no `workers`.
         fn present<'de, D: serde::Deserializer<'de>>(
@@ -94,13 +112,63 @@ impl Request {
                 return Err("invalid request: only reload takes workers".to_string());
             }
         };
+        let expect_digest = match (command, raw.expect_digest) {
+            (_, None) => None,
+            (Some("reload"), Some(d)) => Some(
+                d.as_str()
+                    .filter(|d| is_sha256(d))
+                    .map(str::to_ascii_lowercase)
+                    .ok_or_else(|| {
+                        format!("invalid request: expect_digest must be a sha256 in hex, not {d}")
+                    })?,
+            ),
+            (_, Some(_)) => {
+                return Err("invalid request: only reload takes expect_digest".to_string());
+            }
+        };
+        let canary = match (command, raw.canary) {
+            (_, None) => None,
+            (Some("reload"), Some(c)) => {
+                let plan: crate::core::CanaryPlan = serde_json::from_value(c.clone())
+                    .map_err(|e| format!("invalid request: canary: {e}"))?;
+                // The same checks as on the command line.
+                Some(
+                    crate::core::CanaryPlan::parse(
+                        &plan
+                            .steps
+                            .iter()
+                            .map(|s| s.to_string())
+                            .collect::<Vec<_>>()
+                            .join(","),
+                        plan.soak,
+                    )
+                    .map_err(|e| format!("invalid request: canary: {e}"))?,
+                )
+            }
+            (_, Some(_)) => return Err("invalid request: only reload takes canary".to_string()),
+        };
         match command {
-            Some("reload") => Ok(Request::Reload { workers }),
+            Some("reload") => Ok(Request::Reload {
+                workers,
+                expect_digest,
+                canary,
+            }),
             Some("status") => Ok(Request::Status),
             Some("stop") => Ok(Request::Stop),
-            _ => Err("invalid request: command must be reload, status or stop".to_string()),
+            Some("upgrade") => Ok(Request::Upgrade),
+            Some("drain") => Ok(Request::Drain),
+            Some("undrain") => Ok(Request::Undrain),
+            _ => Err(
+                "invalid request: command must be reload, status, stop, upgrade, drain or undrain"
+                    .to_string(),
+            ),
         }
     }
+}
+
+/// 64 hex digits.
+pub fn is_sha256(s: &str) -> bool {
+    s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
 /// baton's answer. `ok` is false for a rolled-back reload and for errors.
@@ -133,6 +201,15 @@ pub struct Reply {
     pub status: Option<Status>,
     #[serde(skip_serializing_if = "std::ops::Not::not", default)]
     pub stopping: bool,
+    /// upgrade: the version of the image now running (same pid).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub upgraded_to: Option<String>,
+    /// upgrade: the version it replaced.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub upgraded_from: Option<String>,
+    /// upgrade: baton's pid (unchanged).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub pid: Option<u32>,
 }
 
 impl Reply {
@@ -149,6 +226,8 @@ impl Reply {
 pub struct Command {
     pub request: Request,
     pub reply: oneshot::Sender<Reply>,
+    /// `upgrade`: the client's connection, which the new image answers on.
+    pub conn: Option<std::os::fd::OwnedFd>,
 }
 
 /// The default control socket directory: `$RUNTIME_DIRECTORY`, else
@@ -282,6 +361,35 @@ impl ControlSocket {
         &self.path
     }
 
+    /// Control connections open now.
+    pub fn open_connections(&self) -> usize {
+        MAX_CONNECTIONS - self.slots.available_permits()
+    }
+
+    /// The listening socket's fd (kept across an upgrade's exec).
+    pub fn raw_fd(&self) -> std::os::fd::RawFd {
+        use std::os::fd::AsRawFd;
+        self.listener.as_raw_fd()
+    }
+
+    /// The control socket a previous image of this baton bound, from its
+    /// fd (an upgrade).
+    ///
+    /// # Safety
+    /// `fd` must be an open listening unix stream socket that nothing else
+    /// owns.
+    pub unsafe fn from_raw(fd: std::os::fd::RawFd, path: PathBuf) -> io::Result<ControlSocket> {
+        use std::os::fd::FromRawFd;
+        // SAFETY: the caller's contract: an open socket owned by no one else.
+        let std_listener = unsafe { std::os::unix::net::UnixListener::from_raw_fd(fd) };
+        std_listener.set_nonblocking(true)?;
+        Ok(ControlSocket {
+            listener: UnixListener::from_std(std_listener)?,
+            path,
+            slots: std::sync::Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS)),
+        })
+    }
+
     /// Wait (at most `max`) until every open connection has been answered
     /// and closed: baton is about to exit with replies on their way (a
     /// queued `baton reload` told why the first generation failed).
@@ -381,8 +489,34 @@ async fn handle(stream: UnixStream, own_uid: u32, commands: mpsc::Sender<Command
         }
     };
     let stop = request == Request::Stop;
+    // An upgrade is answered by the new image, on this very connection.
+    let conn = match request {
+        Request::Upgrade => {
+            use std::os::fd::AsFd;
+            match read.as_ref().as_fd().try_clone_to_owned() {
+                Ok(fd) => Some(fd),
+                Err(e) => {
+                    let _ = send(
+                        &mut write,
+                        &Reply::error(format!("cannot keep the connection: {e}")),
+                    )
+                    .await;
+                    return;
+                }
+            }
+        }
+        _ => None,
+    };
     let (tx, rx) = oneshot::channel();
-    if commands.send(Command { request, reply: tx }).await.is_err() {
+    if commands
+        .send(Command {
+            request,
+            reply: tx,
+            conn,
+        })
+        .await
+        .is_err()
+    {
         let _ = send(&mut write, &Reply::error("baton is exiting")).await;
         return;
     }
@@ -469,11 +603,19 @@ mod tests {
         let ok = |s: &str| Request::parse(s.as_bytes());
         assert_eq!(
             ok(r#"{"command":"reload"}"#).unwrap(),
-            Request::Reload { workers: None }
+            Request::Reload {
+                workers: None,
+                expect_digest: None,
+                canary: None,
+            }
         );
         assert_eq!(
             ok(r#"{"command":"reload","workers":3}"#).unwrap(),
-            Request::Reload { workers: Some(3) }
+            Request::Reload {
+                workers: Some(3),
+                expect_digest: None,
+                canary: None,
+            }
         );
         assert_eq!(ok(r#"{"command":"status"}"#).unwrap(), Request::Status);
         assert!(ok(r#"{"command":"rm -rf"}"#).is_err());
@@ -495,16 +637,54 @@ mod tests {
             ))
             .unwrap(),
             Request::Reload {
-                workers: Some(MAX_WORKERS)
+                workers: Some(MAX_WORKERS),
+                expect_digest: None,
+                canary: None,
             }
         );
+        // A digest: 64 hex digits, lowercased; only for reload.
+        let sha = "AB".repeat(32);
+        assert_eq!(
+            ok(&format!(
+                r#"{{"command":"reload","expect_digest":"{sha}"}}"#
+            ))
+            .unwrap(),
+            Request::Reload {
+                workers: None,
+                expect_digest: Some(sha.to_ascii_lowercase()),
+                canary: None,
+            }
+        );
+        assert!(ok(r#"{"command":"reload","expect_digest":"abc"}"#).is_err());
+        assert!(ok(r#"{"command":"reload","expect_digest":null}"#).is_err());
+        assert!(ok(&format!(
+            r#"{{"command":"status","expect_digest":"{sha}"}}"#
+        ))
+        .is_err());
         let big = ok(r#"{"command":"reload","workers":100000}"#).unwrap_err();
         assert!(big.contains("from 1 to 1024"), "{big}");
         assert!(ok("garbage").is_err());
         // What the client sends is what the server parses.
-        let sent = serde_json::to_string(&Request::Reload { workers: Some(2) }).unwrap();
-        assert_eq!(ok(&sent).unwrap(), Request::Reload { workers: Some(2) });
-        let sent = serde_json::to_string(&Request::Reload { workers: None }).unwrap();
+        let sent = serde_json::to_string(&Request::Reload {
+            workers: Some(2),
+            expect_digest: None,
+            canary: None,
+        })
+        .unwrap();
+        assert_eq!(
+            ok(&sent).unwrap(),
+            Request::Reload {
+                workers: Some(2),
+                expect_digest: None,
+                canary: None,
+            }
+        );
+        let sent = serde_json::to_string(&Request::Reload {
+            workers: None,
+            expect_digest: None,
+            canary: None,
+        })
+        .unwrap();
         assert_eq!(sent, r#"{"command":"reload"}"#);
     }
 

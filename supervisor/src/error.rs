@@ -32,6 +32,8 @@ pub enum ConfigError {
     Control { path: PathBuf, why: String },
     #[error("--user {0:?}: {1}")]
     User(String, String),
+    #[error("--canary: {0}")]
+    Canary(String),
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -249,6 +249,13 @@ impl std::fmt::Debug for Store {
     }
 }
 
+/// The store of this process ([`Store::from_env`], made once): baton's
+/// start and an upgraded image's resume reach the same one.
+pub fn shared() -> Option<Arc<Store>> {
+    static SHARED: std::sync::OnceLock<Option<Arc<Store>>> = std::sync::OnceLock::new();
+    SHARED.get_or_init(Store::from_env).clone()
+}
+
 impl Store {
     /// From `FDSTORE` and `NOTIFY_SOCKET` (a path, or `@name`); None when
     /// either is missing (said in the log when `FDSTORE` is set but cannot

@@ -23,6 +23,9 @@
 //!   [`client`] its command-line side; [`status`] what `status` reports.
 //! - [`error`]: errors by operation, and their exit codes; [`usage`]: a
 //!   usage error as one line.
+//! - [`verify`]: `baton verify`, which runs an app under a baton of its own,
+//!   loads and reloads it (with the workspace's `loadkit`) and says what was
+//!   lost, why, and the fix.
 
 pub mod cgroup;
 pub mod client;
@@ -32,6 +35,7 @@ pub mod core;
 pub mod error;
 pub mod fdstore;
 pub mod listeners;
+pub mod metrics;
 pub mod notify;
 pub mod process;
 pub mod sockfile;
@@ -39,8 +43,10 @@ pub mod spawn;
 pub mod status;
 pub mod supervisor;
 pub mod systemd;
+pub mod upgrade;
 pub mod usage;
 pub mod user;
+pub mod verify;
 
 pub use config::{Cli, Config};
 pub use error::Error;

@@ -47,7 +47,7 @@ use crate::config::{ListenAddr, ListenSpec};
 use crate::error::ListenError;
 use crate::fdstore::{self, Store};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Kind {
     Tcp,
     Udp,
@@ -99,7 +99,7 @@ pub struct Listener {
     store: Option<StoreLink>,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 struct Steering {
     sets: [Vec<usize>; 2],
     steered: usize,
@@ -122,7 +122,107 @@ struct StoreLink {
     steered: Option<u8>,
 }
 
+/// What an upgrade hands over of a [`StoreLink`] (the store itself is
+/// reached again from the environment).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct StoreState {
+    id: String,
+    names: Vec<Option<String>>,
+    labels: [u8; 2],
+    steered: Option<u8>,
+}
+
+/// A listener as an upgrade hands it to the next image of baton: its
+/// sockets by fd number (kept open across `execve`), and what baton knows
+/// about them.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct ListenerState {
+    name: String,
+    named: bool,
+    kind: Kind,
+    addr: ListenAddr,
+    local: String,
+    inherited: bool,
+    fds: Vec<RawFd>,
+    per_slot: bool,
+    served: usize,
+    unix_path: Option<PathBuf>,
+    sets: Option<Steering>,
+    /// Its sockets' names in systemd's fd store (absent in the state of an
+    /// image without the fd store: then nothing was stored).
+    #[serde(default)]
+    store: Option<StoreState>,
+}
+
 impl Listener {
+    /// What the next image needs to take this listener over. Its sockets
+    /// stay open here (and must survive the exec: see `upgrade.rs`).
+    pub fn export(&self) -> ListenerState {
+        ListenerState {
+            name: self.name.clone(),
+            named: self.named,
+            kind: self.kind,
+            addr: self.addr.clone(),
+            local: self.local.clone(),
+            inherited: self.inherited,
+            fds: self.sockets.iter().map(|s| s.as_raw_fd()).collect(),
+            per_slot: self.per_slot,
+            served: self.served,
+            unix_path: self.unix_path.clone(),
+            sets: self.sets.clone(),
+            store: self.store.as_ref().map(|l| StoreState {
+                id: l.id.clone(),
+                names: l.names.clone(),
+                labels: l.labels,
+                steered: l.steered,
+            }),
+        }
+    }
+
+    /// The raw fds of its sockets.
+    pub fn raw_fds(&self) -> Vec<RawFd> {
+        self.sockets.iter().map(|s| s.as_raw_fd()).collect()
+    }
+
+    /// Take over a listener a previous image of baton held.
+    ///
+    /// # Safety
+    /// Every fd in `state` must be open, be the socket it was exported as,
+    /// and be owned by nothing else in this process.
+    pub unsafe fn import(state: ListenerState) -> io::Result<Listener> {
+        let sockets = state
+            .fds
+            .iter()
+            .map(|&fd| {
+                // SAFETY: the caller's contract: open, and owned by nothing else.
+                let owned = unsafe { OwnedFd::from_raw_fd(fd) };
+                nix::fcntl::fcntl(&owned, nix::fcntl::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC))
+                    .map_err(io::Error::from)?;
+                Ok(owned)
+            })
+            .collect::<io::Result<Vec<_>>>()?;
+        let mut listener = Listener {
+            name: state.name,
+            named: state.named,
+            kind: state.kind,
+            addr: state.addr,
+            local: state.local,
+            inherited: state.inherited,
+            sockets,
+            per_slot: state.per_slot,
+            served: state.served,
+            unix_path: state.unix_path,
+            sets: state.sets,
+            store: None,
+        };
+        // The previous image's entries in systemd's fd store are still
+        // there: keep them in step from here on.
+        if let (Some(st), Some(store)) = (state.store, fdstore::shared()) {
+            listener.link_store(store, st.id, st.names, st.labels, st.steered);
+        }
+        Ok(listener)
+    }
+
     /// The indexes of the sockets worker `slot` of a generation of `workers`
     /// gets: every j with j mod workers == slot when the listener has a
     /// socket per slot (so with fewer workers than sockets, each socket still
@@ -154,6 +254,18 @@ impl Listener {
     /// Generations alternate between two sets of sockets (`--steer`).
     pub fn steering(&self) -> bool {
         self.sets.is_some()
+    }
+
+    /// `--canary`: `percent` % of new connections to set `new`'s sockets,
+    /// the rest to set `old`'s (with steering; else nothing to do).
+    pub fn weigh(&mut self, new: usize, old: usize, percent: u8) -> io::Result<()> {
+        let Some(st) = &self.sets else { return Ok(()) };
+        attach_weighted(
+            self.sockets[0].as_fd(),
+            &st.sets[new % 2],
+            &st.sets[old % 2],
+            percent,
+        )
     }
 
     /// Connections waiting in the accept queues of `set`'s sockets (0
@@ -1136,11 +1248,28 @@ fn attach_first_k(member: BorrowedFd<'_>, k: usize) -> io::Result<()> {
 }
 
 /// Steering: a program that picks, at random, one of the sockets at
-/// `indexes` (positions in the group's order) for each new connection:
-/// `A = random % n`, then a jump table from A to `indexes[A]`.
+/// `indexes` (positions in the group's order) for each new connection.
 fn attach_indexes(member: BorrowedFd<'_>, indexes: &[usize]) -> io::Result<()> {
-    let n =
-        u32::try_from(indexes.len().max(1)).map_err(|_| io::Error::other("too many sockets"))?;
+    attach_weighted(member, indexes, &[], 100)
+}
+
+/// A classic BPF program for a reuseport group: `percent` % of new
+/// connections go to a random socket among `first` (group positions), the
+/// rest to one among `second`:
+///
+/// ```text
+///   A = random % 100; if A >= percent: goto SECOND
+///   FIRST:  A = random % len; jump table A → first[A]
+///   SECOND: A = random % len; jump table A → second[A]
+/// ```
+/// A table is 2 instructions a socket; the kernel takes 4,096 in all, and a
+/// set has at most 1,024 sockets (`--workers`).
+fn attach_weighted(
+    member: BorrowedFd<'_>,
+    first: &[usize],
+    second: &[usize],
+    percent: u8,
+) -> io::Result<()> {
     let code = |code: u32| code as u16;
     let op = |c: u32, jt: u8, jf: u8, k: u32| libc::sock_filter {
         code: code(c),
@@ -1148,34 +1277,61 @@ fn attach_indexes(member: BorrowedFd<'_>, indexes: &[usize]) -> io::Result<()> {
         jf,
         k,
     };
-    let mut program = vec![
-        op(
-            libc::BPF_LD | libc::BPF_W | libc::BPF_ABS,
+    let random = op(
+        libc::BPF_LD | libc::BPF_W | libc::BPF_ABS,
+        0,
+        0,
+        (libc::SKF_AD_OFF + libc::SKF_AD_RANDOM) as u32,
+    );
+    let table = |indexes: &[usize]| -> io::Result<Vec<libc::sock_filter>> {
+        let n = u32::try_from(indexes.len().max(1))
+            .map_err(|_| io::Error::other("too many sockets"))?;
+        let mut t = vec![
+            random,
+            op(libc::BPF_ALU | libc::BPF_MOD | libc::BPF_K, 0, 0, n),
+        ];
+        for (i, &j) in indexes.iter().enumerate() {
+            let j = u32::try_from(j).map_err(|_| io::Error::other("socket index out of range"))?;
+            // if A == i: return j (else skip the return)
+            t.push(op(
+                libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K,
+                0,
+                1,
+                i as u32,
+            ));
+            t.push(op(libc::BPF_RET | libc::BPF_K, 0, 0, j));
+        }
+        t.push(op(
+            libc::BPF_RET | libc::BPF_K,
             0,
             0,
-            (libc::SKF_AD_OFF + libc::SKF_AD_RANDOM) as u32,
-        ),
-        op(libc::BPF_ALU | libc::BPF_MOD | libc::BPF_K, 0, 0, n),
-    ];
-    for (i, &j) in indexes.iter().enumerate() {
-        let j = u32::try_from(j).map_err(|_| io::Error::other("socket index out of range"))?;
-        // if A == i: return j (else skip the return)
+            indexes.first().copied().unwrap_or(0) as u32,
+        ));
+        Ok(t)
+    };
+    let mut program = Vec::new();
+    let first_table = table(first)?;
+    if percent < 100 && !second.is_empty() {
+        program.push(random);
+        program.push(op(libc::BPF_ALU | libc::BPF_MOD | libc::BPF_K, 0, 0, 100));
+        // A >= percent: to the JA below (then SECOND); else skip it.
         program.push(op(
-            libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K,
+            libc::BPF_JMP | libc::BPF_JGE | libc::BPF_K,
             0,
             1,
-            i as u32,
+            u32::from(percent),
         ));
-        program.push(op(libc::BPF_RET | libc::BPF_K, 0, 0, j));
+        program.push(op(
+            libc::BPF_JMP | libc::BPF_JA,
+            0,
+            0,
+            first_table.len() as u32,
+        ));
+        program.extend(first_table);
+        program.extend(table(second)?);
+    } else {
+        program.extend(first_table);
     }
-    program.push(op(
-        libc::BPF_RET | libc::BPF_K,
-        0,
-        0,
-        indexes.first().copied().unwrap_or(0) as u32,
-    ));
-    // The kernel takes at most BPF_MAXINSNS (4096) instructions: 2 per
-    // socket, so 2,000 sockets a set (--workers is at most 1,024).
     let fprog = libc::sock_fprog {
         len: u16::try_from(program.len()).map_err(|_| io::Error::other("program too long"))?,
         filter: program.as_mut_ptr(),

@@ -10,7 +10,12 @@ fn main() -> ExitCode {
     // `baton reload|status|stop …` talk to a running baton.
     let args: Vec<_> = std::env::args_os().collect();
     match args.get(1).and_then(|a| a.to_str()) {
-        Some("reload" | "status" | "stop") => return baton::client::main(args),
+        Some("reload" | "status" | "stop" | "upgrade" | "drain" | "undrain") => {
+            return baton::client::main(args)
+        }
+        // Run by a running baton on the binary it is about to exec.
+        Some("upgrade-check") => return baton::upgrade::check_main(),
+        Some("verify") => return verify(&args),
         Some("help") => return help(&args[2..]),
         _ => {}
     }
@@ -22,6 +27,21 @@ fn main() -> ExitCode {
         Err(e) => return program_without_dashes(&e).unwrap_or_else(|| baton::usage_error(e)),
     };
     init_logging();
+    // An upgrade: the previous image of this process handed its state over.
+    if let Some(state) = baton::upgrade::take_state() {
+        ensure_std_fds();
+        let result = state
+            .map_err(|why| baton::Error::Io(std::io::Error::other(why)))
+            .and_then(|state| {
+                let config = baton::Config::from_cli(cli)?;
+                tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .map_err(baton::Error::from)?
+                    .block_on(baton::supervisor::resume(config, state))
+            });
+        return exit(result);
+    }
     // Sockets from systemd first, while fds 3… can only be what our parent
     // passed: once the runtime exists, a LISTEN_FDS that claims more fds than
     // were passed would make baton adopt its own epoll fd.
@@ -35,6 +55,10 @@ fn main() -> ExitCode {
             .map_err(baton::Error::from)?
             .block_on(baton::run(config, inherited))
     });
+    exit(result)
+}
+
+fn exit(result: Result<(), baton::Error>) -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -44,8 +68,8 @@ fn main() -> ExitCode {
     }
 }
 
-/// `baton help`: the supervisor's help; `baton help reload|status|stop`: that
-/// command's.
+/// `baton help`: the supervisor's help; `baton help reload|status|stop|verify`:
+/// that command's.
 fn help(rest: &[std::ffi::OsString]) -> ExitCode {
     use clap::CommandFactory;
     match rest.first().and_then(|a| a.to_str()) {
@@ -53,17 +77,50 @@ fn help(rest: &[std::ffi::OsString]) -> ExitCode {
             let _ = baton::Cli::command().print_long_help();
             ExitCode::SUCCESS
         }
-        Some(cmd @ ("reload" | "status" | "stop")) => {
+        Some(cmd @ ("reload" | "status" | "stop" | "upgrade" | "drain" | "undrain")) => {
             baton::client::main(vec!["baton".into(), cmd.into(), "--help".into()])
         }
+        Some("verify") => verify(&["baton".into(), "verify".into(), "--help".into()]),
         Some(other) => {
             eprintln!(
-                "baton: no command {other:?}: the commands are reload, status, stop and help \
-                 (see baton --help)"
+                "baton: no command {other:?}: the commands are reload, status, stop, upgrade, drain, \
+                 undrain, verify and help (see baton --help)"
             );
             ExitCode::from(2)
         }
     }
+}
+
+/// `baton verify ARGS`: execs `baton-verify verify ARGS`, installed beside
+/// this binary (see `baton::verify`), so the checker's code is not part of
+/// the supervisor's.
+fn verify(args: &[std::ffi::OsString]) -> ExitCode {
+    use std::ffi::CString;
+    use std::os::unix::ffi::OsStrExt;
+    let beside = std::env::current_exe()
+        .ok()
+        .and_then(|exe| Some(exe.parent()?.join("baton-verify")));
+    let Some(exe) = beside.filter(|p| p.is_file()) else {
+        eprintln!(
+            "baton: `baton verify` runs baton-verify, which is not installed beside baton \
+             (`cargo install --path supervisor` installs both)"
+        );
+        return ExitCode::from(3);
+    };
+    // execv, not std::process::Command: Command's machinery alone would add
+    // tens of KiB to baton's resident code.
+    let cstr = |s: &std::ffi::OsStr| CString::new(s.as_bytes()).ok();
+    let argv: Option<Vec<CString>> = std::iter::once(exe.as_os_str())
+        .chain(args[1..].iter().map(|a| a.as_os_str()))
+        .map(cstr)
+        .collect();
+    let (Some(path), Some(argv)) = (cstr(exe.as_os_str()), argv) else {
+        eprintln!("baton: an argument of `baton verify` contains a NUL byte");
+        return ExitCode::from(2);
+    };
+    let err = nix::unistd::execv(&path, &argv).unwrap_err();
+    eprintln!("baton: cannot run {}: {err}", exe.display());
+    ExitCode::from(3)
 }
 
 /// `baton --listen ADDR ./my-app`: the program was given without `--`, so

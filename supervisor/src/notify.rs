@@ -20,6 +20,9 @@ pub struct Message {
     /// `WATCHDOG=1`: a worker's keep-alive ping (`--worker-watchdog`).
     pub watchdog: bool,
     pub status: Option<String>,
+    /// `BATON_ERRORS=N`: the errors a worker has seen so far (a running
+    /// count; `--canary` rolls a cutover back past `--canary-max-errors`).
+    pub errors: Option<u64>,
     /// Assignments we do not act on (kept for logging).
     pub other: Vec<String>,
 }
@@ -35,6 +38,9 @@ impl Message {
                 Some(("STOPPING", "1")) => msg.stopping = true,
                 Some(("WATCHDOG", "1")) => msg.watchdog = true,
                 Some(("STATUS", s)) => msg.status = Some(s.chars().take(256).collect()),
+                Some(("BATON_ERRORS", n)) if n.parse::<u64>().is_ok() => {
+                    msg.errors = n.parse().ok();
+                }
                 _ => msg.other.push(line.chars().take(64).collect()),
             }
         }
@@ -112,6 +118,36 @@ impl NotifySocket {
 
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// Its fd and paths, for the next image of baton (an upgrade).
+    pub fn export(&self) -> (std::os::fd::RawFd, PathBuf, PathBuf) {
+        (
+            self.fd.get_ref().as_raw_fd(),
+            self.dir.clone(),
+            self.path.clone(),
+        )
+    }
+
+    /// The notify socket a previous image of this baton bound.
+    ///
+    /// # Safety
+    /// `fd` must be the open notify socket bound at `path`, owned by
+    /// nothing else in this process.
+    pub unsafe fn import(
+        fd: std::os::fd::RawFd,
+        dir: PathBuf,
+        path: PathBuf,
+    ) -> io::Result<NotifySocket> {
+        use std::os::fd::FromRawFd;
+        // SAFETY: the caller's contract: open, and owned by nothing else.
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        nix::fcntl::fcntl(&fd, nix::fcntl::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC))?;
+        nix::fcntl::fcntl(&fd, nix::fcntl::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK))?;
+        // SAFETY: the OwnedFd moves into the AsyncFd, so the descriptor stays
+        // open exactly as long as the registration (register's requirement).
+        let fd = unsafe { AsyncFd::register(fd) }.map_err(io::Error::from)?;
+        Ok(NotifySocket { fd, dir, path })
     }
 
     /// Wait for the next datagram. Cancel-safe.

@@ -90,6 +90,83 @@ pub fn resolve_program(program: &OsStr, chdir: Option<&Path>) -> Result<PathBuf,
     Ok(as_path.to_path_buf())
 }
 
+/// The file `program` names, as a spawn would find it (for its digest).
+pub fn program_file(program: &OsStr, chdir: Option<&Path>) -> Result<PathBuf, SpawnError> {
+    let as_path = Path::new(program);
+    if program.as_bytes().contains(&b'/') {
+        return Ok(match chdir {
+            Some(dir) if as_path.is_relative() => dir.join(as_path),
+            _ => as_path.to_path_buf(),
+        });
+    }
+    resolve_program(program, chdir)
+}
+
+/// The sha256 of a file, as lowercase hex (what `sha256sum` prints).
+pub fn sha256_file(path: &Path) -> io::Result<String> {
+    use sha2::Digest;
+    use std::io::Read;
+    let mut file = std::fs::File::open(path)?;
+    let mut hasher = sha2::Sha256::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = file.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+    }
+    Ok(hasher
+        .finalize()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect())
+}
+
+/// `--env-file PATH`: `KEY=VALUE` lines; blank lines and `#` comments are
+/// skipped, an optional `export ` prefix and matching quotes around the
+/// value are removed. A line without `=` or with a bad key is an error
+/// naming its number.
+pub fn read_env_file(path: &Path) -> Result<Vec<(String, String)>, String> {
+    let text =
+        std::fs::read_to_string(path).map_err(|e| format!("--env-file {}: {e}", path.display()))?;
+    let mut vars = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let line = line.strip_prefix("export ").unwrap_or(line);
+        let Some((key, value)) = line.split_once('=') else {
+            return Err(format!(
+                "--env-file {} line {}: not KEY=VALUE",
+                path.display(),
+                i + 1
+            ));
+        };
+        let key = key.trim();
+        let valid = !key.is_empty()
+            && !key.starts_with(|c: char| c.is_ascii_digit())
+            && key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+        if !valid {
+            return Err(format!(
+                "--env-file {} line {}: {key:?} is not a variable name",
+                path.display(),
+                i + 1
+            ));
+        }
+        let value = value.trim();
+        let value = match (value.chars().next(), value.chars().last()) {
+            (Some(q @ ('"' | '\'')), Some(e)) if q == e && value.len() >= 2 => {
+                &value[1..value.len() - 1]
+            }
+            _ => value,
+        };
+        vars.push((key.to_string(), value.to_string()));
+    }
+    Ok(vars)
+}
+
 fn check_executable(path: &Path) -> io::Result<()> {
     let meta = std::fs::metadata(path)?;
     if !meta.is_file() {

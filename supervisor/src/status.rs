@@ -17,6 +17,9 @@ pub struct Baton<'a> {
     pub cgroup: Option<&'a std::path::Path>,
     /// Processes in a generation's cgroup (containment on).
     pub processes: &'a dyn Fn(u64) -> Option<usize>,
+    /// `baton upgrade`s so far, and when the running image started.
+    pub upgrades: u32,
+    pub image_started: Mono,
 }
 
 /// Snapshot the supervisor's state.
@@ -25,6 +28,8 @@ pub fn collect(core: &Core, listeners: &[Listener], baton: Baton<'_>) -> Status 
         now,
         cgroup,
         processes,
+        upgrades,
+        image_started,
     } = baton;
     let workers = core.workers;
     let reloads = &core.reloads;
@@ -37,6 +42,10 @@ pub fn collect(core: &Core, listeners: &[Listener], baton: Baton<'_>) -> Status 
         started_at: std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |wall| wall.saturating_sub(uptime).as_secs()),
+        upgrades,
+        image_uptime_ms: ms(now.since(image_started)),
+        drained: core.drained,
+        stop_in_ms: core.stop_at.as_ref().map(|(at, _)| ms(at.since(now))),
         state: if core.stopping() {
             "stopping"
         } else {
@@ -83,6 +92,32 @@ pub fn collect(core: &Core, listeners: &[Listener], baton: Baton<'_>) -> Status 
                     _ => None,
                 },
                 processes: processes(g.id),
+                canary: match (g.state, &g.canary) {
+                    (
+                        GenState::Canary {
+                            step,
+                            step_since,
+                            until,
+                            ..
+                        },
+                        Some(plan),
+                    ) => Some(CanaryStatus {
+                        step: step + 1,
+                        steps: plan.steps.clone(),
+                        weight: plan.steps.get(step).copied().unwrap_or(0),
+                        step_ms: ms(now.since(step_since)),
+                        next_in_ms: ms(until.since(now)),
+                    }),
+                    _ => None,
+                },
+                program: g.program.as_ref().map(|p| ProgramStatus {
+                    path: p.path.clone(),
+                    sha256: p.sha256.clone(),
+                    argv: p.argv.clone(),
+                    env_file: p.env_file.clone(),
+                    env_sha256: p.env_sha256.clone(),
+                    env_keys: p.env_keys.clone(),
+                }),
                 workers: g
                     .workers
                     .iter()
@@ -128,9 +163,23 @@ pub struct Status {
     pub pid: u32,
     pub version: String,
     pub uptime_ms: u64,
-    /// When this baton started, in seconds since the Unix epoch.
+    /// When this baton started (its first image, across upgrades), in
+    /// seconds since the Unix epoch.
     #[serde(default)]
     pub started_at: u64,
+    /// Times this baton was upgraded in place (`baton upgrade`; same pid).
+    #[serde(default)]
+    pub upgrades: u32,
+    /// Since when this image (`version`) has run: `uptime_ms` after a fresh
+    /// start, less after an upgrade.
+    #[serde(default)]
+    pub image_uptime_ms: u64,
+    /// Out of rotation (`baton drain`).
+    #[serde(default)]
+    pub drained: bool,
+    /// `--stop-delay`: a stop was asked for; draining begins in this long.
+    #[serde(default)]
+    pub stop_in_ms: Option<u64>,
     /// "running", "stopping".
     pub state: String,
     /// The worker count the next reload uses (that of the last generation
@@ -190,6 +239,32 @@ pub struct ListenerStatus {
     pub queued: Vec<u32>,
 }
 
+/// A generation in its progressive cutover.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CanaryStatus {
+    pub step: usize,
+    pub steps: Vec<u8>,
+    /// Percent of new connections it gets.
+    pub weight: u8,
+    pub step_ms: u64,
+    pub next_in_ms: u64,
+}
+
+/// What a generation runs.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ProgramStatus {
+    /// The program file.
+    pub path: String,
+    /// Its sha256 when the generation was prepared (`sha256sum`'s hex).
+    pub sha256: String,
+    pub argv: Vec<String>,
+    /// `--env-file`, its sha256 and the names of the variables it set
+    /// (values are not shown).
+    pub env_file: Option<String>,
+    pub env_sha256: Option<String>,
+    pub env_keys: Vec<String>,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct GenerationStatus {
     pub generation: u64,
@@ -206,6 +281,15 @@ pub struct GenerationStatus {
     /// when containment is off.
     #[serde(default)]
     pub processes: Option<usize>,
+    /// `--canary`, while it is in its cutover: the step (1-based), the
+    /// share of new connections it gets, time in the step and until the
+    /// next.
+    #[serde(default)]
+    pub canary: Option<CanaryStatus>,
+    /// What it runs (null for a generation that failed before that was
+    /// known).
+    #[serde(default)]
+    pub program: Option<ProgramStatus>,
     pub workers: Vec<WorkerStatus>,
 }
 
@@ -249,6 +333,15 @@ impl Status {
             self.workers,
             plural(self.workers)
         );
+        if self.upgrades > 0 {
+            let _ = writeln!(
+                out,
+                "upgraded in place {} time{}: this image has run {}",
+                self.upgrades,
+                plural(self.upgrades as usize),
+                ms(self.image_uptime_ms)
+            );
+        }
         let _ = writeln!(out, "listeners:");
         for l in &self.listeners {
             let per_slot = match (l.per_slot, l.served < l.sockets) {
@@ -295,6 +388,24 @@ impl Status {
                 plural(g.worker_count),
                 processes
             );
+            if let Some(c) = &g.canary {
+                let _ = writeln!(
+                    out,
+                    "  canary step {}/{}: {}% of new connections for {}, next in {}",
+                    c.step,
+                    c.steps.len(),
+                    c.weight,
+                    ms(c.step_ms),
+                    ms(c.next_in_ms)
+                );
+            }
+            if let Some(p) = &g.program {
+                let env = match &p.env_file {
+                    Some(f) => format!("  env {f} ({})", p.env_keys.join(" ")),
+                    None => String::new(),
+                };
+                let _ = writeln!(out, "  runs {}  sha256 {}{env}", p.argv.join(" "), p.sha256);
+            }
             let per_slot = self.listeners.iter().any(|l| l.per_slot);
             for w in &g.workers {
                 let pid = w.pid.map_or_else(|| "-".to_string(), |p| p.to_string());

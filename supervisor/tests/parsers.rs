@@ -62,7 +62,10 @@ fn check_listen(s: &str) {
 
 fn check_request(line: &[u8]) {
     if let Ok(req) = Request::parse(line) {
-        if let Request::Reload { workers: Some(n) } = req {
+        if let Request::Reload {
+            workers: Some(n), ..
+        } = req
+        {
             assert!((1..=MAX_WORKERS).contains(&n), "{line:?}");
         }
         // What is accepted is what a client would have sent.

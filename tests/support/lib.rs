@@ -12,10 +12,12 @@
 //!   liveness.
 //! - [`cgroup`]: cgroup v2 paths, cleaning up after a SIGKILLed baton, and
 //!   a throw-away user ([`cgroup::TestUser`]) for `--user`.
-//! - [`http`]: a minimal hyper 1 client: one request on a fresh connection
-//!   ([`get`]), or a keep-alive [`Conn`]; errors are classified by kind.
-//! - [`load`]: a tokio load generator (keep-alive, connection-per-request and
-//!   long in-flight clients) with per-request accounting in a [`Report`].
+//! - [`http`], [`load`]: the workspace's load kit (`loadkit/`), shared with
+//!   the benchmark and `baton verify`: an HTTP/1.1 client (one request on a
+//!   fresh connection, [`get`], or a keep-alive [`Conn`]) whose failures are
+//!   classified by kind, and a load generator (keep-alive,
+//!   connection-per-request and long in-flight clients) with per-request
+//!   accounting in a [`Report`].
 //! - [`fixtures`]: the tests' tokio runtime, and deployable scripts.
 //! - [`tempdir`], [`wait`]: a self-removing temp dir, and a bounded wait for
 //!   conditions that have no log line.

@@ -137,6 +137,17 @@ impl Log {
         self.shared.0.lock().unwrap().lines.clone()
     }
 
+    /// Waits (at most `timeout`, without panicking) until the pipe is
+    /// closed: once the process has exited, what it wrote last may still
+    /// be in the pipe, unread by the reader thread.
+    fn wait_closed(&self, timeout: Duration) {
+        let (lock, cond) = &*self.shared;
+        let state = lock.lock().unwrap();
+        let _ = cond
+            .wait_timeout_while(state, timeout, |s| !s.closed)
+            .unwrap();
+    }
+
     fn count(&self, needle: &str) -> usize {
         let state = self.shared.0.lock().unwrap();
         state
@@ -241,11 +252,14 @@ impl Proc {
         self.status
     }
 
-    /// Waits (bounded) for the process to exit and returns its status.
+    /// Waits (bounded) for the process to exit and returns its status;
+    /// its log then holds every line it wrote (unless children of it still
+    /// hold the pipe after 2 s).
     pub fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
         let deadline = Instant::now() + timeout;
         loop {
             if let Some(status) = self.try_wait() {
+                self.log.wait_closed(Duration::from_secs(2));
                 return status;
             }
             if Instant::now() >= deadline {

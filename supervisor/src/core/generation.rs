@@ -27,6 +27,16 @@ use super::time::Mono;
 pub enum GenState {
     /// Spawned, waiting for every worker to be ready.
     Starting { since: Mono },
+    /// `--canary`: every worker is ready; it gets `steps[step]` percent of
+    /// new connections (the old generation the rest) until `until`, then
+    /// the next step; after the last (100 %) it serves alone. A worker that
+    /// exits, or error reports past the bound, roll it back.
+    Canary {
+        since: Mono,
+        step: usize,
+        step_since: Mono,
+        until: Mono,
+    },
     /// Every worker is ready and accepts; the generation it replaces keeps
     /// serving (not draining) until `until` (`--settle`). A worker that
     /// exits before then rolls the reload back. `since` is the reload's
@@ -68,6 +78,7 @@ impl GenState {
         match self {
             GenState::Starting { .. } => "starting",
             GenState::Settling { .. } => "settling",
+            GenState::Canary { .. } => "canary",
             GenState::Serving { .. } => "serving",
             GenState::Emptying { .. } => "emptying",
             GenState::Draining { .. } => "draining",
@@ -120,6 +131,10 @@ pub struct Worker {
     pub started: Mono,
     /// The last `WATCHDOG=1` it sent (`--worker-watchdog`).
     pub last_ping: Option<Mono>,
+    /// Errors it reported (`BATON_ERRORS=N` on the notify socket, a running
+    /// count): a canary is rolled back past `--canary-max-errors`.
+    #[serde(default)]
+    pub errors: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -140,6 +155,66 @@ pub struct Generation {
     pub recheck_cgroup: Option<Mono>,
     /// What its workers left in its cgroup got the drain signal.
     pub leftovers_signalled: bool,
+    /// What it runs (recorded when it was prepared).
+    #[serde(default)]
+    pub program: Option<Program>,
+    /// Its cutover plan (`--canary`), if it takes traffic step by step.
+    #[serde(default)]
+    pub canary: Option<CanaryPlan>,
+}
+
+/// A progressive cutover: the share of new connections the new generation
+/// gets at each step (percent, increasing, the last 100), and how long each
+/// step lasts.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CanaryPlan {
+    pub steps: Vec<u8>,
+    pub soak: Duration,
+}
+
+impl CanaryPlan {
+    /// `1%,10%,50%,100%` (the `%` is optional): increasing, from 1 to 100,
+    /// ending at 100.
+    pub fn parse(steps: &str, soak: Duration) -> Result<CanaryPlan, String> {
+        let mut out = Vec::new();
+        for part in steps.split(',') {
+            let p = part.trim().trim_end_matches('%');
+            let n: u8 = p
+                .parse()
+                .ok()
+                .filter(|n| (1..=100).contains(n))
+                .ok_or_else(|| format!("{part:?} is not a percentage from 1 to 100"))?;
+            if out.last().is_some_and(|&last| n <= last) {
+                return Err(format!("the steps must increase: {steps}"));
+            }
+            out.push(n);
+        }
+        if out.last() != Some(&100) {
+            return Err(format!("the last step must be 100%: {steps}"));
+        }
+        if soak.is_zero() {
+            return Err("the soak time of each step must be more than 0".into());
+        }
+        Ok(CanaryPlan { steps: out, soak })
+    }
+}
+
+/// What a generation runs: the program file's digest, its arguments and
+/// the variables `--env-file` gave it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Program {
+    pub path: String,
+    /// sha256 of the program file, lowercase hex.
+    pub sha256: String,
+    pub argv: Vec<String>,
+    /// `--env-file`: its path, its sha256 and the variables it set (names
+    /// only: values may be secrets).
+    pub env_file: Option<String>,
+    pub env_sha256: Option<String>,
+    pub env_keys: Vec<String>,
+    /// The variables themselves, for respawns (never shown).
+    #[serde(default)]
+    pub env: Vec<(String, String)>,
 }
 
 /// A worker that lived this long after its start is "healthy": its death
@@ -165,6 +240,7 @@ impl Worker {
             restarts: 0,
             started: now,
             last_ping: None,
+            errors: 0,
         }
     }
 }
@@ -180,6 +256,8 @@ impl Generation {
             workers: Vec::new(),
             recheck_cgroup: None,
             leftovers_signalled: false,
+            program: None,
+            canary: None,
         }
     }
 
@@ -214,7 +292,7 @@ impl Generation {
     pub fn next_deadline(&self, ready_after: Option<Duration>) -> Option<Mono> {
         let own = match self.state {
             GenState::Draining { deadline } | GenState::Failed { deadline } => Some(deadline),
-            GenState::Settling { until, .. } => Some(until),
+            GenState::Settling { until, .. } | GenState::Canary { until, .. } => Some(until),
             GenState::Emptying {
                 deadline,
                 next_check,

@@ -39,7 +39,7 @@ pub mod time;
 #[cfg(test)]
 mod tests;
 
-pub use generation::{GenState, Generation, Worker, WorkerState};
+pub use generation::{CanaryPlan, GenState, Generation, Program, Worker, WorkerState};
 pub use reload::{Outcome, Reloads, WaiterId};
 pub use time::Mono;
 
@@ -77,6 +77,19 @@ pub struct Settings {
     /// `--steer`: generations alternate between two socket sets; the old
     /// one is signalled once its queues are empty.
     pub steer: bool,
+    /// `--canary STEPS --soak D`: every reload's cutover plan (a reload may
+    /// bring its own).
+    #[serde(default)]
+    pub canary: Option<CanaryPlan>,
+    /// `--canary-max-errors N`: errors the new workers may report
+    /// (`BATON_ERRORS=`) during a cutover before it is rolled back.
+    #[serde(default)]
+    pub canary_max_errors: u64,
+    /// `--stop-delay D`: a graceful stop first keeps serving for D while
+    /// the health endpoint says "draining" (a load balancer's time to take
+    /// baton out), then drains.
+    #[serde(default)]
+    pub stop_delay: Duration,
 }
 
 impl From<&Config> for Settings {
@@ -93,6 +106,9 @@ impl From<&Config> for Settings {
             max_draining: c.max_draining,
             worker_watchdog: c.worker_watchdog,
             steer: c.steer,
+            canary: c.canary.clone(),
+            canary_max_errors: c.canary_max_errors,
+            stop_delay: c.stop_delay,
         }
     }
 }
@@ -141,6 +157,10 @@ pub enum Event {
     Reload {
         waiter: Option<WaiterId>,
         workers: Option<usize>,
+        /// `baton reload --expect-digest SHA`: the program must have it.
+        expect_digest: Option<String>,
+        /// `baton reload --canary STEPS --soak D`: this reload's cutover.
+        canary: Option<CanaryPlan>,
     },
     /// TERM, INT, `baton stop` (graceful) or QUIT (fast).
     Stop { fast: bool, why: String },
@@ -152,13 +172,16 @@ pub enum Event {
         watchdog: bool,
         mainpid: bool,
         status: Option<String>,
+        /// `BATON_ERRORS=N`: the errors it has seen so far.
+        errors: Option<u64>,
     },
     /// A child was reaped.
     Exited { pid: i32, status: ExitStatus },
     /// Answer to [`Action::Prepare`].
     Prepared {
         generation: u64,
-        result: Result<(), String>,
+        /// What the generation runs, or why it cannot start.
+        result: Result<Program, String>,
     },
     /// Answer to [`Action::Spawn`].
     Spawned {
@@ -188,6 +211,9 @@ pub enum Event {
     /// The shell's liveness watch found a serving worker that accepts
     /// nothing (stopped, closed its socket, or stalled).
     WorkerStuck { pid: i32, why: String },
+    /// `baton drain` (on) / `baton undrain` (off): the health endpoint and
+    /// the agent check say "draining" while everything keeps serving.
+    Drain { on: bool },
     /// Time passed: act on what is due.
     Tick,
 }
@@ -211,6 +237,8 @@ pub enum Action {
     Prepare {
         generation: u64,
         count: usize,
+        /// Refuse the generation unless its program has this sha256.
+        expect_digest: Option<String>,
     },
     /// Spawn worker `slot` of a generation of `count` with that slot's
     /// sockets. Answered by [`Event::Spawned`].
@@ -276,6 +304,13 @@ pub enum Action {
     Steer {
         set: usize,
     },
+    /// `--canary`: new connections go `percent` % to the sockets of set
+    /// `new`, the rest to set `old`.
+    Weigh {
+        new: usize,
+        old: usize,
+        percent: u8,
+    },
     /// `--steer`: how many connections wait on the generation's sockets?
     /// Answered by [`Event::Queued`].
     CheckQueues {
@@ -299,6 +334,52 @@ pub enum Action {
         pid: i32,
         why: &'static str,
     },
+}
+
+/// The upper bounds (seconds) of the reload duration histogram's buckets.
+pub const RELOAD_BUCKETS: [f64; 10] = [0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0];
+
+/// Counts of what happened since baton started (kept across upgrades).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Counters {
+    /// Reloads whose generation serves.
+    pub reloads_ok: u64,
+    /// Reloads whose generation failed while the old one kept serving.
+    pub reloads_rolled_back: u64,
+    /// Generations that failed with nothing serving (the first one).
+    pub reloads_failed: u64,
+    /// Workers respawned in the serving generation.
+    pub worker_restarts: u64,
+    /// Reload durations: observations per bucket of [`RELOAD_BUCKETS`]
+    /// (not cumulative; the last entry counts those above every bound).
+    pub reload_buckets: Vec<u64>,
+    pub reload_seconds_sum_ms: u64,
+}
+
+impl Counters {
+    fn observe_reload(&mut self, took: Duration) {
+        if self.reload_buckets.len() != RELOAD_BUCKETS.len() + 1 {
+            self.reload_buckets = vec![0; RELOAD_BUCKETS.len() + 1];
+        }
+        let secs = took.as_secs_f64();
+        let i = RELOAD_BUCKETS
+            .iter()
+            .position(|&le| secs <= le)
+            .unwrap_or(RELOAD_BUCKETS.len());
+        self.reload_buckets[i] += 1;
+        self.reload_seconds_sum_ms += took.as_millis() as u64;
+    }
+}
+
+/// What the health endpoint and the agent check say.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Health {
+    /// A generation serves and baton is in rotation.
+    Serving,
+    /// No generation serves yet.
+    Starting,
+    /// `baton drain`, `--stop-delay` or stopping: take it out of rotation.
+    Draining,
 }
 
 /// The supervisor's own phase.
@@ -336,6 +417,15 @@ pub struct Core {
     /// Queued reloads, who waits for which outcome, the last outcome.
     pub reloads: Reloads,
     pub started: Mono,
+    /// What happened so far, for the metrics.
+    #[serde(default)]
+    pub counters: Counters,
+    /// Taken out of rotation by `baton drain` (still serving).
+    #[serde(default)]
+    pub drained: bool,
+    /// A graceful stop waiting for `--stop-delay`: when, and why.
+    #[serde(default)]
+    pub stop_at: Option<(Mono, String)>,
     /// What the current call returns.
     #[serde(skip)]
     out: Vec<Action>,
@@ -351,6 +441,9 @@ impl Core {
             next_id: 1,
             reloads: Reloads::default(),
             started: now,
+            counters: Counters::default(),
+            drained: false,
+            stop_at: None,
             out: Vec::new(),
         }
     }
@@ -358,8 +451,13 @@ impl Core {
     /// Handle one event at `now`; returns what to do, in order.
     pub fn on(&mut self, event: Event, now: Mono) -> Vec<Action> {
         match event {
-            Event::Start => self.start_generation(self.workers, now),
-            Event::Reload { waiter, workers } => self.on_reload_request(waiter, workers, now),
+            Event::Start => self.start_generation(self.workers, None, now),
+            Event::Reload {
+                waiter,
+                workers,
+                expect_digest,
+                canary,
+            } => self.on_reload_request(waiter, workers, expect_digest, canary, now),
             Event::Stop { fast, why } => self.on_stop(fast, &why, now),
             Event::Notify {
                 pid,
@@ -367,7 +465,13 @@ impl Core {
                 watchdog,
                 mainpid,
                 status,
-            } => self.on_notify(pid, ready, watchdog, mainpid, status, now),
+                errors,
+            } => {
+                self.on_notify(pid, ready, watchdog, mainpid, status, now);
+                if let Some(n) = errors {
+                    self.on_errors(pid, n, now);
+                }
+            }
             Event::Exited { pid, status } => self.on_exit(pid, status, now),
             Event::Prepared { generation, result } => self.on_prepared(generation, result, now),
             Event::Spawned {
@@ -387,6 +491,20 @@ impl Core {
             Event::Orphans { count } => self.on_orphans(count),
             Event::Queued { generation, count } => self.on_queued(generation, count, now),
             Event::WorkerStuck { pid, why } => self.on_worker_stuck(pid, &why, now),
+            Event::Drain { on } => {
+                if self.drained != on {
+                    info!(
+                        drained = on,
+                        "{}",
+                        if on {
+                            "drained: the health endpoint says draining"
+                        } else {
+                            "undrained: back in rotation"
+                        }
+                    );
+                }
+                self.drained = on;
+            }
             Event::Tick => self.on_tick(now),
         }
         // Whatever the event, a leaving generation whose workers are all
@@ -423,7 +541,7 @@ impl Core {
         self.generations.iter().position(|g| {
             matches!(
                 g.state,
-                GenState::Starting { .. } | GenState::Settling { .. }
+                GenState::Starting { .. } | GenState::Settling { .. } | GenState::Canary { .. }
             )
         })
     }
@@ -441,6 +559,15 @@ impl Core {
             .iter()
             .enumerate()
             .find_map(|(gi, g)| g.worker_index(pid).map(|wi| (gi, wi)))
+    }
+
+    /// What a load balancer should think of this baton.
+    pub fn health(&self) -> Health {
+        match (&self.phase, self.serving()) {
+            (Phase::Running, Some(_)) if !self.drained && self.stop_at.is_none() => Health::Serving,
+            (Phase::Running, None) => Health::Starting,
+            _ => Health::Draining,
+        }
     }
 
     /// When the next call with [`Event::Tick`] has something to do.
@@ -464,7 +591,8 @@ impl Core {
             _ => (None, false),
         };
         let poll = (accepting || orphans).then_some(now + POLL);
-        gens.chain(stop).chain(poll).min()
+        let delayed = self.stop_at.as_ref().map(|(at, _)| *at);
+        gens.chain(stop).chain(poll).chain(delayed).min()
     }
 
     /// Old generations still finishing their work: draining, or failed to
@@ -593,7 +721,14 @@ impl Core {
 
     // ---- reloads ----------------------------------------------------------
 
-    fn on_reload_request(&mut self, waiter: Option<WaiterId>, workers: Option<usize>, now: Mono) {
+    fn on_reload_request(
+        &mut self,
+        waiter: Option<WaiterId>,
+        workers: Option<usize>,
+        expect: Option<String>,
+        canary: Option<CanaryPlan>,
+        now: Mono,
+    ) {
         if self.phase != Phase::Running {
             info!("reload request ignored: stopping");
             if let Some(waiter) = waiter {
@@ -609,6 +744,8 @@ impl Core {
                 );
             }
             self.reloads.queue(waiter, workers);
+            self.reloads.queue_expect(expect);
+            self.reloads.queue_canary(canary);
             return;
         }
         if self.reloads.is_queued() || !self.reload_fits(now) {
@@ -616,13 +753,15 @@ impl Core {
             // is a held one): it covers this request too, and starts as soon
             // as it fits.
             self.reloads.queue(waiter, workers);
+            self.reloads.queue_expect(expect);
+            self.reloads.queue_canary(canary);
             self.after_reload(now);
             return;
         }
         if let Some(w) = waiter {
             self.reloads.wait_for(self.next_id, w);
         }
-        self.start_reload(workers, now);
+        self.start_reload(workers, expect, canary, now);
     }
 
     /// Can a reload start now without exceeding `--max-draining`? A reload
@@ -656,11 +795,19 @@ impl Core {
             && self.reload_fits(now)
         {
             let workers = self.reloads.take_queued(self.next_id, now);
-            self.start_reload(workers, now);
+            let expect = self.reloads.take_queued_expect();
+            let canary = self.reloads.take_queued_canary();
+            self.start_reload(workers, expect, canary, now);
         }
     }
 
-    fn start_reload(&mut self, workers: Option<usize>, now: Mono) {
+    fn start_reload(
+        &mut self,
+        workers: Option<usize>,
+        expect: Option<String>,
+        canary: Option<CanaryPlan>,
+        now: Mono,
+    ) {
         let count = workers.unwrap_or(self.workers);
         if count != self.workers {
             info!(
@@ -677,11 +824,18 @@ impl Core {
             self.next_id
         );
         self.emit(Action::Systemd(Systemd::Reloading(text)));
-        self.start_generation(count, now);
+        self.start_generation(count, expect, now);
+        // Its cutover: this reload's plan, else baton's (with --steer only:
+        // the weights steer between the two socket sets).
+        if self.settings.steer {
+            if let Some(g) = self.generations.last_mut() {
+                g.canary = canary.or_else(|| self.settings.canary.clone());
+            }
+        }
     }
 
     /// A new generation of `count`: prepared, then spawned slot by slot.
-    fn start_generation(&mut self, count: usize, now: Mono) {
+    fn start_generation(&mut self, count: usize, expect_digest: Option<String>, now: Mono) {
         let id = self.next_id;
         self.next_id += 1;
         // With --steer, the socket set the serving generation does not hold.
@@ -693,16 +847,18 @@ impl Core {
         self.emit(Action::Prepare {
             generation: id,
             count,
+            expect_digest,
         });
     }
 
-    fn on_prepared(&mut self, id: u64, result: Result<(), String>, now: Mono) {
+    fn on_prepared(&mut self, id: u64, result: Result<Program, String>, now: Mono) {
         let Some(gi) = self.index_of(id) else { return };
         if !matches!(self.generations[gi].state, GenState::Starting { .. }) {
             return;
         }
         match result {
-            Ok(()) => {
+            Ok(program) => {
+                self.generations[gi].program = Some(program);
                 let (count, set) = (self.generations[gi].count, self.generations[gi].set);
                 self.emit(Action::Spawn {
                     generation: id,
@@ -966,6 +1122,30 @@ impl Core {
         let GenState::Starting { since } = self.generations[gi].state else {
             return;
         };
+        if let (Some(plan), Some(si)) = (self.generations[gi].canary.clone(), self.serving()) {
+            // A progressive cutover; its last step is the settle window.
+            let percent = plan.steps[0];
+            self.set_state(
+                gi,
+                GenState::Canary {
+                    since,
+                    step: 0,
+                    step_since: now,
+                    until: now + plan.soak,
+                },
+                now,
+            );
+            self.emit(Action::Weigh {
+                new: self.generations[gi].set,
+                old: self.generations[si].set,
+                percent,
+            });
+            info!(
+                generation = self.generations[gi].id,
+                percent, "generation ready, canary: taking a share of new connections"
+            );
+            return;
+        }
         if settle.is_zero() || self.serving().is_none() {
             self.promote(gi, now);
             return;
@@ -988,8 +1168,9 @@ impl Core {
     /// Generation `gi` is ready: it serves, and the one it replaces drains.
     fn promote(&mut self, gi: usize, now: Mono) {
         let old = self.serving();
-        let (GenState::Starting { since } | GenState::Settling { since, .. }) =
-            self.generations[gi].state
+        let (GenState::Starting { since }
+        | GenState::Settling { since, .. }
+        | GenState::Canary { since, .. }) = self.generations[gi].state
         else {
             return;
         };
@@ -1043,6 +1224,8 @@ impl Core {
                 at: now,
                 held: None,
             };
+            self.counters.reloads_ok += 1;
+            self.counters.observe_reload(outcome.took);
             let waiters = self.reloads.finish(outcome);
             let outcome = self.reloads.last.clone().expect("just recorded");
             self.answer(waiters, &outcome);
@@ -1061,6 +1244,71 @@ impl Core {
         let gen = &self.generations[gi];
         info!(generation = gen.id, workers = gen.live_count(), signal = %signal.as_str(), "draining");
         self.signal_workers(gi, signal);
+    }
+
+    /// The cutover of generation `gi` finished step `step`: the next one,
+    /// or (after 100 %) it serves alone and the old one is emptied.
+    fn next_canary_step(&mut self, gi: usize, since: Mono, step: usize, now: Mono) {
+        let Some(plan) = self.generations[gi].canary.clone() else {
+            return self.promote(gi, now);
+        };
+        let Some(&percent) = plan.steps.get(step + 1) else {
+            info!(generation = self.generations[gi].id, "canary complete");
+            return self.promote(gi, now);
+        };
+        let Some(si) = self.serving() else { return };
+        self.set_state(
+            gi,
+            GenState::Canary {
+                since,
+                step: step + 1,
+                step_since: now,
+                until: now + plan.soak,
+            },
+            now,
+        );
+        self.emit(Action::Weigh {
+            new: self.generations[gi].set,
+            old: self.generations[si].set,
+            percent,
+        });
+        info!(
+            generation = self.generations[gi].id,
+            percent, "canary: next step"
+        );
+    }
+
+    /// "rolled back at 10% after 4.2s: WHAT".
+    fn canary_cause(&self, gi: usize, step: usize, since: Mono, now: Mono, what: &str) -> String {
+        let percent = self.generations[gi]
+            .canary
+            .as_ref()
+            .and_then(|p| p.steps.get(step).copied())
+            .unwrap_or(0);
+        format!(
+            "rolled back at {percent}% after {}: {what}",
+            humantime::format_duration(round_ms(now.since(since)))
+        )
+    }
+
+    /// A worker reported its running error count (`BATON_ERRORS=N`).
+    fn on_errors(&mut self, pid: i32, n: u64, now: Mono) {
+        let Some((gi, wi)) = self.find_pid(pid) else {
+            return;
+        };
+        self.generations[gi].workers[wi].errors = n;
+        let GenState::Canary { since, step, .. } = self.generations[gi].state else {
+            return;
+        };
+        let total: u64 = self.generations[gi].workers.iter().map(|w| w.errors).sum();
+        let max = self.settings.canary_max_errors;
+        if total > max {
+            let what = format!(
+                "its workers reported {total} errors (BATON_ERRORS=), more than --canary-max-errors {max}"
+            );
+            let cause = self.canary_cause(gi, step, since, now, &what);
+            self.fail_generation(gi, cause, now);
+        }
     }
 
     /// `--steer`: the old generation's sockets hold `count` connections.
@@ -1090,6 +1338,13 @@ impl Core {
     /// was not ready may have accepted connections already) and is SIGKILLed
     /// at the drain deadline; the serving generation keeps serving.
     fn fail_generation(&mut self, gi: usize, cause: String, now: Mono) {
+        if matches!(self.generations[gi].state, GenState::Canary { .. }) {
+            // Its share of new connections goes back to the serving one.
+            if let Some(si) = self.serving() {
+                let set = self.generations[si].set;
+                self.emit(Action::Steer { set });
+            }
+        }
         let deadline = now + self.settings.drain_timeout;
         let started = self.generations[gi].changed;
         let (id, count) = (self.generations[gi].id, self.generations[gi].count);
@@ -1099,6 +1354,7 @@ impl Core {
             // The first generation: nothing serves, baton exits 1 once its
             // workers are gone.
             error!(generation = id, cause = %cause, "generation failed to start");
+            self.counters.reloads_failed += 1;
             let (waiters, outcome) = self.reloads.fail_all(id, &cause, now);
             self.answer(waiters, &outcome);
             self.phase = Phase::Fatal {
@@ -1119,6 +1375,8 @@ impl Core {
             at: now,
             held: None,
         };
+        self.counters.reloads_rolled_back += 1;
+        self.counters.observe_reload(outcome.took);
         let waiters = self.reloads.finish(outcome);
         let outcome = self.reloads.last.clone().expect("just recorded");
         self.answer(waiters, &outcome);
@@ -1139,6 +1397,15 @@ impl Core {
     // ---- stop ---------------------------------------------------------------
 
     fn on_stop(&mut self, fast: bool, why: &str, now: Mono) {
+        // --stop-delay: keep serving, say "draining", stop later (a second
+        // graceful stop request stops at once).
+        let delay = self.settings.stop_delay;
+        if !fast && !delay.is_zero() && self.phase == Phase::Running && self.stop_at.is_none() {
+            info!(signal = %why, delay = %humantime::format_duration(delay), "stopping after --stop-delay: serving meanwhile, health says draining");
+            self.stop_at = Some((now + delay, why.to_string()));
+            return;
+        }
+        self.stop_at = None;
         let already = !matches!(self.phase, Phase::Running);
         if already && !fast {
             info!(signal = %why, "already stopping");
@@ -1267,6 +1534,17 @@ impl Core {
                 let cause = format!("worker slot {slot} (pid {pid}) {status} {when}");
                 self.fail_generation(gi, cause, now);
             }
+            GenState::Canary { since, step, .. } => {
+                self.generations[gi].workers.remove(wi);
+                let cause = self.canary_cause(
+                    gi,
+                    step,
+                    since,
+                    now,
+                    &format!("worker slot {slot} (pid {pid}) {status}"),
+                );
+                self.fail_generation(gi, cause, now);
+            }
             GenState::Settling { until, .. } => {
                 self.generations[gi].workers.remove(wi);
                 let settle = self.settings.settle;
@@ -1346,6 +1624,11 @@ impl Core {
     /// respawns, settle ends, drain and stop deadlines, missed worker
     /// watchdogs, cgroups to look at again.
     fn on_tick(&mut self, now: Mono) {
+        if let Some((at, why)) = self.stop_at.clone() {
+            if now >= at {
+                self.on_stop(false, &why, now);
+            }
+        }
         let ready_after = self.settings.ready_after;
         let running = self.phase == Phase::Running;
         for gi in 0..self.generations.len() {
@@ -1371,6 +1654,14 @@ impl Core {
                     continue;
                 }
                 GenState::Killed => continue,
+                GenState::Canary {
+                    since, step, until, ..
+                } => {
+                    if now >= until && running {
+                        self.next_canary_step(gi, since, step, now);
+                    }
+                    continue;
+                }
                 GenState::Emptying {
                     deadline,
                     next_check,
@@ -1455,6 +1746,7 @@ impl Core {
                         let w = &mut self.generations[gi].workers[wi];
                         w.restarts += 1;
                         w.state = WorkerState::Spawning;
+                        self.counters.worker_restarts += 1;
                         self.emit(Action::Spawn {
                             generation,
                             slot,

@@ -47,6 +47,13 @@ pub struct Reloads {
     queued: bool,
     /// The worker count the queued reload was asked for (newest wins).
     queued_workers: Option<usize>,
+    /// The program digest the queued reload was asked to check (newest
+    /// wins: `baton reload --expect-digest`).
+    #[serde(default)]
+    queued_expect: Option<String>,
+    /// The cutover plan the queued reload was asked for (newest wins).
+    #[serde(default)]
+    queued_canary: Option<super::CanaryPlan>,
     /// Waiting for the reload of a given generation.
     waiting: Vec<(u64, WaiterId)>,
     /// Waiting for the queued reload (its generation is not known yet).
@@ -60,6 +67,30 @@ pub struct Reloads {
 }
 
 impl Reloads {
+    /// A queued request expects the program to have this sha256.
+    pub fn queue_expect(&mut self, expect: Option<String>) {
+        if expect.is_some() {
+            self.queued_expect = expect;
+        }
+    }
+
+    /// A queued request asks for this cutover plan.
+    pub fn queue_canary(&mut self, plan: Option<super::CanaryPlan>) {
+        if plan.is_some() {
+            self.queued_canary = plan;
+        }
+    }
+
+    /// The cutover plan of the queued reload, taken with it.
+    pub fn take_queued_canary(&mut self) -> Option<super::CanaryPlan> {
+        self.queued_canary.take()
+    }
+
+    /// The digest the queued reload must check, taken with it.
+    pub fn take_queued_expect(&mut self) -> Option<String> {
+        self.queued_expect.take()
+    }
+
     pub fn is_queued(&self) -> bool {
         self.queued
     }
@@ -161,6 +192,8 @@ impl Reloads {
         self.queued = false;
         self.held = None;
         self.queued_workers = None;
+        self.queued_expect = None;
+        self.queued_canary = None;
         self.waiting.clear();
         self.waiting_queued.clear();
     }

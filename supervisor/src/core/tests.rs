@@ -27,6 +27,9 @@ fn settings() -> Settings {
         max_draining: 8,
         worker_watchdog: None,
         steer: false,
+        canary: None,
+        canary_max_errors: 0,
+        stop_delay: Duration::ZERO,
     }
 }
 
@@ -87,7 +90,7 @@ impl Sim {
         Some(match action {
             Action::Prepare { generation, .. } => Event::Prepared {
                 generation: *generation,
-                result: Ok(()),
+                result: Ok(Program::default()),
             },
             Action::Spawn {
                 generation, slot, ..
@@ -159,6 +162,7 @@ impl Sim {
             watchdog: false,
             mainpid: false,
             status: None,
+            errors: None,
         })
     }
 
@@ -190,6 +194,8 @@ impl Sim {
         self.on(Event::Reload {
             waiter: Some(WaiterId(waiter)),
             workers: None,
+            expect_digest: None,
+            canary: None,
         })
     }
 
@@ -197,6 +203,8 @@ impl Sim {
         self.on(Event::Reload {
             waiter: None,
             workers: None,
+            expect_digest: None,
+            canary: None,
         })
     }
 
@@ -269,7 +277,8 @@ fn start_prepares_then_spawns_slot_by_slot_then_serves_when_all_are_ready() {
         sim.core.on(Event::Start, t),
         vec![Action::Prepare {
             generation: 1,
-            count: 2
+            count: 2,
+            expect_digest: None,
         }]
     );
     let spawn = |slot| Action::Spawn {
@@ -280,7 +289,7 @@ fn start_prepares_then_spawns_slot_by_slot_then_serves_when_all_are_ready() {
     };
     let prepared = Event::Prepared {
         generation: 1,
-        result: Ok(()),
+        result: Ok(Program::default()),
     };
     assert_eq!(sim.core.on(prepared, t), vec![spawn(0)]);
     let spawned = |slot, pid| Event::Spawned {
@@ -296,6 +305,7 @@ fn start_prepares_then_spawns_slot_by_slot_then_serves_when_all_are_ready() {
         watchdog: false,
         mainpid: false,
         status: None,
+        errors: None,
     };
     let check = |pid, slot| Action::CheckSockets {
         generation: 1,
@@ -357,7 +367,8 @@ fn a_reload_queued_during_the_first_start_is_answered_with_the_next_generation()
     // Generation 1 serves, and the queued reload starts generation 2 at once.
     assert!(actions.contains(&Action::Prepare {
         generation: 2,
-        count: 2
+        count: 2,
+        expect_digest: None,
     }));
     let actions = sim.settle(2);
     assert_eq!(answers(&actions), vec![(1, true, 2)]);
@@ -448,7 +459,8 @@ fn a_hup_storm_during_a_reload_coalesces_into_one_more_reload() {
     // Exactly one more generation started, covering every queued request.
     assert!(actions.contains(&Action::Prepare {
         generation: 3,
-        count: 2
+        count: 2,
+        expect_digest: None,
     }));
     let actions = sim.settle(3);
     let got: Vec<_> = answers(&actions).iter().map(|a| a.0).collect();
@@ -464,6 +476,8 @@ fn a_reload_asking_for_a_worker_count_keeps_it_only_if_it_serves() {
     let actions = sim.on(Event::Reload {
         waiter: None,
         workers: Some(3),
+        expect_digest: None,
+        canary: None,
     });
     assert_eq!(spawns(&actions), vec![(2, 0), (2, 1), (2, 2)]);
     let pid = sim.pids(2)[2];
@@ -472,11 +486,67 @@ fn a_reload_asking_for_a_worker_count_keeps_it_only_if_it_serves() {
     let actions = sim.on(Event::Reload {
         waiter: None,
         workers: Some(3),
+        expect_digest: None,
+        canary: None,
     });
     assert_eq!(spawns(&actions).len(), 3);
     sim.settle(3);
     assert_eq!(sim.core.workers, 3);
     assert_eq!(spawns(&sim.hup()).len(), 3, "the next reload keeps 3");
+}
+
+#[test]
+fn an_expected_digest_goes_to_the_prepare_of_the_reload_that_covers_it() {
+    let mut sim = Sim::serving(settings());
+    let sha = |c: &str| Some(c.repeat(64));
+    let actions = sim.on(Event::Reload {
+        waiter: None,
+        workers: None,
+        expect_digest: sha("a"),
+        canary: None,
+    });
+    assert!(actions.contains(&Action::Prepare {
+        generation: 2,
+        count: 2,
+        expect_digest: sha("a")
+    }));
+    // Queued behind it: the newest expectation wins; none keeps it.
+    for expect in [sha("b"), sha("c"), None] {
+        sim.on(Event::Reload {
+            waiter: None,
+            workers: None,
+            expect_digest: expect,
+            canary: None,
+        });
+    }
+    let actions = sim.settle(2);
+    assert!(actions.contains(&Action::Prepare {
+        generation: 3,
+        count: 2,
+        expect_digest: sha("c")
+    }));
+    // Refused by the shell: the reload fails, nothing is spawned.
+    let t = sim.now;
+    sim.settle(3);
+    sim.core.on(
+        Event::Reload {
+            waiter: Some(WaiterId(9)),
+            workers: None,
+            expect_digest: sha("d"),
+            canary: None,
+        },
+        t,
+    );
+    let actions = sim.core.on(
+        Event::Prepared {
+            generation: 4,
+            result: Err("has sha256 …, not dddd (--expect-digest): not started".into()),
+        },
+        t,
+    );
+    assert_eq!(answers(&actions), vec![(9, false, 4)]);
+    assert!(spawns(&actions).is_empty());
+    assert_eq!(sim.state(3), "serving");
 }
 
 // ---- failures and rollback ------------------------------------------------------
@@ -587,12 +657,15 @@ fn a_failed_prepare_fails_the_reload_without_spawning() {
         Event::Reload {
             waiter: Some(WaiterId(1)),
             workers: None,
+            expect_digest: None,
+            canary: None,
         },
         t,
     );
     assert!(actions.contains(&Action::Prepare {
         generation: 2,
-        count: 2
+        count: 2,
+        expect_digest: None,
     }));
     let actions = sim.core.on(
         Event::Prepared {
@@ -642,6 +715,7 @@ fn ready_after_the_drain_began_and_strangers_are_ignored() {
         watchdog: false,
         mainpid: true,
         status: None,
+        errors: None,
     });
     assert_eq!(
         actions,
@@ -721,6 +795,7 @@ fn a_stuck_worker_or_a_missed_watchdog_is_replaced() {
             watchdog: true,
             mainpid: false,
             status: None,
+            errors: None,
         });
     }
     let actions = sim.advance(2 * SEC);
@@ -789,7 +864,8 @@ fn max_draining_holds_a_reload_until_an_old_generation_exits() {
     let actions = sim.exit_all(1);
     assert!(actions.contains(&Action::Prepare {
         generation: 3,
-        count: 2
+        count: 2,
+        expect_digest: None,
     }));
     let actions = sim.ready_all(3);
     let answer = actions.iter().find_map(|a| match a {
@@ -903,6 +979,42 @@ fn the_stop_deadline_kills_what_is_left_and_a_fast_stop_kills_at_once() {
     assert!(actions.contains(&Action::KillCgroup { generation: 2 }));
 }
 
+#[test]
+fn stop_delay_keeps_serving_and_says_draining_then_stops() {
+    let mut sim = Sim::serving(Settings {
+        stop_delay: 3 * SEC,
+        ..settings()
+    });
+    assert_eq!(sim.core.health(), Health::Serving);
+    let actions = sim.on(Event::Stop {
+        fast: false,
+        why: "SIGTERM".into(),
+    });
+    assert!(signals(&actions).is_empty(), "{actions:?}");
+    assert_eq!(sim.core.health(), Health::Draining);
+    assert_eq!(sim.state(1), "serving");
+    assert_eq!(sim.core.next_deadline(sim.now), Some(sim.now + 3 * SEC));
+    assert!(signals(&sim.advance(2 * SEC)).is_empty());
+    let actions = sim.advance(SEC);
+    assert_eq!(signals(&actions).len(), 2, "drained after the delay");
+    assert!(sim.core.stopping());
+    // A second TERM during the delay stops at once; drain/undrain toggles.
+    let mut sim = Sim::serving(Settings {
+        stop_delay: 3 * SEC,
+        ..settings()
+    });
+    sim.on(Event::Drain { on: true });
+    assert_eq!(sim.core.health(), Health::Draining);
+    sim.on(Event::Drain { on: false });
+    assert_eq!(sim.core.health(), Health::Serving);
+    let term = || Event::Stop {
+        fast: false,
+        why: "SIGTERM".into(),
+    };
+    sim.on(term());
+    assert_eq!(signals(&sim.on(term())).len(), 2);
+}
+
 // ---- containment -----------------------------------------------------------------
 
 #[test]
@@ -960,6 +1072,133 @@ fn the_state_serializes_and_a_restored_core_carries_on_the_same() {
     let b = twin.advance(2 * SEC);
     assert_eq!(a, b);
     assert_eq!(answers(&a), vec![(1, true, 2)]);
+}
+
+// ---- canary ------------------------------------------------------------------------
+
+fn canary(steps: &str) -> Settings {
+    Settings {
+        steer: true,
+        canary: Some(CanaryPlan::parse(steps, 5 * SEC).unwrap()),
+        ..settings()
+    }
+}
+
+fn weights(actions: &[Action]) -> Vec<u8> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Weigh { percent, .. } => Some(*percent),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_canary_takes_each_share_for_its_soak_then_serves_alone() {
+    let mut sim = Sim::serving(canary("1%,10%,50%,100%"));
+    let old = sim.pids(1);
+    sim.reload(1);
+    let actions = sim.ready_all(2);
+    assert_eq!(sim.state(2), "canary");
+    assert_eq!(
+        actions.iter().find(|a| matches!(a, Action::Weigh { .. })),
+        Some(&Action::Weigh {
+            new: 1,
+            old: 0,
+            percent: 1
+        })
+    );
+    assert!(signals(&actions).is_empty(), "the old one serves the rest");
+    let mut seen = Vec::new();
+    for _ in 0..3 {
+        assert!(
+            weights(&sim.advance(4 * SEC)).is_empty(),
+            "a step lasts its soak"
+        );
+        seen.extend(weights(&sim.advance(SEC)));
+    }
+    assert_eq!(seen, vec![10, 50, 100]);
+    assert_eq!(
+        sim.state(2),
+        "canary",
+        "100% is soaked too: the settle window"
+    );
+    let actions = sim.advance(5 * SEC);
+    assert_eq!(sim.state(2), "serving");
+    assert_eq!(sim.state(1), "emptying");
+    assert!(actions.contains(&Action::Steer { set: 1 }));
+    assert_eq!(answers(&actions), vec![(1, true, 2)]);
+    assert!(old.iter().all(|p| sim.gen(1).worker_index(*p).is_some()));
+    // A reload during a cutover is queued behind it.
+    let mut sim = Sim::serving(canary("50%,100%"));
+    sim.reload(1);
+    sim.ready_all(2);
+    assert!(sim.reload(2).is_empty(), "queued");
+    assert!(sim.core.reloads.is_queued());
+}
+
+#[test]
+fn a_canary_worker_that_dies_or_errors_rolls_the_cutover_back() {
+    let mut sim = Sim::serving(canary("1%,10%,50%,100%"));
+    sim.reload(1);
+    sim.ready_all(2);
+    sim.advance(5 * SEC); // 10%
+    sim.advance(2 * SEC);
+    let pid = sim.pids(2)[1];
+    let actions = sim.exit(pid, 3);
+    // Weight back to the old generation first, then the new one drains.
+    let steer = actions.iter().position(|a| *a == Action::Steer { set: 0 });
+    let drain = actions
+        .iter()
+        .position(|a| matches!(a, Action::Signal { .. }));
+    assert!(steer.is_some() && steer < drain, "{actions:?}");
+    assert_eq!(sim.state(2), "failed");
+    assert_eq!(sim.state(1), "serving");
+    let cause = &causes(&actions)[0];
+    assert!(
+        cause.starts_with("rolled back at 10% after 7s: worker slot 1"),
+        "{cause}"
+    );
+    assert!(cause.contains("exited 3"), "{cause}");
+
+    // Errors reported past --canary-max-errors (2): rolled back too.
+    let mut sim = Sim::serving(Settings {
+        canary_max_errors: 2,
+        ..canary("50%,100%")
+    });
+    sim.reload(1);
+    sim.ready_all(2);
+    let pids = sim.pids(2);
+    let report = |pid, n| Event::Notify {
+        pid,
+        ready: false,
+        watchdog: false,
+        mainpid: false,
+        status: None,
+        errors: Some(n),
+    };
+    assert!(sim.on(report(pids[0], 1)).is_empty());
+    assert!(sim.on(report(pids[1], 1)).is_empty(), "2 in all: tolerated");
+    let actions = sim.on(report(pids[1], 2));
+    let cause = &causes(&actions)[0];
+    assert!(cause.contains("reported 3 errors"), "{cause}");
+    assert_eq!(sim.state(2), "failed");
+}
+
+#[test]
+fn canary_plans_are_checked() {
+    assert!(CanaryPlan::parse("1%,10%,100%", SEC).is_ok());
+    assert!(CanaryPlan::parse("10,50,100", SEC).is_ok());
+    assert!(CanaryPlan::parse("10%,5%,100%", SEC)
+        .unwrap_err()
+        .contains("increase"));
+    assert!(CanaryPlan::parse("10%,50%", SEC)
+        .unwrap_err()
+        .contains("100%"));
+    assert!(CanaryPlan::parse("0%,100%", SEC).is_err());
+    assert!(CanaryPlan::parse("x,100", SEC).is_err());
+    assert!(CanaryPlan::parse("100", Duration::ZERO).is_err());
 }
 
 // ---- steer, then signal ------------------------------------------------------------

@@ -15,7 +15,6 @@
 //! - [`liveness`]: serving workers that accept nothing, from the kernel's
 //!   accept queues.
 
-use std::os::fd::OwnedFd;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -25,16 +24,17 @@ use tracing::{info, warn};
 
 use crate::cgroup::Containment;
 use crate::config::Config;
-use crate::control::{self, Command, ControlSocket};
+use crate::control::{self, Command, ControlSocket, Reply};
 use crate::core::{Core, Event, Settings};
 use crate::error::{ConfigError, Error};
 use crate::listeners::{self, BindOptions, Listener};
 use crate::notify::NotifySocket;
 use crate::spawn::{self};
-use crate::systemd::Manager;
 
+mod handover;
 mod liveness;
 mod shell;
+mod watch;
 
 pub use shell::now;
 use shell::Shell;
@@ -82,7 +82,7 @@ pub async fn run(config: Config, inherited: Vec<Listener>) -> Result<(), Error> 
     listeners.extend(listeners::bind_or_adopt(
         &config.listeners,
         &opts,
-        crate::fdstore::Store::from_env(),
+        crate::fdstore::shared(),
         crate::fdstore::take_passed(),
     )?);
     if listeners.is_empty() {
@@ -119,8 +119,73 @@ pub async fn run(config: Config, inherited: Vec<Listener>) -> Result<(), Error> 
         );
     }
     let notify = bind_notify(&config)?;
-    // Handlers before the first worker: a HUP or TERM that arrives while it
-    // starts must become an event, not kill baton.
+    let control = bind_control(&config, &listeners)?;
+    let endpoints = bind_endpoints(&config)?;
+    let mut core = Core::new(Settings::from(&config), now());
+    let mut shell = Shell::new(config, listeners, notify.path().to_path_buf(), containment)?;
+    // The control signals stay blocked (pending, not lost) until the event
+    // loop's handlers exist: a HUP or TERM while the first generation
+    // starts becomes an event, it does not kill baton.
+    shell.drive(&mut core, Event::Start);
+    event_loop(core, shell, notify, control, endpoints).await
+}
+
+/// `--metrics`, `--health`, `--agent-check`.
+fn bind_endpoints(config: &Config) -> Result<Vec<crate::metrics::MetricsSocket>, Error> {
+    use crate::metrics::{bind, Which};
+    [
+        (Which::Metrics, &config.metrics),
+        (Which::Health, &config.health),
+        (Which::Agent, &config.agent_check),
+    ]
+    .into_iter()
+    .filter_map(|(which, addr)| addr.as_ref().map(|a| bind(which, a)))
+    .collect()
+}
+
+/// Take over from the previous image of this baton (`baton upgrade`): the
+/// same pid, listeners, workers and generations, the state handed over in
+/// `state` (see upgrade.rs), then supervise until stopped.
+pub async fn resume(config: Config, state: crate::upgrade::State) -> Result<(), Error> {
+    crate::process::become_subreaper();
+    let upgrade = handover::restore(config, state)?;
+    let handover::Restored {
+        core,
+        mut shell,
+        notify,
+        control,
+        reply,
+        from,
+    } = upgrade;
+    info!(
+        pid = std::process::id(),
+        version = env!("CARGO_PKG_VERSION"),
+        from = %from,
+        generations = core.generations.len(),
+        workers = core.generations.iter().map(|g| g.live_count()).sum::<usize>(),
+        upgrades = shell.upgrades,
+        "baton upgraded in place"
+    );
+    if let Some(m) = &mut shell.manager {
+        m.ready(&core.status_line());
+    }
+    if let Some(conn) = reply {
+        crate::upgrade::answer(conn, &from);
+    }
+    // The endpoints are bound anew (with port 0, on a new port: logged).
+    let endpoints = bind_endpoints(&shell.config)?;
+    event_loop(core, shell, notify, control, endpoints).await
+}
+
+/// The event loop, from a fresh start or an upgrade, until the core is
+/// finished; then clean up.
+async fn event_loop(
+    mut core: Core,
+    mut shell: Shell,
+    notify: NotifySocket,
+    control: Option<ControlSocket>,
+    endpoints: Vec<crate::metrics::MetricsSocket>,
+) -> Result<(), Error> {
     let sig = |kind: SignalKind| signal(kind).map_err(Error::Signals);
     let mut hup = sig(SignalKind::hangup())?;
     let mut term = sig(SignalKind::terminate())?;
@@ -129,8 +194,6 @@ pub async fn run(config: Config, inherited: Vec<Listener>) -> Result<(), Error> 
     let mut chld = sig(SignalKind::child())?;
     // The handlers exist: what arrived since `main` blocked it is delivered.
     crate::process::unblock_control_signals();
-
-    let control = bind_control(&config, &listeners)?;
     let (commands_tx, mut commands) = mpsc::channel::<Command>(64);
     let mut serve_control = Box::pin(async {
         match &control {
@@ -138,27 +201,28 @@ pub async fn run(config: Config, inherited: Vec<Listener>) -> Result<(), Error> 
             None => std::future::pending().await,
         }
     });
-
-    let devnull: OwnedFd = std::fs::File::open("/dev/null")?.into();
-    let mut core = Core::new(Settings::from(&config), now());
-    let mut shell = Shell {
-        notify_path: notify.path().to_path_buf(),
-        config,
-        listeners,
-        devnull,
-        pidfds: Default::default(),
-        containment,
-        cgroups: Default::default(),
-        dead_cgroups: Vec::new(),
-        manager: Manager::from_env(),
-        waiters: Default::default(),
-        next_waiter: 1,
-        notify_warnings: Default::default(),
-        broken_listeners: Default::default(),
-        queues: Default::default(),
-        first_error: None,
-    };
-    shell.drive(&mut core, Event::Start);
+    let (scrapes_tx, mut scrapes) = mpsc::channel::<crate::metrics::Ask>(16);
+    let mut serve_metrics = Box::pin(async {
+        // At most three: --metrics, --health, --agent-check.
+        let serve = |i: usize| {
+            let tx = scrapes_tx.clone();
+            let endpoint = endpoints.get(i);
+            async move {
+                match endpoint {
+                    Some(e) => e.serve(tx).await,
+                    None => std::future::pending().await,
+                }
+            }
+        };
+        tokio::join!(serve(0), serve(1), serve(2));
+    });
+    let watcher = watch::Watcher::new(&shell.config.watch).map_err(Error::Io)?;
+    if let Some(w) = &watcher {
+        for path in w.paths() {
+            info!(path = %path.display(), "watching: a change reloads");
+        }
+    }
+    let mut watch_due: Option<crate::core::Mono> = None;
     // Pings from the event loop itself: a stuck loop stops them.
     let mut watchdog = tokio::time::interval(
         shell
@@ -183,6 +247,9 @@ pub async fn run(config: Config, inherited: Vec<Listener>) -> Result<(), Error> 
             deadline =
                 Some(deadline.map_or(at + crate::core::POLL, |d| d.min(at + crate::core::POLL)));
         }
+        if let Some(due) = watch_due {
+            deadline = Some(deadline.map_or(due, |d| d.min(due)));
+        }
         let timer = async {
             match deadline {
                 Some(d) => tokio::time::sleep(d.since(at)).await,
@@ -190,14 +257,43 @@ pub async fn run(config: Config, inherited: Vec<Listener>) -> Result<(), Error> 
             }
         };
         tokio::select! {
-            _ = hup.recv() => shell.drive(&mut core, Event::Reload { waiter: None, workers: None }),
+            _ = hup.recv() => shell.drive(&mut core, Event::Reload { waiter: None, workers: None, expect_digest: None, canary: None }),
             _ = term.recv() => shell.drive(&mut core, stop(false, "SIGTERM")),
             _ = int.recv() => shell.drive(&mut core, stop(false, "SIGINT")),
             _ = quit.recv() => shell.drive(&mut core, stop(true, "SIGQUIT")),
             _ = chld.recv() => shell.reap(&mut core),
             Some(cmd) = commands.recv() => shell.on_command(&mut core, cmd),
             _ = &mut serve_control => {}
+            _ = &mut serve_metrics => {}
+            Some(ask) = scrapes.recv() => {
+                use crate::metrics::Which;
+                let answer = match ask.which {
+                    Which::Metrics => (200, crate::metrics::render(crate::metrics::Inputs {
+                        core: &core,
+                        listeners: &shell.listeners,
+                        now: now(),
+                        upgrades: shell.upgrades,
+                    })),
+                    Which::Health => crate::metrics::health(&core),
+                    Which::Agent => (0, crate::metrics::agent_line(&core)),
+                };
+                let _ = ask.reply.send(answer);
+            }
             _ = tick.tick() => shell.on_periodic(&mut core),
+            changed = async {
+                match &watcher {
+                    Some(w) => w.changed().await,
+                    None => std::future::pending().await,
+                }
+            } => match changed {
+                Ok(path) => {
+                    if watch_due.is_none() {
+                        info!(path = %path.display(), "watched path changed: reloading in {:?} unless more changes come", watch::DEBOUNCE);
+                    }
+                    watch_due = Some(now() + watch::DEBOUNCE);
+                }
+                Err(e) => warn!(error = %e, "reading the --watch events failed"),
+            },
             _ = watchdog.tick() => {
                 if let Some(m) = &shell.manager {
                     if m.watchdog.is_some() {
@@ -214,15 +310,40 @@ pub async fn run(config: Config, inherited: Vec<Listener>) -> Result<(), Error> 
         // A SIGCHLD may coalesce with another or be slow: reaping here too
         // keeps every exit handled promptly.
         shell.reap(&mut core);
+        if watch_due.is_some_and(|due| now() >= due) {
+            watch_due = None;
+            shell.drive(
+                &mut core,
+                Event::Reload {
+                    waiter: None,
+                    workers: None,
+                    expect_digest: None,
+                    canary: None,
+                },
+            );
+        }
         shell.drive(&mut core, Event::Tick);
         shell.remove_dead_cgroups();
         shell.publish_status(&core);
+        // `baton upgrade`: once nothing would be lost across the exec.
+        if shell.pending_upgrade.is_some()
+            && handover::can_start(&core, &shell, control.as_ref(), commands.is_empty())
+        {
+            if let Some((reply, conn)) = shell.pending_upgrade.take() {
+                // Returns only if the upgrade did not happen.
+                let why = handover::perform(&mut shell, &core, &notify, control.as_ref(), conn);
+                warn!(error = %why, "upgrade refused: this baton keeps running");
+                let _ = reply.send(Reply::error(why));
+            }
+        }
     }
     let result = shell.outcome(&core);
     // Clean up before saying "stopped": the listeners (unix socket files),
     // the control socket and the notify socket are removed by their Drop.
     drop(shell);
     drop(serve_control);
+    drop(serve_metrics);
+    drop(endpoints);
     if let (Err(_), Some(control)) = (&result, &control) {
         // `baton reload`s that waited for the first generation get its cause.
         control.finish_replies(Duration::from_secs(1)).await;

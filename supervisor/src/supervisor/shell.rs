@@ -6,7 +6,7 @@
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::os::fd::{AsFd, OwnedFd};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use nix::errno::Errno;
@@ -18,7 +18,7 @@ use super::liveness::QueueWatch;
 use crate::cgroup::{Containment, GenCgroup};
 use crate::config::Config;
 use crate::control::{Command, Reply, Request};
-use crate::core::{Action, Core, Event, ExitStatus, Missing, Mono, Systemd, WaiterId};
+use crate::core::{Action, Core, Event, ExitStatus, Missing, Mono, Program, Systemd, WaiterId};
 use crate::error::{Error, SpawnError};
 use crate::listeners::{Kind, Listener};
 use crate::notify::{Datagram, RateLimit};
@@ -67,9 +67,59 @@ pub(super) struct Shell {
     /// Why the first generation could not start, as the error baton exits
     /// with (a spawn or cgroup error says more than "generation 1 failed").
     pub(super) first_error: Option<Error>,
+    /// The binary `baton upgrade` execs (the path this one was started
+    /// from) and baton's own arguments.
+    pub exe: PathBuf,
+    pub argv: Vec<std::ffi::OsString>,
+    /// How many times this baton was upgraded in place, and when this image
+    /// started.
+    pub upgrades: u32,
+    pub image_started: Mono,
+    /// A `baton upgrade` waiting for a moment when nothing is in flight:
+    /// its reply channel and its connection (the new image answers there).
+    pub pending_upgrade: Option<(Waiter, OwnedFd)>,
+    /// `--env-file`'s variables of each live generation (its respawns get
+    /// the same ones).
+    pub envs: HashMap<u64, Vec<(String, String)>>,
+    /// The last program digest, by the file's identity (see `digest`).
+    #[allow(clippy::type_complexity)]
+    digest_cache: std::cell::RefCell<Option<((u64, u64, u64, i64, i64), String)>>,
 }
 
 impl Shell {
+    pub(super) fn new(
+        config: Config,
+        listeners: Vec<Listener>,
+        notify_path: PathBuf,
+        containment: Option<Containment>,
+    ) -> Result<Shell, Error> {
+        let devnull: OwnedFd = std::fs::File::open("/dev/null")?.into();
+        Ok(Shell {
+            config,
+            listeners,
+            notify_path,
+            devnull,
+            pidfds: HashMap::new(),
+            containment,
+            cgroups: HashMap::new(),
+            dead_cgroups: Vec::new(),
+            manager: Manager::from_env(),
+            waiters: HashMap::new(),
+            next_waiter: 1,
+            notify_warnings: HashMap::new(),
+            broken_listeners: HashSet::new(),
+            queues: HashMap::new(),
+            first_error: None,
+            exe: crate::upgrade::own_exe(),
+            argv: std::env::args_os().collect(),
+            upgrades: 0,
+            image_started: now(),
+            pending_upgrade: None,
+            envs: HashMap::new(),
+            digest_cache: std::cell::RefCell::new(None),
+        })
+    }
+
     /// Give the core `event` and do what it says, feeding the answers to
     /// its questions back to it, until it has nothing left to do.
     pub(super) fn drive(&mut self, core: &mut Core, event: Event) {
@@ -84,9 +134,13 @@ impl Shell {
 
     fn perform(&mut self, action: Action) -> Option<Event> {
         match action {
-            Action::Prepare { generation, count } => Some(Event::Prepared {
+            Action::Prepare {
                 generation,
-                result: self.prepare(generation, count),
+                count,
+                expect_digest,
+            } => Some(Event::Prepared {
+                generation,
+                result: self.prepare(generation, count, expect_digest.as_deref()),
             }),
             Action::Spawn {
                 generation,
@@ -200,6 +254,14 @@ impl Shell {
                 }
                 None
             }
+            Action::Weigh { new, old, percent } => {
+                for l in self.listeners.iter_mut().filter(|l| l.steering()) {
+                    if let Err(e) = l.weigh(new, old, percent) {
+                        warn!(name = %l.name, addr = %l.local, error = %e, percent, "cannot weigh new connections between the generations");
+                    }
+                }
+                None
+            }
             Action::CheckQueues { generation, set } => Some(Event::Queued {
                 generation,
                 count: self.listeners.iter().map(|l| l.queued_in_set(set)).sum(),
@@ -239,7 +301,18 @@ impl Shell {
     /// Make ready for generation `id` of `count` workers: listeners that a
     /// worker shut down put back, its cgroup, sockets added to reuseport
     /// groups. The first generation's errors are kept to exit with.
-    fn prepare(&mut self, id: u64, count: usize) -> Result<(), String> {
+    fn prepare(&mut self, id: u64, count: usize, expect: Option<&str>) -> Result<Program, String> {
+        // What it will run: the program file's digest (refused if it is not
+        // the one expected), its arguments, --env-file read anew.
+        let program = self.program(expect)?;
+        info!(
+            generation = id,
+            program = %program.path,
+            sha256 = %program.sha256,
+            env = ?program.env_keys,
+            "generation prepared"
+        );
+        self.envs.insert(id, program.env.clone());
         // The new generation gets sockets that listen.
         self.check_listeners();
         if let Some(c) = &self.containment {
@@ -279,7 +352,68 @@ impl Shell {
                 }
             }
         }
-        Ok(())
+        Ok(program)
+    }
+
+    /// The sha256 of the program file, read again only when the file is
+    /// not the one hashed last (device, inode, size and mtime): the event
+    /// loop waits while it hashes.
+    fn digest(&self, path: &Path) -> Result<String, String> {
+        use std::os::unix::fs::MetadataExt;
+        let meta =
+            std::fs::metadata(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        let key = (
+            meta.dev(),
+            meta.ino(),
+            meta.size(),
+            meta.mtime(),
+            meta.mtime_nsec(),
+        );
+        if let Some((k, sha)) = self.digest_cache.borrow().as_ref() {
+            if *k == key {
+                return Ok(sha.clone());
+            }
+        }
+        let sha =
+            spawn::sha256_file(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        *self.digest_cache.borrow_mut() = Some((key, sha.clone()));
+        Ok(sha)
+    }
+
+    /// The program a new generation runs, and its `--env-file`.
+    fn program(&self, expect: Option<&str>) -> Result<Program, String> {
+        let c = &self.config;
+        let path =
+            spawn::program_file(&c.program, c.chdir.as_deref()).map_err(|e| e.to_string())?;
+        let sha256 = self.digest(&path)?;
+        if let Some(want) = expect {
+            if !sha256.eq_ignore_ascii_case(want) {
+                return Err(format!(
+                    "{} has sha256 {sha256}, not {want} (--expect-digest): not started",
+                    path.display()
+                ));
+            }
+        }
+        let (env_file, env_sha256, env) = match &c.env_file {
+            Some(f) => (
+                Some(f.display().to_string()),
+                spawn::sha256_file(f).ok(),
+                spawn::read_env_file(f)?,
+            ),
+            None => (None, None, Vec::new()),
+        };
+        Ok(Program {
+            path: path.display().to_string(),
+            sha256,
+            argv: std::iter::once(&c.program)
+                .chain(&c.args)
+                .map(|a| a.to_string_lossy().into_owned())
+                .collect(),
+            env_file,
+            env_sha256,
+            env_keys: env.iter().map(|(k, _)| k.clone()).collect(),
+            env,
+        })
     }
 
     /// Spawn worker `slot` of a generation of `count`: each listener's
@@ -305,7 +439,14 @@ impl Shell {
             .iter()
             .map(|(l, fds)| (*l, fds.len()))
             .collect();
-        let mut env = spawn::worker_env(&counts, &self.notify_path, self.config.compat_env);
+        // --env-file's variables first: baton's own (LISTEN_FDS, …) win.
+        let mut env: Vec<(String, String)> =
+            self.envs.get(&generation).cloned().unwrap_or_default();
+        env.extend(spawn::worker_env(
+            &counts,
+            &self.notify_path,
+            self.config.compat_env,
+        ));
         env.push(("BATON_GENERATION".into(), generation.to_string()));
         env.push(("BATON_WORKER".into(), slot.to_string()));
         // The generation's size: a worker can size its own thread pool to
@@ -377,6 +518,7 @@ impl Shell {
     /// Let go of a gone generation's cgroup (its directory is removed as
     /// soon as the kernel allows).
     fn forget(&mut self, generation: u64) {
+        self.envs.remove(&generation);
         if let Some(c) = self.cgroups.remove(&generation) {
             self.dead_cgroups.push(c.path().to_path_buf());
         }
@@ -489,6 +631,7 @@ impl Shell {
                 watchdog: m.watchdog,
                 mainpid: m.other.iter().any(|a| a.starts_with("MAINPID=")),
                 status: m.status,
+                errors: m.errors,
             },
         );
     }
@@ -513,7 +656,11 @@ impl Shell {
                     ..Reply::default()
                 });
             }
-            Request::Reload { workers } => {
+            Request::Reload {
+                workers,
+                expect_digest,
+                canary,
+            } => {
                 match workers {
                     Some(n) => info!(workers = n, "reload requested on the control socket"),
                     None => info!("reload requested on the control socket"),
@@ -527,8 +674,41 @@ impl Shell {
                     Event::Reload {
                         waiter: Some(id),
                         workers,
+                        expect_digest,
+                        canary,
                     },
                 );
+            }
+            Request::Upgrade => {
+                let why = if core.phase != crate::core::Phase::Running {
+                    Some("baton is stopping")
+                } else if self.pending_upgrade.is_some() {
+                    Some("an upgrade is already waiting")
+                } else {
+                    None
+                };
+                match (why, cmd.conn) {
+                    (None, Some(conn)) => {
+                        info!(exe = %self.exe.display(), "upgrade requested on the control socket");
+                        self.pending_upgrade = Some((cmd.reply, conn));
+                    }
+                    (Some(why), _) => {
+                        let _ = cmd.reply.send(Reply::error(why));
+                    }
+                    (None, None) => {
+                        let _ = cmd
+                            .reply
+                            .send(Reply::error("upgrade: no connection to answer on"));
+                    }
+                }
+            }
+            Request::Drain | Request::Undrain => {
+                let on = cmd.request == Request::Drain;
+                self.drive(core, Event::Drain { on });
+                let _ = cmd.reply.send(Reply {
+                    ok: true,
+                    ..Reply::default()
+                });
             }
             Request::Stop => {
                 let _ = cmd.reply.send(Reply {
@@ -554,6 +734,8 @@ impl Shell {
             status::Baton {
                 now: now(),
                 cgroup: self.containment.as_ref().map(|c| c.root()),
+                upgrades: self.upgrades,
+                image_started: self.image_started,
                 processes: &|generation| self.cgroups.get(&generation).map(|c| c.process_count()),
             },
         )
@@ -572,6 +754,8 @@ impl Shell {
                 Event::Reload {
                     waiter: None,
                     workers: None,
+                    expect_digest: None,
+                    canary: None,
                 },
             );
         }

@@ -1,0 +1,243 @@
+//! Progressive cutover (`--canary`, with `--steer`): the new generation
+//! takes a share of new connections step by step while the old one serves
+//! the rest; a canary that crashes is rolled back by itself with nothing
+//! lost, one that holds reaches 100 % and the old generation drains.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use baton_e2e::{
+    ctl, demo_app_bin, load::parse_body, request, runtime, status_json, wait_until, Baton, Load,
+    LoadConfig, TempDir,
+};
+
+const LONG: Duration = Duration::from_secs(60);
+
+/// An HTTP worker in Python for the canary generation: serves each
+/// connection to the end (`generation=G pid=P`, `Connection: close`;
+/// `/sleep?ms=N` sleeps first), and once the file `crash` exists exits 3
+/// right after the connection it is serving, before accepting another — a
+/// build that dies under real traffic, without cutting a request of its own.
+const PY_CANARY: &str = r#"
+import os, select, socket, sys, time
+socks = [socket.socket(fileno=fd) for fd in range(3, 3 + int(os.environ["LISTEN_FDS"]))]
+body = ("generation=%s pid=%d" % (os.environ["BATON_GENERATION"], os.getpid())).encode()
+crash = sys.argv[1]
+n = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+n.sendto(b"READY=1", os.environ["NOTIFY_SOCKET"])
+while True:
+    ready, _, _ = select.select(socks, [], [], 0.05)
+    if os.path.exists(crash):
+        sys.exit(3)
+    for s in ready:
+        try:
+            conn, _ = s.accept()
+        except BlockingIOError:
+            continue
+        conn.setblocking(True)
+        data = b""
+        while b"\r\n\r\n" not in data:
+            chunk = conn.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+        path = data.split(b" ")[1].decode() if data.count(b" ") > 1 else "/"
+        if path.startswith("/sleep?ms="):
+            time.sleep(int(path.split("=")[1]) / 1000)
+        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s" % (len(body), body))
+        conn.close()
+        if os.path.exists(crash):
+            sys.exit(3)
+"#;
+
+struct Canary {
+    dir: TempDir,
+    baton: Baton,
+}
+
+impl Canary {
+    /// baton --steer with 2 workers; generation 2 runs the Python canary
+    /// when `python_gen2`, every other one demo-app.
+    fn start(python_gen2: bool) -> Canary {
+        let dir = TempDir::new();
+        let py = dir.join("canary.py");
+        std::fs::write(&py, PY_CANARY).unwrap();
+        let app = dir.join("app");
+        let gen2 = if python_gen2 {
+            format!(
+                "if [ \"$BATON_GENERATION\" = 2 ]; then exec python3 '{}' '{}'; fi\n",
+                py.display(),
+                dir.join("crash").display()
+            )
+        } else {
+            String::new()
+        };
+        baton_e2e::write_script(&app, &format!("{gen2}exec '{}'", demo_app_bin().display()));
+        let mut cmd = Baton::command();
+        cmd.args([
+            "--listen",
+            "127.0.0.1:0",
+            "--workers",
+            "2",
+            "--steer",
+            "--control",
+        ])
+        .arg(dir.join("baton.sock"))
+        .arg("--")
+        .arg(&app);
+        let baton = Baton::start_with(cmd);
+        baton.wait_log("generation serving", LONG);
+        Canary { dir, baton }
+    }
+
+    fn control(&self) -> PathBuf {
+        self.dir.join("baton.sock")
+    }
+
+    /// The canary step (1-based) and weight of the newest generation, if
+    /// it is in its cutover.
+    fn step(&self) -> Option<(u64, u64)> {
+        let status = status_json(&self.control());
+        let c = &status["generations"][0]["canary"];
+        Some((c["step"].as_u64()?, c["weight"].as_u64()?))
+    }
+
+    fn reload_async(
+        &self,
+        args: &[&str],
+    ) -> std::thread::JoinHandle<(Option<i32>, String, String)> {
+        let control = self.control();
+        let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+        std::thread::spawn(move || {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            ctl(&control, &args)
+        })
+    }
+}
+
+/// `n` new-connection requests, 8 at a time: how many each generation
+/// answered.
+fn share(addr: SocketAddr, n: usize) -> BTreeMap<u64, usize> {
+    runtime().block_on(async move {
+        let mut by_gen = BTreeMap::new();
+        for _ in 0..n / 8 {
+            let batch: Vec<_> = (0..8)
+                .map(|_| tokio::spawn(request(addr, "/", true)))
+                .collect();
+            for task in batch {
+                let response = task.await.unwrap().expect("request");
+                let (generation, _) = parse_body(&response.body).expect("generation=G pid=P");
+                *by_gen.entry(generation).or_default() += 1;
+            }
+        }
+        by_gen
+    })
+}
+
+#[test]
+fn a_canary_gets_each_share_then_serves_and_the_old_generation_drains() {
+    let c = Canary::start(false);
+    let addr = c.baton.addr();
+    let reload = c.reload_async(&["reload", "--canary", "10%,50%,100%", "--soak", "8s"]);
+    for weight in [10u64, 50] {
+        wait_until(LONG, &format!("the {weight}% step"), || {
+            c.step().is_some_and(|(_, w)| w == weight)
+        });
+        let got = share(addr, 2000);
+        let new = *got.get(&2).unwrap_or(&0) as f64 / 2000.0 * 100.0;
+        assert!(
+            (new - weight as f64).abs() <= 5.0,
+            "at the {weight}% step generation 2 answered {new:.1}% of 2,000 new connections: {got:?}"
+        );
+        eprintln!("{weight}% step: generation 2 answered {new:.1}% ({got:?})");
+        // It does not move on before its soak is over.
+        assert_eq!(c.step().map(|(_, w)| w), Some(weight));
+    }
+    let (code, out, err) = reload.join().unwrap();
+    assert_eq!(code, Some(0), "{out}{err}");
+    c.baton.wait_log("canary complete", LONG);
+    c.baton.wait_log("generation exited generation=1", LONG);
+    let got = share(addr, 400);
+    assert_eq!(got.keys().copied().collect::<Vec<_>>(), vec![2], "{got:?}");
+}
+
+#[test]
+fn a_canary_that_crashes_is_rolled_back_with_no_failed_request() {
+    let c = Canary::start(true);
+    let rt = runtime();
+    let load = Load::start(
+        rt.handle(),
+        c.baton.addr(),
+        LoadConfig {
+            keepalive_clients: 4,
+            newconn_clients: 6,
+            inflight_clients: 2,
+            inflight_path: "/sleep?ms=200".into(),
+            inflight_stagger: Duration::from_millis(200),
+            max_requests_per_client: 100_000,
+            hard_limit: Duration::from_secs(120),
+            ..LoadConfig::default()
+        },
+    );
+    let reload = c.reload_async(&["reload", "--canary", "1%,10%,100%", "--soak", "3s"]);
+    wait_until(LONG, "the 10% step", || {
+        c.step().is_some_and(|(_, w)| w == 10)
+    });
+    // Serving for a moment at 10 %, then it dies under traffic.
+    let before = load.completed();
+    wait_until(LONG, "traffic during the 10% step", || {
+        load.completed() > before + 300
+    });
+    std::fs::write(c.dir.join("crash"), "").unwrap();
+    let (code, out, err) = reload.join().unwrap();
+    assert_eq!(code, Some(1), "{out}{err}");
+    assert!(err.contains("rolled back at 10% after"), "{err}");
+    assert!(err.contains("exited 3"), "{err}");
+    assert!(err.contains("generation 1 keeps serving"), "{err}");
+    // Connections that reached the canary's own sockets after its last
+    // accept wait there: the next generation on those sockets takes them.
+    let (code, out, err) = ctl(&c.control(), &["reload"]);
+    assert_eq!(code, Some(0), "{out}{err}");
+    let report = rt.block_on(load.finish());
+    eprintln!("canary crash at 10%:\n{report}");
+    report.assert_no_failed_request();
+    assert!(
+        report.generations_seen.contains(&2),
+        "the canary served a share before it crashed: {report}"
+    );
+}
+
+#[test]
+fn a_canary_needs_steer_and_a_valid_plan() {
+    let out = Baton::command()
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--canary",
+            "10%,100%",
+            "--",
+            "true",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--canary: needs --steer"), "{err}");
+    let out = Baton::command()
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--steer",
+            "--canary",
+            "50%,10%",
+            "--",
+            "true",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("increase"), "{err}");
+}
