@@ -12,10 +12,12 @@
 //!   built `demo-app`, which a test can replace (a deploy, or a broken one);
 //! - `ListenStream=127.0.0.1:8080` → a free loopback port.
 //!
-//! Everything else (Type=notify, ExecReload=, KillMode=, timeouts) is the
-//! shipped text; only the watchdog test adds a drop-in (a 2 s watchdog), the
-//! way an admin would tune the unit. `systemd-analyze verify` checks the
-//! shipped files themselves.
+//! Everything else (Type=notify, ExecReload=, KillMode=, timeouts, the fd
+//! store) is the shipped text; only the watchdog test (a 2 s watchdog) and
+//! the crash tests (a `--listen --reuseport` group of baton's own, and
+//! `ExitType=cgroup` or no fd store) add a drop-in, the way an admin would
+//! tune the unit. `systemd-analyze verify` checks the shipped files
+//! themselves.
 //!
 //! What the tests defend: socket activation (baton adopts the socket systemd
 //! passes); `systemctl start` returning once baton is ready; `systemctl
@@ -23,8 +25,10 @@
 //! request under load, and failing (old generation serving, the cause in
 //! `systemctl status`) when the new program cannot start; `systemctl stop`
 //! waiting for in-flight requests; `systemctl restart` under load losing
-//! nothing (the socket stays in systemd); the watchdog; baton's logs in the
-//! journal. The tests need root and a systemd binary; without them they
+//! nothing (the socket stays in systemd); the watchdog; a SIGKILL of baton
+//! under load refusing no connection on the sockets baton bound itself
+//! (systemd's fd store), with the figures without the store as a control;
+//! baton's logs in the journal. The tests need root and a systemd binary; without them they
 //! are skipped with a message, unless `BATON_REQUIRE_SYSTEMD=1` (or `CI`) is
 //! set, where they fail instead. They run one at a time (a lock): each
 //! boots a whole init system and some put it under load.
@@ -80,7 +84,8 @@ impl Demo {
     }
 
     /// [`Demo::boot`], with a drop-in for demo.service (the way an admin
-    /// tunes a shipped unit: `demo.service.d/test.conf`).
+    /// tunes a shipped unit: `demo.service.d/test.conf`). In it, `@BATON@`
+    /// and `@APP@` stand for the programs the installed unit runs.
     fn boot_with(test: &str, service_dropin: Option<&str>) -> Option<Demo> {
         if !systemd::available(test) {
             return None;
@@ -113,6 +118,9 @@ impl Demo {
         if let Some(dropin) = service_dropin {
             let dir = units.join("demo.service.d");
             std::fs::create_dir(&dir).unwrap();
+            let dropin = dropin
+                .replace("@BATON@", &baton_bin().display().to_string())
+                .replace("@APP@", &app.display().to_string());
             std::fs::write(dir.join("test.conf"), dropin).unwrap();
         }
         let rt = baton_e2e::runtime();
@@ -786,4 +794,200 @@ fn workers_run_as_user_in_generation_cgroups_under_systemd() {
     wait_until(LONG, "generation 1's cgroup is removed", || {
         !demo.sd.exec(&["test", "-d", &gen1]).success()
     });
+}
+
+/// The shipped `ExecStart=` with `extra` options for baton, as a drop-in
+/// (`@BATON@`/`@APP@` for the programs: see [`Demo::boot_with`]).
+fn exec_start_with(extra: &str) -> String {
+    let shipped = std::fs::read_to_string(workspace_root().join("systemd/demo.service")).unwrap();
+    let line = shipped
+        .lines()
+        .find_map(|l| l.strip_prefix("ExecStart=/usr/local/bin/baton "))
+        .expect("demo.service runs /usr/local/bin/baton");
+    let line = line.replace("/usr/local/bin/demo-app", "@APP@");
+    format!("[Service]\nExecStart=\nExecStart=@BATON@ {extra} {line}\n")
+}
+
+/// What a SIGKILL of baton under load did, seen by the clients.
+struct Crash {
+    report: baton_e2e::Report,
+    /// From the SIGKILL to the first answer of a worker of the new baton.
+    answered_after: Duration,
+}
+
+/// Boots demo.service with a `--listen` reuseport group of its own beside
+/// demo.socket (and `dropin` added), puts load on that group's address,
+/// SIGKILLs baton, lets systemd restart it, and waits for the new baton to
+/// serve the load.
+fn crash_under_load(test: &str, dropin: &str) -> Option<(Demo, SocketAddr, Crash)> {
+    let port = free_port();
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let dropin = format!(
+        "{}{dropin}",
+        exec_start_with(&format!("--listen 127.0.0.1:{port} --reuseport"))
+    );
+    let demo = Demo::boot_with(test, Some(&dropin))?;
+    demo.start();
+    demo.sd.wait_journal(
+        SERVICE,
+        &format!("listening name=127.0.0.1_{port} addr={addr}"),
+        JOURNAL,
+    );
+    let old_main = demo.main_pid();
+    let old_workers: BTreeSet<i32> = demo
+        .cgroup_processes()
+        .into_iter()
+        .filter(|(_, comm)| comm == "demo-app")
+        .map(|(pid, _)| pid)
+        .collect();
+    let load = Load::start(
+        demo.rt.handle(),
+        addr,
+        LoadConfig {
+            keepalive_clients: 8,
+            newconn_clients: 8,
+            inflight_clients: 4,
+            inflight_path: "/sleep?ms=500".into(),
+            inflight_stagger: Duration::from_millis(500),
+            hard_limit: Duration::from_secs(90),
+            ..LoadConfig::default()
+        },
+    );
+    wait_until(LONG, "the load made progress", || {
+        load.completed() >= 200 || load.errors() > 0
+    });
+    let killed = Instant::now();
+    demo.sd.exec(&["kill", "-KILL", &old_main.to_string()]).ok();
+    // The first answer from a worker the new baton started: a fresh
+    // connection, which waits in the queue until one accepts it.
+    let answered_after = loop {
+        let answer = demo.rt.block_on(async {
+            tokio::time::timeout(LONG, baton_e2e::request(addr, "/", true)).await
+        });
+        if let Ok(Ok(r)) = answer {
+            if let Some((_, pid)) = parse_body(&r.body) {
+                if !old_workers.contains(&pid) {
+                    break killed.elapsed();
+                }
+            }
+        }
+        assert!(
+            killed.elapsed() < LONG,
+            "no answer from a new worker {LONG:?} after the SIGKILL\n{}",
+            demo.diagnostics()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    wait_until(LONG, "systemd restarted baton", || {
+        let main = demo.main_pid();
+        main != 0 && main != old_main && demo.property("SubState") == "running"
+    });
+    assert_eq!(demo.property("NRestarts"), "1");
+    let after = load.completed();
+    wait_until(LONG, "the load made progress after the restart", || {
+        load.completed() >= after + 200
+    });
+    let report = demo.rt.block_on(load.finish());
+    Some((
+        demo,
+        addr,
+        Crash {
+            report,
+            answered_after,
+        },
+    ))
+}
+
+/// The fd store (FileDescriptorStoreMax= and FDSTORE in the shipped unit):
+/// baton keeps the reuseport group it binds (`--listen`) in systemd's
+/// store; SIGKILLed under load, it is restarted by systemd one second
+/// later and the new baton adopts the group: not one connection is refused.
+/// What was in flight at the SIGKILL is cut (KillMode=mixed: systemd
+/// SIGKILLs what is left of the unit when its main process dies), at most
+/// one request per client.
+#[test]
+fn sigkill_of_baton_refuses_no_connection_on_its_stored_sockets() {
+    let Some((demo, _, crash)) = crash_under_load(
+        "sigkill_of_baton_refuses_no_connection_on_its_stored_sockets",
+        "",
+    ) else {
+        return;
+    };
+    let report = &crash.report;
+    eprintln!(
+        "{report}\nanswered again {:?} after the SIGKILL",
+        crash.answered_after
+    );
+    assert_eq!(
+        report.by_kind.get("connect-refused"),
+        None,
+        "connections were refused across the crash:\n{report}\n{}",
+        demo.diagnostics()
+    );
+    let clients = 8 + 8 + 4;
+    assert!(
+        report.errors() <= clients,
+        "more failed than the requests in flight at the SIGKILL:\n{report}"
+    );
+    assert!(crash.answered_after < Duration::from_secs(30));
+    assert_eq!(demo.property("NFileDescriptorStore"), WORKERS.to_string());
+    let adopted = demo.sd.wait_journal(
+        SERVICE,
+        "adopted the sockets kept in systemd's fd store",
+        JOURNAL,
+    );
+    assert!(adopted.contains(&format!("sockets={WORKERS}")), "{adopted}");
+}
+
+/// With `ExitType=cgroup` (a drop-in), systemd does not end the unit when
+/// baton dies while workers remain: they got the drain signal from the
+/// kernel (the sockets are stored) and finish what they hold, systemd
+/// restarts baton once they are gone (bounded by WatchdogSec=), and the new
+/// baton adopts the sockets. Not one request fails.
+#[test]
+fn with_exit_type_cgroup_a_sigkill_of_baton_fails_no_request() {
+    let Some((demo, _, crash)) = crash_under_load(
+        "with_exit_type_cgroup_a_sigkill_of_baton_fails_no_request",
+        "ExitType=cgroup\n",
+    ) else {
+        return;
+    };
+    let report = &crash.report;
+    eprintln!(
+        "{report}\nanswered again {:?} after the SIGKILL",
+        crash.answered_after
+    );
+    assert!(
+        report.errors() == 0,
+        "requests failed across the crash:\n{report}\n{}",
+        demo.diagnostics()
+    );
+    assert!(crash.answered_after < Duration::from_secs(30));
+    demo.sd
+        .wait_journal(SERVICE, "draining: stopped accepting", JOURNAL);
+}
+
+/// The control for the two tests above: without the fd store (a drop-in
+/// sets FileDescriptorStoreMax=0 and FDSTORE=0), baton's own sockets die
+/// with it, and the same crash refuses connections until the restarted
+/// baton has bound again.
+#[test]
+fn without_the_fd_store_a_sigkill_of_baton_refuses_connections() {
+    let Some((demo, _, crash)) = crash_under_load(
+        "without_the_fd_store_a_sigkill_of_baton_refuses_connections",
+        "FileDescriptorStoreMax=0\nEnvironment=FDSTORE=0\n",
+    ) else {
+        return;
+    };
+    let report = &crash.report;
+    eprintln!(
+        "{report}\nanswered again {:?} after the SIGKILL",
+        crash.answered_after
+    );
+    assert!(
+        report.by_kind.get("connect-refused").copied().unwrap_or(0) > 0,
+        "no connection refused while baton was down, without the store:\n{report}\n{}",
+        demo.diagnostics()
+    );
+    assert_eq!(demo.property("NFileDescriptorStore"), "0");
 }

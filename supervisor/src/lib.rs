@@ -9,7 +9,8 @@
 //!
 //! Modules, in the order a request to start flows through them:
 //! - [`config`]: command line → validated [`config::Config`].
-//! - [`listeners`]: bind (and own, for baton's whole life) the sockets.
+//! - [`listeners`]: bind (and own, for baton's whole life) the sockets;
+//!   [`fdstore`] keeps them in systemd's fd store, so they outlive a crash.
 //! - [`sockfile`]: unix socket files created without a race.
 //! - [`notify`]: the datagram socket workers send `READY=1` on.
 //! - [`spawn`]: fork/exec of one worker with its fds and environment, as
@@ -32,6 +33,7 @@ pub mod config;
 pub mod control;
 pub mod core;
 pub mod error;
+pub mod fdstore;
 pub mod listeners;
 pub mod metrics;
 pub mod notify;

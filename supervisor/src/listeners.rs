@@ -29,15 +29,23 @@
 //! own sockets ([`Listener::queued_in_set`]) and gets the drain signal once
 //! they are empty, so no connection reaches a worker after (or just before)
 //! it is told to drain.
+//!
+//! **systemd's fd store** (`FDSTORE` set, see fdstore.rs): every socket
+//! baton binds is also kept by systemd, under a name that says which
+//! listener and which member (its index, the kernel's order) it is, kept in
+//! step through [`Listener::grow`] and [`Listener::relisten`]. A restarted
+//! baton adopts them ([`bind_or_adopt`]) before it binds anything.
 
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 
 use crate::config::{ListenAddr, ListenSpec};
 use crate::error::ListenError;
+use crate::fdstore::{self, Store};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Kind {
@@ -86,12 +94,42 @@ pub struct Listener {
     /// between, as indexes into `sockets` (which is in the kernel's order of
     /// the group), and the set new connections go to.
     sets: Option<Steering>,
+    /// Kept in systemd's fd store too (see fdstore.rs), when baton uses it
+    /// and bound the sockets itself.
+    store: Option<StoreLink>,
 }
 
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 struct Steering {
     sets: [Vec<usize>; 2],
     steered: usize,
+}
+
+/// A listener's sockets in systemd's fd store.
+#[derive(Debug)]
+struct StoreLink {
+    store: Arc<Store>,
+    /// The listener's part of every name (`fdstore::listener_id`).
+    id: String,
+    /// The name each of `sockets` is stored under (same order); None: not
+    /// stored (the store was full, or sending failed).
+    names: Vec<Option<String>>,
+    /// Steering: the label (0 or 1) each set is stored under. A restarted
+    /// baton's first generation takes the set the previous one steered to,
+    /// whatever its label, as set 0.
+    labels: [u8; 2],
+    /// Steering: the label the store's marker says new connections go to.
+    steered: Option<u8>,
+}
+
+/// What an upgrade hands over of a [`StoreLink`] (the store itself is
+/// reached again from the environment).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct StoreState {
+    id: String,
+    names: Vec<Option<String>>,
+    labels: [u8; 2],
+    steered: Option<u8>,
 }
 
 /// A listener as an upgrade hands it to the next image of baton: its
@@ -110,6 +148,10 @@ pub struct ListenerState {
     served: usize,
     unix_path: Option<PathBuf>,
     sets: Option<Steering>,
+    /// Its sockets' names in systemd's fd store (absent in the state of an
+    /// image without the fd store: then nothing was stored).
+    #[serde(default)]
+    store: Option<StoreState>,
 }
 
 impl Listener {
@@ -128,6 +170,12 @@ impl Listener {
             served: self.served,
             unix_path: self.unix_path.clone(),
             sets: self.sets.clone(),
+            store: self.store.as_ref().map(|l| StoreState {
+                id: l.id.clone(),
+                names: l.names.clone(),
+                labels: l.labels,
+                steered: l.steered,
+            }),
         }
     }
 
@@ -153,7 +201,7 @@ impl Listener {
                 Ok(owned)
             })
             .collect::<io::Result<Vec<_>>>()?;
-        Ok(Listener {
+        let mut listener = Listener {
             name: state.name,
             named: state.named,
             kind: state.kind,
@@ -165,7 +213,14 @@ impl Listener {
             served: state.served,
             unix_path: state.unix_path,
             sets: state.sets,
-        })
+            store: None,
+        };
+        // The previous image's entries in systemd's fd store are still
+        // there: keep them in step from here on.
+        if let (Some(st), Some(store)) = (state.store, fdstore::shared()) {
+            listener.link_store(store, st.id, st.names, st.labels, st.steered);
+        }
+        Ok(listener)
     }
 
     /// The indexes of the sockets worker `slot` of a generation of `workers`
@@ -262,11 +317,16 @@ impl Listener {
             ..BindOptions::default()
         };
         let before = self.sockets.len();
-        while self.sockets.len() < slots {
-            let socket = inet_socket(self.kind, addr, &opts)?;
-            self.sockets.push(OwnedFd::from(socket));
-        }
-        Ok(self.sockets.len() - before)
+        let grown = (|| {
+            while self.sockets.len() < slots {
+                let socket = inet_socket(self.kind, addr, &opts)?;
+                self.sockets.push(OwnedFd::from(socket));
+            }
+            Ok(())
+        })();
+        // What was added is kept (and stored) even if a later bind failed.
+        self.sync_store();
+        grown.map(|()| self.sockets.len() - before)
     }
 
     /// Steering: make each set at least `slots` sockets. The kernel keeps
@@ -286,18 +346,22 @@ impl Listener {
             ..BindOptions::default()
         };
         let mut added = 0;
-        for set in 0..2 {
-            while self.sets.as_ref().map_or(0, |st| st.sets[set].len()) < slots {
-                let socket = inet_socket(self.kind, addr, &opts)?;
-                self.sockets.push(OwnedFd::from(socket));
-                let j = self.sockets.len() - 1;
-                if let Some(st) = &mut self.sets {
-                    st.sets[set].push(j);
+        let grown = (|| {
+            for set in 0..2 {
+                while self.sets.as_ref().map_or(0, |st| st.sets[set].len()) < slots {
+                    let socket = inet_socket(self.kind, addr, &opts)?;
+                    self.sockets.push(OwnedFd::from(socket));
+                    let j = self.sockets.len() - 1;
+                    if let Some(st) = &mut self.sets {
+                        st.sets[set].push(j);
+                    }
+                    added += 1;
                 }
-                added += 1;
             }
-        }
-        Ok(added)
+            Ok::<(), io::Error>(())
+        })();
+        self.sync_store();
+        grown.map(|()| added)
     }
 
     /// The generation on `set` now serves: new connections go to it. With
@@ -309,6 +373,7 @@ impl Listener {
             Some(st) => {
                 attach_indexes(self.sockets[0].as_fd(), &st.sets[set % 2])?;
                 st.steered = set % 2;
+                self.record_steered();
                 Ok(())
             }
             None => self.all_served(),
@@ -371,8 +436,12 @@ impl Listener {
                     ..BindOptions::default()
                 };
                 let fresh = OwnedFd::from(inet_socket(self.kind, addr, &opts)?);
+                // The shut-down socket leaves the store (systemd may have
+                // dropped it already, on its EPOLLHUP).
+                self.forget_stored(j);
                 if !self.per_slot {
                     self.sockets[j] = fresh;
+                    self.sync_store();
                     return Ok("replaced by a fresh socket");
                 }
                 // The kernel took the shut-down member out of the group by
@@ -382,6 +451,10 @@ impl Listener {
                 let last = self.sockets.len() - 1;
                 self.sockets.swap_remove(j);
                 self.sockets.push(fresh);
+                if let Some(link) = &mut self.store {
+                    link.names.swap_remove(j);
+                    link.names.push(None);
+                }
                 if let Some(st) = &mut self.sets {
                     for i in st.sets.iter_mut().flatten() {
                         if *i == last {
@@ -392,6 +465,9 @@ impl Listener {
                     }
                     attach_indexes(self.sockets[0].as_fd(), &st.sets[st.steered])?;
                 }
+                // The moved member is stored again under its new index,
+                // the fresh one under the last.
+                self.sync_store();
                 Ok("replaced by a fresh socket")
             }
             Kind::Unix | Kind::Udp => Err(io::Error::other(
@@ -427,6 +503,125 @@ impl Listener {
         }
     }
 
+    /// How many of its sockets are in systemd's fd store.
+    pub fn stored_count(&self) -> usize {
+        self.store
+            .as_ref()
+            .map_or(0, |l| l.names.iter().flatten().count())
+    }
+
+    /// Keep the sockets in systemd's fd store from now on: `names` are
+    /// those already there (adopted, by index), `steered` the label the
+    /// store's steering marker has. Stores the others.
+    fn link_store(
+        &mut self,
+        store: Arc<Store>,
+        id: String,
+        names: Vec<Option<String>>,
+        labels: [u8; 2],
+        steered: Option<u8>,
+    ) {
+        store.count_held(names.iter().flatten().count() + usize::from(steered.is_some()));
+        self.store = Some(StoreLink {
+            store,
+            id,
+            names,
+            labels,
+            steered,
+        });
+        self.sync_store();
+        self.record_steered();
+    }
+
+    /// The steering label socket `j` is stored with (None without steering).
+    fn label_of(&self, j: usize) -> Option<u8> {
+        let st = self.sets.as_ref()?;
+        let labels = self.store.as_ref().map_or([0, 1], |l| l.labels);
+        (0..2).find(|&s| st.sets[s].contains(&j)).map(|s| labels[s])
+    }
+
+    /// Make the store hold every socket under the name of its index (and
+    /// steering label): after a bind, `grow` or `relisten`. Names that no
+    /// longer fit are removed first, so that no two entries ever share one.
+    fn sync_store(&mut self) {
+        if self.store.is_none() {
+            return;
+        }
+        let wanted: Vec<String> = (0..self.sockets.len())
+            .map(|j| {
+                let id = &self.store.as_ref().map_or("", |l| l.id.as_str());
+                fdstore::member_name(id, j, self.label_of(j))
+            })
+            .collect();
+        let poll = self.kind != Kind::Udp;
+        let Some(link) = &mut self.store else { return };
+        link.names.resize(self.sockets.len(), None);
+        for (name, want) in link.names.iter_mut().zip(&wanted) {
+            if let Some(old) = name.take_if(|n| n != want) {
+                link.store.remove(&old);
+            }
+        }
+        for (j, want) in wanted.iter().enumerate() {
+            if link.names[j].is_some() {
+                continue;
+            }
+            match link.store.store(self.sockets[j].as_fd(), want, poll) {
+                Ok(()) => link.names[j] = Some(want.clone()),
+                Err(e) => {
+                    if e.kind() != io::ErrorKind::StorageFull || link.store.first_full() {
+                        tracing::warn!(
+                            name = %self.name,
+                            addr = %self.local,
+                            socket = j,
+                            fdname = %want,
+                            error = %e,
+                            "cannot put a socket in systemd's fd store: a crash of baton refuses \
+                             connections to it until the next baton has bound it again"
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    /// Socket `j` is about to be closed: out of the store.
+    fn forget_stored(&mut self, j: usize) {
+        if let Some(link) = &mut self.store {
+            if let Some(name) = link.names.get_mut(j).and_then(Option::take) {
+                link.store.remove(&name);
+            }
+        }
+    }
+
+    /// Steering: record in the store which set new connections go to (a
+    /// marker named after its label), so that a restarted baton starts on
+    /// it. The new marker is stored before the old one is removed.
+    fn record_steered(&mut self) {
+        let (Some(link), Some(st)) = (&mut self.store, &self.sets) else {
+            return;
+        };
+        let label = link.labels[st.steered];
+        if link.steered == Some(label) {
+            return;
+        }
+        let name = fdstore::steered_name(&link.id, label);
+        match link.store.store_marker(&name) {
+            Ok(()) => {
+                if let Some(old) = link.steered.replace(label) {
+                    link.store.remove(&fdstore::steered_name(&link.id, old));
+                }
+            }
+            Err(e) => tracing::warn!(
+                name = %self.name,
+                addr = %self.local,
+                fdname = %name,
+                error = %e,
+                "cannot record the steered socket set in systemd's fd store: a restarted baton \
+                 may start on the other set"
+            ),
+        }
+    }
+
     /// The bound TCP or UDP address.
     fn inet_addr(&self) -> io::Result<std::net::SocketAddr> {
         match &self.addr {
@@ -452,18 +647,399 @@ pub struct BindOptions {
     pub steer: bool,
 }
 
-/// Bind every `--listen` in order. On error, the ones already bound are
-/// closed (and their unix socket files removed) by `Drop`.
-pub fn bind_all(specs: &[ListenSpec], opts: &BindOptions) -> Result<Vec<Listener>, ListenError> {
+/// Bind every `--listen` in order, or adopt the sockets a previous baton
+/// left in systemd's fd store (`passed`, from `LISTEN_FDS`: see
+/// fdstore.rs) where they fit; with a `store`, every socket is kept there
+/// too, now and as listeners grow.
+///
+/// The stored sockets are dealt with before anything is bound. Those that
+/// fit their `--listen` (same kind and address, a reuseport group whose
+/// members are all there, in the kernel's order) are adopted: binding anew
+/// beside them would fail, or for SO_REUSEPORT join their group next to
+/// sockets nobody serves. Those that do not fit, and those of a `--listen`
+/// no longer given, are closed and removed from the store, and baton waits
+/// until systemd has closed its copies (`BARRIER=1`) before it binds.
+/// On error, the listeners already made are closed (and their unix socket
+/// files removed) by `Drop`.
+pub fn bind_or_adopt(
+    specs: &[ListenSpec],
+    opts: &BindOptions,
+    store: Option<Arc<Store>>,
+    passed: Vec<fdstore::Passed>,
+) -> Result<Vec<Listener>, ListenError> {
+    use std::collections::BTreeMap;
+    let ids = fdstore::listener_ids(specs);
+    if !passed.is_empty() && store.is_none() {
+        tracing::warn!(
+            count = passed.len(),
+            "systemd passed back sockets from its fd store, but FDSTORE is not set: baton \
+             adopts them but stores nothing (systemd < 254 does not set FDSTORE: add \
+             Environment=FDSTORE=N, N as in FileDescriptorStoreMax=)"
+        );
+    }
+    let mut by_id: BTreeMap<String, Vec<(fdstore::Entry, fdstore::Passed)>> = BTreeMap::new();
+    let mut to_close: Vec<(fdstore::Passed, String)> = Vec::new();
+    for p in passed {
+        match fdstore::parse(&p.name) {
+            Some(e) => {
+                let id = match &e {
+                    fdstore::Entry::Member { id, .. } | fdstore::Entry::Steered { id, .. } => {
+                        id.clone()
+                    }
+                };
+                by_id.entry(id).or_default().push((e, p));
+            }
+            None => to_close.push((p, "not a name baton gives".into())),
+        }
+    }
+    let mut adopted: Vec<Option<Adopted>> = Vec::with_capacity(specs.len());
+    for (spec, id) in specs.iter().zip(&ids) {
+        let Some(entries) = by_id.remove(id) else {
+            adopted.push(None);
+            continue;
+        };
+        let names: Vec<String> = entries.iter().map(|(_, p)| p.name.clone()).collect();
+        match adopt_stored(spec, entries, opts) {
+            Ok((a, stale)) => {
+                tracing::info!(
+                    name = %spec.name,
+                    addr = %a.listener.local,
+                    sockets = a.listener.sockets.len(),
+                    "adopted the sockets kept in systemd's fd store"
+                );
+                // (One named like the kept marker cannot be removed by
+                // name alone: it stays, and is merely closed here.)
+                let kept = a.steered.map(|l| fdstore::steered_name(id, l));
+                let (same, older): (Vec<_>, Vec<_>) = stale
+                    .into_iter()
+                    .partition(|p| Some(&p.name) == kept.as_ref());
+                drop(same);
+                to_close.extend(
+                    older
+                        .into_iter()
+                        .map(|p| (p, "an older steering marker".into())),
+                );
+                adopted.push(Some(a));
+            }
+            Err((why, fds)) => {
+                tracing::warn!(
+                    name = %spec.name,
+                    addr = %spec.addr,
+                    fdnames = ?names,
+                    reason = %why,
+                    "the sockets systemd's fd store kept for this address do not fit it: closing \
+                     them, binding afresh"
+                );
+                to_close.extend(fds.into_iter().map(|p| (p, why.clone())));
+                adopted.push(None);
+            }
+        }
+    }
+    for p in by_id.into_values().flatten().map(|(_, p)| p) {
+        to_close.push((p, "no --listen has its address any more".into()));
+    }
+    let removed = !to_close.is_empty();
+    let mut removed_names = std::collections::BTreeSet::new();
+    for (p, why) in to_close {
+        let addr = socket2::SockRef::from(&p.fd)
+            .local_addr()
+            .ok()
+            .map(|a| match (a.as_socket(), a.as_pathname()) {
+                (Some(s), _) => s.to_string(),
+                (None, Some(path)) => format!("unix:{}", path.display()),
+                _ => "-".to_string(),
+            })
+            .unwrap_or_else(|| "-".into());
+        tracing::info!(fdname = %p.name, fd = p.fd.as_raw_fd(), addr = %addr, reason = %why, "closing a socket from systemd's fd store");
+        if let Some(store) = &store {
+            if removed_names.insert(p.name.clone()) {
+                store.remove(&p.name);
+            }
+        }
+        drop(p.fd);
+    }
+    if let (true, Some(store)) = (removed, &store) {
+        if let Err(e) = store.barrier() {
+            tracing::warn!(error = %e, "systemd may still hold the sockets removed from its fd store: binding anyway");
+        }
+    }
     specs
         .iter()
-        .map(|spec| {
-            bind(spec, opts).map_err(|source| ListenError::Bind {
+        .zip(ids)
+        .zip(adopted)
+        .map(|((spec, id), adopted)| {
+            let err = |source| ListenError::Bind {
                 addr: spec.addr.to_string(),
                 source,
-            })
+            };
+            let (mut l, names, labels, steered) = match adopted {
+                Some(a) => {
+                    let Adopted {
+                        mut listener,
+                        names,
+                        labels,
+                        steered,
+                    } = a;
+                    listener.complete_adopted(opts).map_err(err)?;
+                    (listener, names, labels, steered)
+                }
+                None => (bind(spec, opts).map_err(err)?, Vec::new(), [0, 1], None),
+            };
+            if let Some(store) = &store {
+                l.link_store(store.clone(), id, names, labels, steered);
+            }
+            Ok(l)
         })
         .collect()
+}
+
+/// A listener rebuilt from the sockets systemd's fd store kept.
+struct Adopted {
+    listener: Listener,
+    /// The name each socket is stored under.
+    names: Vec<Option<String>>,
+    /// Steering: the label of set 0 (the one the last baton steered to)
+    /// and of set 1.
+    labels: [u8; 2],
+    /// Steering: the label of the marker kept.
+    steered: Option<u8>,
+}
+
+/// The listener `spec` from its stored sockets and steering markers, with
+/// the markers to remove (all but the newest); or why they do not fit it,
+/// with every fd given (to close).
+#[allow(clippy::type_complexity)]
+fn adopt_stored(
+    spec: &ListenSpec,
+    entries: Vec<(fdstore::Entry, fdstore::Passed)>,
+    opts: &BindOptions,
+) -> Result<(Adopted, Vec<fdstore::Passed>), (String, Vec<fdstore::Passed>)> {
+    let kind = match spec.addr {
+        ListenAddr::Tcp(_) => Kind::Tcp,
+        ListenAddr::Udp(_) => Kind::Udp,
+        ListenAddr::Unix(_) => Kind::Unix,
+    };
+    let per_slot = opts.reuseport_slots.is_some() && kind != Kind::Unix;
+    let steer = opts.steer && per_slot && kind == Kind::Tcp;
+    let mut members: Vec<(usize, u8, fdstore::Passed)> = Vec::new();
+    // In LISTEN_FDS order, which is newest first: systemd hands its store
+    // back in the reverse order of storing.
+    let mut markers: Vec<(u8, fdstore::Passed)> = Vec::new();
+    for (e, p) in entries {
+        match e {
+            fdstore::Entry::Member { member, label, .. } => members.push((member, label, p)),
+            fdstore::Entry::Steered { label, .. } => markers.push((label, p)),
+        }
+    }
+    members.sort_by_key(|m| m.0);
+    let check = || -> Result<ListenAddr, String> {
+        if members.is_empty() {
+            return Err("no socket is left, only a steering marker".into());
+        }
+        if members.iter().enumerate().any(|(i, m)| m.0 != i) {
+            let got: Vec<usize> = members.iter().map(|m| m.0).collect();
+            return Err(format!(
+                "sockets {got:?} are stored: some are missing (a member closed), so the kernel's \
+                 order of the group is not known"
+            ));
+        }
+        if !per_slot && members.len() > 1 {
+            return Err(format!(
+                "{} sockets are stored (a reuseport group), but --reuseport is not given",
+                members.len()
+            ));
+        }
+        let mut bound: Option<ListenAddr> = None;
+        for (_, _, p) in &members {
+            let got = check_stored(p.fd.as_fd(), &spec.addr, per_slot)
+                .map_err(|e| format!("{} (fd {}): {e}", p.name, p.fd.as_raw_fd()))?;
+            match &bound {
+                Some(b) if *b != got => {
+                    return Err(format!("its sockets are bound to {b} and {got}"));
+                }
+                _ => bound = Some(got),
+            }
+        }
+        bound.ok_or_else(|| "no socket".to_string())
+    };
+    let addr = match check() {
+        Ok(a) => a,
+        Err(why) => {
+            let mut fds: Vec<fdstore::Passed> = members.into_iter().map(|m| m.2).collect();
+            fds.extend(markers.into_iter().map(|m| m.1));
+            return Err((why, fds));
+        }
+    };
+    // The newest marker is kept (with steering), the others removed.
+    let mut markers = markers.into_iter();
+    let newest = if steer { markers.next() } else { None };
+    let stale: Vec<fdstore::Passed> = markers.map(|m| m.1).collect();
+    // The first generation starts on set 0: the set the last baton steered
+    // to, whose queues filled while no baton ran.
+    let mut first = newest.as_ref().map_or(0, |m| m.0);
+    if steer && !members.iter().any(|m| m.1 == first) {
+        first = 1 - first;
+    }
+    let sets = steer.then(|| Steering {
+        sets: [
+            (0..members.len())
+                .filter(|&j| members[j].1 == first)
+                .collect(),
+            (0..members.len())
+                .filter(|&j| members[j].1 != first)
+                .collect(),
+        ],
+        steered: 0,
+    });
+    let names: Vec<Option<String>> = members.iter().map(|m| Some(m.2.name.clone())).collect();
+    let sockets: Vec<OwnedFd> = members.into_iter().map(|m| m.2.fd).collect();
+    let served = sockets.len();
+    let listener = Listener {
+        name: spec.name.clone(),
+        named: spec.named,
+        kind,
+        local: addr.to_string(),
+        unix_path: match &addr {
+            ListenAddr::Unix(p) => Some(p.clone()),
+            _ => None,
+        },
+        addr,
+        inherited: false,
+        sockets,
+        per_slot,
+        served,
+        sets,
+        store: None,
+    };
+    let steered = newest.as_ref().map(|m| m.0);
+    Ok((
+        Adopted {
+            listener,
+            names,
+            labels: [first, 1 - first],
+            steered,
+        },
+        stale,
+    ))
+}
+
+/// The directory a unix socket path is in (`.` for a bare name).
+fn dir_of(path: &std::path::Path) -> &std::path::Path {
+    path.parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(std::path::Path::new("."))
+}
+
+/// Does a socket from systemd's fd store fit `want` (kind, address: any
+/// port for port 0, listening, SO_REUSEPORT exactly when `per_slot`)?
+/// Returns the address it is bound to.
+fn check_stored(
+    fd: BorrowedFd<'_>,
+    want: &ListenAddr,
+    per_slot: bool,
+) -> Result<ListenAddr, String> {
+    let s = socket2::SockRef::from(&fd);
+    let io = |e: io::Error| e.to_string();
+    let ty = s.r#type().map_err(io)?;
+    let domain = s.domain().map_err(io)?;
+    let local = s.local_addr().map_err(io)?;
+    match want {
+        ListenAddr::Tcp(a) | ListenAddr::Udp(a) => {
+            let tcp = matches!(want, ListenAddr::Tcp(_));
+            let (want_ty, what) = if tcp {
+                (Type::STREAM, "TCP")
+            } else {
+                (Type::DGRAM, "UDP")
+            };
+            if !matches!(domain, Domain::IPV4 | Domain::IPV6) || ty != want_ty {
+                return Err(format!("not a {what} socket"));
+            }
+            if tcp && !s.is_listener().map_err(io)? {
+                return Err("not listening".into());
+            }
+            let got = local
+                .as_socket()
+                .ok_or_else(|| "an inet socket without an inet address".to_string())?;
+            if got.ip() != a.ip() || (a.port() != 0 && got.port() != a.port()) {
+                return Err(format!("bound to {got}, not {a}"));
+            }
+            match (s.reuse_port().map_err(io)?, per_slot) {
+                (false, true) => {
+                    return Err("one shared socket, but --reuseport asks for a group".into())
+                }
+                (true, false) => {
+                    return Err("a SO_REUSEPORT group, but --reuseport is not given".into())
+                }
+                _ => {}
+            }
+            Ok(if tcp {
+                ListenAddr::Tcp(got)
+            } else {
+                ListenAddr::Udp(got)
+            })
+        }
+        ListenAddr::Unix(path) => {
+            if domain != Domain::UNIX || ty != Type::STREAM || !s.is_listener().map_err(io)? {
+                return Err("not a listening unix stream socket".into());
+            }
+            // baton binds in a private directory beside the path and
+            // renames the file into place (sockfile.rs): the socket's own
+            // name is `<dir>/.baton-XXXXXX/s` (or, for a long path, reached
+            // through `/proc/self/fd/N/s`).
+            let bound = local
+                .as_pathname()
+                .ok_or_else(|| "an unnamed unix socket".to_string())?;
+            let beside = bound.file_name() == Some(std::ffi::OsStr::new("s"))
+                && bound.parent().is_some_and(|d| {
+                    d.starts_with("/proc/self/fd")
+                        || (d
+                            .file_name()
+                            .is_some_and(|n| n.to_string_lossy().starts_with(".baton-"))
+                            && d.parent() == Some(dir_of(path)))
+                });
+            if bound != path && !beside {
+                return Err(format!("bound to {}", bound.display()));
+            }
+            use std::os::unix::fs::FileTypeExt;
+            match std::fs::symlink_metadata(path) {
+                Ok(m) if m.file_type().is_socket() => Ok(want.clone()),
+                _ => Err(format!(
+                    "{} is no longer its socket file: nobody could connect to it",
+                    path.display()
+                )),
+            }
+        }
+    }
+}
+
+impl Listener {
+    /// After adoption: listen with this run's backlog, and grow the group
+    /// to this run's worker count. Every socket is served (the first
+    /// generation holds them all): the program the last baton attached is
+    /// replaced (steering: sent to set 0) or removed.
+    fn complete_adopted(&mut self, opts: &BindOptions) -> io::Result<()> {
+        if self.kind != Kind::Udp {
+            for s in &self.sockets {
+                socket2::SockRef::from(s).listen(opts.backlog)?;
+            }
+        }
+        let slots = opts.reuseport_slots.unwrap_or(1);
+        if self.sets.is_some() {
+            self.grow_sets(slots, opts.backlog)?;
+            self.steer(0)?;
+        } else if self.per_slot {
+            self.grow(slots, opts.backlog)?;
+            match detach_program(self.sockets[0].as_fd()) {
+                // ENOENT: no program was attached.
+                Err(e) if e.raw_os_error() != Some(libc::ENOENT) => {
+                    attach_first_k(self.sockets[0].as_fd(), self.sockets.len())?
+                }
+                _ => {}
+            }
+            self.served = self.sockets.len();
+        }
+        Ok(())
+    }
 }
 
 fn bind(spec: &ListenSpec, opts: &BindOptions) -> io::Result<Listener> {
@@ -516,6 +1092,7 @@ fn bind(spec: &ListenSpec, opts: &BindOptions) -> io::Result<Listener> {
                 per_slot: opts.reuseport_slots.is_some(),
                 unix_path: None,
                 sets,
+                store: None,
             })
         }
         ListenAddr::Unix(path) => {
@@ -543,6 +1120,7 @@ fn bind(spec: &ListenSpec, opts: &BindOptions) -> io::Result<Listener> {
                 served: 1,
                 unix_path: Some(path.clone()),
                 sets: None,
+                store: None,
             };
             socket2::SockRef::from(&listener.sockets[0]).listen(opts.backlog)?;
             Ok(listener)
@@ -820,16 +1398,36 @@ pub fn inherit_from_env() -> Result<Vec<Listener>, ListenError> {
         tracing::warn!(listen_pid = ?pid, "LISTEN_FDS is for another process: ignored");
         return Ok(Vec::new());
     };
-    passed
-        .into_iter()
-        .map(|(fd, name)| {
-            // systemd names every socket (FileDescriptorName=), but a
-            // hand-made LISTEN_FDS may not.
-            let named = name.is_some();
-            let name = name.unwrap_or_else(|| format!("fd{fd}"));
-            adopt(fd, name, named).map_err(|e| bad(format!("fd {fd}: {e}")))
-        })
-        .collect()
+    let mut listeners = Vec::new();
+    for (fd, name) in passed {
+        // What baton itself kept in systemd's fd store waits for
+        // `bind_or_adopt`, which matches it with the --listen addresses.
+        if let Some(name) = name.as_deref().filter(|n| fdstore::is_ours(n)) {
+            let owned = take_fd(fd).map_err(|e| bad(format!("fd {fd} ({name}): {e}")))?;
+            fdstore::set_aside(owned, name.to_string());
+            continue;
+        }
+        // systemd names every socket (FileDescriptorName=), but a
+        // hand-made LISTEN_FDS may not.
+        let named = name.is_some();
+        let name = name.unwrap_or_else(|| format!("fd{fd}"));
+        listeners.push(adopt(fd, name, named).map_err(|e| bad(format!("fd {fd}: {e}")))?);
+    }
+    Ok(listeners)
+}
+
+/// Own fd `fd`, which systemd passed.
+fn take_fd(fd: RawFd) -> io::Result<OwnedFd> {
+    // SAFETY: F_GETFD only queries the descriptor table.
+    if unsafe { libc::fcntl(fd, libc::F_GETFD) } == -1 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: systemd's protocol hands fds 3..3+LISTEN_FDS to this process and
+    // nothing else in baton owns them (it has opened nothing yet that could
+    // have been given these numbers: they were open, checked just above).
+    // It stays at its number, made CLOEXEC at start-up like every fd baton
+    // inherited; the spawner places it at its slot in each worker.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
 /// A socket systemd passed: its fd and its name from `LISTEN_FDNAMES`.
@@ -882,16 +1480,7 @@ pub fn parse_listen_env(
 }
 
 fn adopt(fd: RawFd, name: String, named: bool) -> io::Result<Listener> {
-    // SAFETY: F_GETFD only queries the descriptor table.
-    if unsafe { libc::fcntl(fd, libc::F_GETFD) } == -1 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: systemd's protocol hands fds 3..3+LISTEN_FDS to this process and
-    // nothing else in baton owns them (it has opened nothing yet that could
-    // have been given these numbers: they were open, checked just above).
-    // It stays at its number, made CLOEXEC at start-up like every fd baton
-    // inherited; the spawner places it at its slot in each worker.
-    let owned = unsafe { OwnedFd::from_raw_fd(fd) };
+    let owned = take_fd(fd)?;
     let socket = socket2::SockRef::from(&owned);
     let ty = socket.r#type()?;
     let domain = socket.domain()?;
@@ -935,15 +1524,83 @@ fn adopt(fd: RawFd, name: String, named: bool) -> io::Result<Listener> {
         served: 1,
         unix_path: None,
         sets: None,
+        store: None,
     })
 }
 
 impl Drop for Listener {
     fn drop(&mut self) {
         // Only ever dropped when baton exits (or fails to start): never during
-        // a reload, when a worker may still be accepting on it.
-        if let Some(path) = &self.unix_path {
+        // a reload, when a worker may still be accepting on it. A socket in
+        // systemd's fd store outlives baton (a `systemctl restart` keeps
+        // the store): its file stays for the next baton, which adopts it
+        // (after a `stop`, the next bind replaces the stale file).
+        if let (Some(path), 0) = (&self.unix_path, self.stored_count()) {
             let _ = std::fs::remove_file(path);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Which of `sockets` a connection to `addr` lands on, with a program
+    /// on the group that returns index `k`.
+    fn lands_on(sockets: &[OwnedFd], addr: std::net::SocketAddr, k: usize) -> Vec<usize> {
+        attach_indexes(sockets[0].as_fd(), &[k]).unwrap();
+        let client = std::net::TcpStream::connect(addr).unwrap();
+        let mut got = Vec::new();
+        for _ in 0..200 {
+            for (j, s) in sockets.iter().enumerate() {
+                let s = socket2::SockRef::from(s);
+                s.set_nonblocking(true).unwrap();
+                if s.accept().is_ok() {
+                    got.push(j);
+                }
+            }
+            if !got.is_empty() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        drop(client);
+        got
+    }
+
+    /// The kernel's order of a reuseport group is the order its members
+    /// joined, and stays so while none is closed, whoever holds them: a
+    /// group passed back from the store (newest first, as systemd does,
+    /// and the originals closed) is rebuilt by member name in that order,
+    /// which is what the BPF programs index.
+    #[test]
+    fn an_adopted_group_is_in_the_kernels_order() {
+        let spec: ListenSpec = "127.0.0.1:0".parse().unwrap();
+        let opts = BindOptions {
+            backlog: 16,
+            reuseport_slots: Some(4),
+            ..BindOptions::default()
+        };
+        let original = bind(&spec, &opts).unwrap();
+        let addr = original.inet_addr().unwrap();
+        let id = fdstore::listener_id(&spec.addr, 0);
+        for k in 0..4 {
+            assert_eq!(lands_on(&original.sockets, addr, k), vec![k]);
+        }
+        let passed: Vec<fdstore::Passed> = (0..4)
+            .rev()
+            .map(|j| fdstore::Passed {
+                fd: original.sockets[j].try_clone().unwrap(),
+                name: fdstore::member_name(&id, j, None),
+            })
+            .collect();
+        drop(original);
+        let mut adopted = bind_or_adopt(std::slice::from_ref(&spec), &opts, None, passed).unwrap();
+        let l = adopted.remove(0);
+        assert_eq!(l.local, addr.to_string());
+        assert_eq!(l.sockets.len(), 4);
+        for k in 0..4 {
+            assert_eq!(lands_on(&l.sockets, addr, k), vec![k], "index {k}");
         }
     }
 }

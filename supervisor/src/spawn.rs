@@ -34,6 +34,7 @@ const SCRUBBED: &[&str] = &[
     "SERVER_STARTER_PORT",
     "EINHORN_FDS",
     "EINHORN_FD_COUNT",
+    "FDSTORE",
 ];
 
 /// Everything needed to start one worker.
@@ -54,6 +55,9 @@ pub struct WorkerSpec<'a> {
     /// `cgroup.procs` of the cgroup the child joins before exec (opened for
     /// writing by the parent: the child only writes "0", itself, to it).
     pub cgroup_procs: Option<BorrowedFd<'a>>,
+    /// What the kernel sends the worker when baton dies
+    /// (`PR_SET_PDEATHSIG`; see `fdstore::death_signal`).
+    pub death_signal: nix::sys::signal::Signal,
 }
 
 /// Find the file that `execve` will run, now: a path with `/` is taken
@@ -227,6 +231,8 @@ struct ChildPlan {
     parent: libc::pid_t,
     /// -1: stay in baton's cgroup.
     cgroup_procs: RawFd,
+    /// PR_SET_PDEATHSIG's signal.
+    death_signal: libc::c_int,
     /// (uid, gid, supplementary groups) to switch to.
     user: Option<(libc::uid_t, libc::gid_t, Vec<libc::gid_t>)>,
 }
@@ -299,6 +305,7 @@ pub fn spawn(spec: &WorkerSpec<'_>) -> Result<Pid, SpawnError> {
         err_fd: err_write.as_raw_fd(),
         parent: std::process::id() as libc::pid_t,
         cgroup_procs: spec.cgroup_procs.map_or(-1, |fd| fd.as_raw_fd()),
+        death_signal: spec.death_signal as libc::c_int,
         user: spec.user.map(|u| (u.uid, u.gid, u.groups.clone())),
     };
 
@@ -463,13 +470,15 @@ unsafe fn exec_child(plan: &mut ChildPlan) -> ! {
             }
         }
 
-        // The worker dies with baton even when baton is SIGKILLed. PDEATHSIG fires
-        // when the *thread* that forked exits: this is baton's main thread, which
-        // lives as long as baton. After the credential change above, which clears
-        // it. Re-check the parent: it may be gone already.
+        // The worker dies with baton even when baton is SIGKILLed (or, when
+        // baton's sockets outlive it in systemd's fd store, drains: see
+        // fdstore::death_signal). PDEATHSIG fires when the *thread* that
+        // forked exits: this is baton's main thread, which lives as long as
+        // baton. After the credential change above, which clears it.
+        // Re-check the parent: it may be gone already.
         if libc::prctl(
             libc::PR_SET_PDEATHSIG,
-            libc::SIGKILL as libc::c_ulong,
+            plan.death_signal as libc::c_ulong,
             0,
             0,
             0,
@@ -662,6 +671,7 @@ mod tests {
             env: &[],
             user: Some(&user),
             cgroup_procs: None,
+            death_signal: nix::sys::signal::Signal::SIGKILL,
         })
         .expect_err("setgroups with 70000 groups must fail");
         assert!(

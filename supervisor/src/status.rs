@@ -34,10 +34,14 @@ pub fn collect(core: &Core, listeners: &[Listener], baton: Baton<'_>) -> Status 
     let workers = core.workers;
     let reloads = &core.reloads;
     let ms = |d: std::time::Duration| d.as_millis() as u64;
+    let uptime = now.since(core.started);
     Status {
         pid: std::process::id(),
         version: env!("CARGO_PKG_VERSION").to_string(),
-        uptime_ms: ms(now.since(core.started)),
+        uptime_ms: ms(uptime),
+        started_at: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |wall| wall.saturating_sub(uptime).as_secs()),
         upgrades,
         image_uptime_ms: ms(now.since(image_started)),
         drained: core.drained,
@@ -66,6 +70,7 @@ pub fn collect(core: &Core, listeners: &[Listener], baton: Baton<'_>) -> Status 
                 per_slot: l.per_slot(),
                 served: l.served_count(),
                 inherited: l.inherited,
+                stored: l.stored_count(),
                 queued: l.queue_lengths().into_iter().flatten().collect(),
             })
             .collect(),
@@ -158,6 +163,10 @@ pub struct Status {
     pub pid: u32,
     pub version: String,
     pub uptime_ms: u64,
+    /// When this baton started (its first image, across upgrades), in
+    /// seconds since the Unix epoch.
+    #[serde(default)]
+    pub started_at: u64,
     /// Times this baton was upgraded in place (`baton upgrade`; same pid).
     #[serde(default)]
     pub upgrades: u32,
@@ -220,6 +229,10 @@ pub struct ListenerStatus {
     #[serde(default)]
     pub served: usize,
     pub inherited: bool,
+    /// How many of `sockets` are in systemd's fd store (kept open by
+    /// systemd across a crash and restart of baton).
+    #[serde(default)]
+    pub stored: usize,
     /// Connections waiting in each socket's accept queue (TCP; empty for
     /// other kinds): what `ss -ltn` shows as Recv-Q.
     #[serde(default)]
@@ -308,13 +321,15 @@ impl Status {
     /// The human form of `baton status`.
     pub fn render(&self) -> String {
         let mut out = String::new();
+        let started = std::time::UNIX_EPOCH + std::time::Duration::from_secs(self.started_at);
         let _ = writeln!(
             out,
-            "baton {} pid {} {}, up {}, {} worker{} per generation",
+            "baton {} pid {} {}, up {} (since {}), {} worker{} per generation",
             self.version,
             self.pid,
             self.state,
             ms(self.uptime_ms),
+            humantime::format_rfc3339_seconds(started),
             self.workers,
             plural(self.workers)
         );
@@ -334,9 +349,14 @@ impl Status {
                 (true, false) => ", reuseport".to_string(),
                 (true, true) => format!(", reuseport, {} served", l.served),
             };
+            let stored = match l.stored {
+                0 => String::new(),
+                n if n == l.sockets => ", in systemd's fd store".to_string(),
+                n => format!(", {n} in systemd's fd store"),
+            };
             let _ = writeln!(
                 out,
-                "  fd {}  {}  {} ({}, {} socket{}{}{})",
+                "  fd {}  {}  {} ({}, {} socket{}{}{}{})",
                 l.fd,
                 l.name,
                 l.addr,
@@ -344,7 +364,8 @@ impl Status {
                 l.sockets,
                 plural(l.sockets),
                 per_slot,
-                if l.inherited { ", from systemd" } else { "" }
+                if l.inherited { ", from systemd" } else { "" },
+                stored
             );
         }
         for g in &self.generations {

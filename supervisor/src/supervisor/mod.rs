@@ -78,7 +78,13 @@ pub async fn run(config: Config, inherited: Vec<Listener>) -> Result<(), Error> 
         socket_owner,
         steer: config.steer,
     };
-    listeners.extend(listeners::bind_all(&config.listeners, &opts)?);
+    // Adopted from systemd's fd store where a previous baton kept them.
+    listeners.extend(listeners::bind_or_adopt(
+        &config.listeners,
+        &opts,
+        crate::fdstore::shared(),
+        crate::fdstore::take_passed(),
+    )?);
     if listeners.is_empty() {
         return Err(ConfigError::NoListeners.into());
     }

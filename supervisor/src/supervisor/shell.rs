@@ -466,6 +466,7 @@ impl Shell {
             env: &env,
             user: self.config.user.as_ref(),
             cgroup_procs: self.cgroups.get(&generation).map(|c| c.procs_fd()),
+            death_signal: crate::fdstore::death_signal(self.config.drain_signal),
         })
         .inspect_err(|e| error!(generation, slot, error = %e, "spawn failed"))?;
         info!(
