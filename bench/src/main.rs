@@ -632,7 +632,10 @@ async fn real_main(args: Args) -> Result<u8> {
     // Soak.
     let soak = match args.reloads {
         Some(n) if !aborted() => {
-            let s = run_soak(&env, &args, n, &mut progress).await;
+            // The soak counts fds and RSS over many reloads: without the
+            // settle window (a deliberate 2-s wait per reload), as the
+            // idle reloads run.
+            let s = run_soak(&idle_env_of(&env), &args, n, &mut progress).await;
             progress.clear();
             Some(s)
         }
@@ -1112,6 +1115,15 @@ fn write_log(dir: &Path, label: &str, target: &Target, origin: Instant, signals:
 }
 
 // ---- soak ----------------------------------------------------------------
+
+/// `env` with `--settle=0s` unless the run's baton arguments set one.
+fn idle_env_of(env: &Env) -> Env {
+    let mut e = env.clone();
+    if !e.baton_args.iter().any(|a| a.starts_with("--settle")) {
+        e.baton_args.push("--settle=0s".to_string());
+    }
+    e
+}
 
 async fn run_soak(env: &Env, args: &Args, n: usize, progress: &mut Progress) -> SoakResult {
     let kind = Kind::Baton {
