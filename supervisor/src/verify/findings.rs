@@ -101,10 +101,12 @@ impl Class {
                  `Connection: close`, for a grace period before closing idle ones, then exit \
                  (see {GUIDE})"
             ),
-            Class::AcceptedThenClosed => "use steer-then-signal (--steer), so that new connections \
+            Class::AcceptedThenClosed => {
+                "use steer-then-signal (--steer), so that new connections \
                  stop reaching a draining worker; and on the drain signal stop accepting, then \
                  answer what was accepted before exiting"
-                .to_string(),
+                    .to_string()
+            }
             Class::CutInFlight => format!(
                 "on the drain signal stop accepting but finish the requests in progress before \
                  exiting (and raise --drain-timeout if they take longer) (see {GUIDE})"
