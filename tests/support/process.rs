@@ -301,10 +301,11 @@ pub struct WorkerInfo {
 /// worker pid seen in its log that is still alive.
 pub struct Baton {
     proc: Proc,
-    /// The runtime directory given to a baton started without `--control`
-    /// or a runtime directory of the test's choosing: its default control
-    /// socket lands there, so a test that SIGKILLs baton leaves nothing in
-    /// `/run/baton`. Dropped (removed) after baton is killed.
+    /// The runtime directory given to a baton started without a runtime
+    /// directory of the test's choosing: its default control socket and its
+    /// notify socket's directory land there, so a test that SIGKILLs baton
+    /// leaves nothing in `/run/baton` or `/tmp`. Dropped (removed) after
+    /// baton is killed.
     _runtime_dir: Option<TempDir>,
 }
 
@@ -321,10 +322,12 @@ impl Baton {
     pub fn start_with(mut cmd: Command) -> Baton {
         // Plain log lines even if the subscriber would colour a pipe.
         cmd.env("NO_COLOR", "1");
-        let chosen = cmd.get_args().any(|a| a == "--control")
-            || cmd
-                .get_envs()
-                .any(|(k, _)| k == "RUNTIME_DIRECTORY" || k == "XDG_RUNTIME_DIR");
+        // Also with --control: baton's notify socket directory goes to the
+        // runtime directory too, and a test that SIGKILLs baton would
+        // otherwise leave it in /tmp.
+        let chosen = cmd
+            .get_envs()
+            .any(|(k, _)| k == "RUNTIME_DIRECTORY" || k == "XDG_RUNTIME_DIR");
         let runtime_dir = (!chosen).then(|| {
             let dir = TempDir::new();
             cmd.env("RUNTIME_DIRECTORY", dir.path());
