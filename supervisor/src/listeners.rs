@@ -1201,50 +1201,8 @@ const SO_DETACH_REUSEPORT_BPF: libc::c_int = 68;
 /// BPF only sees the packet's own hash, which is often unset; a UDP flow
 /// may thus move between the served sockets until the program is removed.
 fn attach_first_k(member: BorrowedFd<'_>, k: usize) -> io::Result<()> {
-    let k = u32::try_from(k.max(1)).map_err(|_| io::Error::other("too many sockets"))?;
-    let code = |code: u32| code as u16;
-    let program = [
-        // A = a random u32 (ancillary load).
-        libc::sock_filter {
-            code: code(libc::BPF_LD | libc::BPF_W | libc::BPF_ABS),
-            jt: 0,
-            jf: 0,
-            k: (libc::SKF_AD_OFF + libc::SKF_AD_RANDOM) as u32,
-        },
-        // A %= k
-        libc::sock_filter {
-            code: code(libc::BPF_ALU | libc::BPF_MOD | libc::BPF_K),
-            jt: 0,
-            jf: 0,
-            k,
-        },
-        // return A: the socket's index in the group.
-        libc::sock_filter {
-            code: code(libc::BPF_RET | libc::BPF_A),
-            jt: 0,
-            jf: 0,
-            k: 0,
-        },
-    ];
-    let fprog = libc::sock_fprog {
-        len: program.len() as u16,
-        filter: program.as_ptr().cast_mut(),
-    };
-    // SAFETY: `fprog` points to `program`, both alive for the call; the
-    // kernel copies the program and keeps no pointer to it.
-    let rc = unsafe {
-        libc::setsockopt(
-            member.as_raw_fd(),
-            libc::SOL_SOCKET,
-            SO_ATTACH_REUSEPORT_CBPF,
-            (&fprog as *const libc::sock_fprog).cast(),
-            std::mem::size_of::<libc::sock_fprog>() as libc::socklen_t,
-        )
-    };
-    if rc == -1 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
+    let first: Vec<usize> = (0..k.max(1)).collect();
+    attach_indexes(member, &first)
 }
 
 /// Steering: a program that picks, at random, one of the sockets at
