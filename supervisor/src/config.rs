@@ -58,11 +58,13 @@ pub struct Cli {
     #[arg(long)]
     pub reuseport: bool,
 
-    /// Progressive cutover (needs --steer): at every reload the new
-    /// generation gets these shares of new connections in turn, e.g.
-    /// `1%,10%,50%,100%`, each for --soak, while the old one serves the rest;
-    /// a new worker that exits, or reported errors past --canary-max-errors,
-    /// roll it back at once. The last step is the settle window.
+    /// Progressive cutover: at every reload the new generation gets these
+    /// shares of new connections in turn, e.g. `1%,10%,50%,100%`, each for
+    /// --soak, while the old one serves the rest; a new worker that exits,
+    /// errors reported past --canary-max-errors or a failed --canary-check
+    /// roll it back at once. The last step is the settle window. With
+    /// --steer the shares are exact weights; without, they are worker
+    /// slots (one slot moves from the old generation to the new at a time).
     #[arg(long, value_name = "STEPS")]
     pub canary: Option<String>,
 
@@ -74,6 +76,13 @@ pub struct Cli {
     /// workers) a --canary cutover tolerates before it is rolled back.
     #[arg(long, value_name = "N", default_value_t = 0)]
     pub canary_max_errors: u64,
+
+    /// During every --canary cutover, run CMD (`/bin/sh -c`) every second,
+    /// with BATON_GENERATION, BATON_PREVIOUS, BATON_PIDS and
+    /// BATON_CANARY_PERCENT set: a non-zero exit, or a run past 10s, rolls
+    /// the cutover back; a step ends only after a run that passed.
+    #[arg(long, value_name = "CMD")]
+    pub canary_check: Option<String>,
 
     /// On TERM, INT or `baton stop`: keep serving for D while the health
     /// endpoint and the agent check say "draining" (the time a load
@@ -381,6 +390,7 @@ pub struct Config {
     /// `--canary STEPS --soak D`: every reload's cutover.
     pub canary: Option<crate::core::CanaryPlan>,
     pub canary_max_errors: u64,
+    pub canary_check: Option<String>,
     pub socket_mode: Option<u32>,
     /// (uid, gid) resolved from `--socket-owner`.
     pub socket_owner: Option<(Option<u32>, Option<u32>)>,
@@ -424,10 +434,6 @@ impl Config {
         }
         let canary = match &cli.canary {
             None => None,
-            Some(_) if !cli.steer => return Err(ConfigError::Canary(
-                "needs --steer (the new generation's share is steered between the two socket sets)"
-                    .into(),
-            )),
             Some(steps) => {
                 Some(crate::core::CanaryPlan::parse(steps, cli.soak).map_err(ConfigError::Canary)?)
             }
@@ -452,6 +458,7 @@ impl Config {
             env_file: cli.env_file,
             canary,
             canary_max_errors: cli.canary_max_errors,
+            canary_check: cli.canary_check.filter(|c| !c.trim().is_empty()),
             stop_delay: cli.stop_delay,
             health: cli.health,
             agent_check: cli.agent_check,

@@ -58,7 +58,8 @@ pub fn health(core: &Core) -> (u16, String) {
 }
 
 /// HAProxy's agent check: `drain` out of rotation, else `ready N%` (ready
-/// workers of the serving generation over its size; `down` with none).
+/// workers of the serving generation over its size, with those of a cutover
+/// by worker slots, which serve the slots it took; `down` with none).
 pub fn agent_line(core: &Core) -> String {
     if core.health() != crate::core::Health::Serving {
         return "drain\n".to_string();
@@ -66,7 +67,14 @@ pub fn agent_line(core: &Core) -> String {
     let Some(g) = core.serving().map(|si| &core.generations[si]) else {
         return "down\n".to_string();
     };
-    let pct = (g.ready_count() * 100).checked_div(g.count).unwrap_or(0);
+    let cutover = core
+        .generations
+        .iter()
+        .filter(|c| c.slots.is_some() && matches!(c.state, crate::core::GenState::Canary { .. }))
+        .map(|c| c.ready_count())
+        .sum::<usize>();
+    let ready = (g.ready_count() + cutover).min(g.count);
+    let pct = (ready * 100).checked_div(g.count).unwrap_or(0);
     if pct == 0 {
         return "down\n".to_string();
     }

@@ -4,6 +4,7 @@
 //! only ever added to.
 
 use std::fmt::Write as _;
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
@@ -107,6 +108,20 @@ pub fn collect(core: &Core, listeners: &[Listener], baton: Baton<'_>) -> Status 
                         weight: plan.steps.get(step).copied().unwrap_or(0),
                         step_ms: ms(now.since(step_since)),
                         next_in_ms: ms(until.since(now)),
+                        slots: g.slots,
+                        check: g
+                            .probe
+                            .next
+                            .map(|_| match (g.probe.running, g.probe.passed) {
+                                (true, _) => "running".to_string(),
+                                (false, Some(at)) => format!(
+                                    "passed {} ago",
+                                    humantime::format_duration(Duration::from_millis(ms(
+                                        now.since(at)
+                                    )))
+                                ),
+                                (false, None) => "not run yet".to_string(),
+                            }),
                     }),
                     _ => None,
                 },
@@ -248,6 +263,13 @@ pub struct CanaryStatus {
     pub weight: u8,
     pub step_ms: u64,
     pub next_in_ms: u64,
+    /// Without `--steer`: how many of its worker slots run (the share is
+    /// in slots).
+    #[serde(default)]
+    pub slots: Option<usize>,
+    /// `--canary-check`: "running", "passed 1.2s ago" or "not run yet".
+    #[serde(default)]
+    pub check: Option<String>,
 }
 
 /// What a generation runs.
@@ -389,12 +411,23 @@ impl Status {
                 processes
             );
             if let Some(c) = &g.canary {
+                let share = match c.slots {
+                    Some(n) => format!(
+                        "{}% asked, {n} of {} worker slots",
+                        c.weight, g.worker_count
+                    ),
+                    None => format!("{}% of new connections", c.weight),
+                };
+                let check = c
+                    .check
+                    .as_ref()
+                    .map(|c| format!(", check {c}"))
+                    .unwrap_or_default();
                 let _ = writeln!(
                     out,
-                    "  canary step {}/{}: {}% of new connections for {}, next in {}",
+                    "  canary step {}/{}: {share} for {}, next in {}{check}",
                     c.step,
                     c.steps.len(),
-                    c.weight,
                     ms(c.step_ms),
                     ms(c.next_in_ms)
                 );

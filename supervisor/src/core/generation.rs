@@ -36,6 +36,10 @@ pub enum GenState {
         step: usize,
         step_since: Mono,
         until: Mono,
+        /// Without `--steer` (shares by worker slots): the step's new
+        /// workers are starting; its soak begins once they are all ready.
+        #[serde(default)]
+        growing: bool,
     },
     /// Every worker is ready and accepts; the generation it replaces keeps
     /// serving (not draining) until `until` (`--settle`). A worker that
@@ -135,6 +139,11 @@ pub struct Worker {
     /// count): a canary is rolled back past `--canary-max-errors`.
     #[serde(default)]
     pub errors: u64,
+    /// A serving generation's slot handed to a cutover without `--steer`
+    /// (shares by worker slots): drained, not respawned; put back if the
+    /// cutover is rolled back.
+    #[serde(default)]
+    pub retired: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -161,6 +170,50 @@ pub struct Generation {
     /// Its cutover plan (`--canary`), if it takes traffic step by step.
     #[serde(default)]
     pub canary: Option<CanaryPlan>,
+    /// A cutover without `--steer`: how many of its slots run so far (the
+    /// share of the current step); `None`: all of `count`.
+    #[serde(default)]
+    pub slots: Option<usize>,
+    /// `--canary-check`: the command probing its cutover.
+    #[serde(default)]
+    pub probe: Probe,
+}
+
+/// `--canary-check CMD` during a cutover: one run at a time, one every
+/// [`PROBE_EVERY`]; a step ends only after a run that passed within it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Probe {
+    /// Asked the shell to start a run; `pid` once it has.
+    pub running: bool,
+    pub pid: Option<i32>,
+    pub started: Option<Mono>,
+    /// SIGKILLed for running past [`PROBE_TIMEOUT`].
+    pub timed_out: bool,
+    /// When the next run starts.
+    pub next: Option<Mono>,
+    /// When the last run that passed ended.
+    pub passed: Option<Mono>,
+}
+
+/// The pause between two `--canary-check` runs.
+pub const PROBE_EVERY: Duration = Duration::from_secs(1);
+/// The longest a `--canary-check` run may take: past it, it is killed and
+/// counts as a failure.
+pub const PROBE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The share of a cutover step without `--steer`: how many of the new
+/// generation's `count` slots run at `percent` % (at least one, rounded to
+/// the nearest slot), and how many of the old generation's `old` slots it
+/// takes over (as many, in proportion when the counts differ).
+pub fn slot_share(percent: u8, count: usize, old: usize) -> (usize, usize) {
+    let p = usize::from(percent.min(100));
+    let new = ((p * count + 50) / 100).clamp(1, count.max(1));
+    let retire = if new >= count {
+        old
+    } else {
+        ((new * old + count / 2) / count.max(1)).min(old)
+    };
+    (new, retire)
 }
 
 /// A progressive cutover: the share of new connections the new generation
@@ -241,6 +294,7 @@ impl Worker {
             started: now,
             last_ping: None,
             errors: 0,
+            retired: false,
         }
     }
 }
@@ -258,7 +312,14 @@ impl Generation {
             leftovers_signalled: false,
             program: None,
             canary: None,
+            slots: None,
+            probe: Probe::default(),
         }
+    }
+
+    /// How many of its slots run: all, except in a cutover by worker slots.
+    pub fn active(&self) -> usize {
+        self.slots.unwrap_or(self.count).min(self.count)
     }
 
     pub fn live_pids(&self) -> impl Iterator<Item = i32> + '_ {
@@ -270,7 +331,7 @@ impl Generation {
     }
 
     pub fn all_ready(&self) -> bool {
-        self.workers.len() == self.count
+        self.workers.len() == self.active()
             && self
                 .workers
                 .iter()
@@ -292,7 +353,28 @@ impl Generation {
     pub fn next_deadline(&self, ready_after: Option<Duration>) -> Option<Mono> {
         let own = match self.state {
             GenState::Draining { deadline } | GenState::Failed { deadline } => Some(deadline),
-            GenState::Settling { until, .. } | GenState::Canary { until, .. } => Some(until),
+            GenState::Settling { until, .. } => Some(until),
+            // A step waiting for its new workers, or for a probe that
+            // passed, has nothing due at `until`: the probe's times are.
+            GenState::Canary {
+                until,
+                growing,
+                step_since,
+                ..
+            } => {
+                let waiting = growing
+                    || (self.probe.next.is_some()
+                        && self.probe.passed.is_none_or(|p| p < step_since));
+                let probe = match (self.probe.running, self.probe.started, self.probe.next) {
+                    (true, Some(started), _) if !self.probe.timed_out => {
+                        Some(started + PROBE_TIMEOUT)
+                    }
+                    (false, _, next) => next,
+                    _ => None,
+                };
+                let step = (!waiting).then_some(until);
+                step.into_iter().chain(probe).min()
+            }
             GenState::Emptying {
                 deadline,
                 next_check,

@@ -39,7 +39,10 @@ pub mod time;
 #[cfg(test)]
 mod tests;
 
-pub use generation::{CanaryPlan, GenState, Generation, Program, Worker, WorkerState};
+pub use generation::{
+    slot_share, CanaryPlan, GenState, Generation, Probe, Program, Worker, WorkerState, PROBE_EVERY,
+    PROBE_TIMEOUT,
+};
 pub use reload::{Outcome, Reloads, WaiterId};
 pub use time::Mono;
 
@@ -85,6 +88,10 @@ pub struct Settings {
     /// (`BATON_ERRORS=`) during a cutover before it is rolled back.
     #[serde(default)]
     pub canary_max_errors: u64,
+    /// `--canary-check CMD`: run (by `/bin/sh -c`) during every cutover;
+    /// a run that fails rolls the cutover back.
+    #[serde(default)]
+    pub canary_check: Option<String>,
     /// `--stop-delay D`: a graceful stop first keeps serving for D while
     /// the health endpoint says "draining" (a load balancer's time to take
     /// baton out), then drains.
@@ -108,6 +115,7 @@ impl From<&Config> for Settings {
             steer: c.steer,
             canary: c.canary.clone(),
             canary_max_errors: c.canary_max_errors,
+            canary_check: c.canary_check.clone(),
             stop_delay: c.stop_delay,
         }
     }
@@ -214,6 +222,18 @@ pub enum Event {
     /// `baton drain` (on) / `baton undrain` (off): the health endpoint and
     /// the agent check say "draining" while everything keeps serving.
     Drain { on: bool },
+    /// Answer to [`Action::RunCheck`]: the `--canary-check` run's pid, or
+    /// why it could not start.
+    CheckStarted {
+        generation: u64,
+        result: Result<i32, String>,
+    },
+    /// A `--canary-check` run ended (reaped), with what it printed.
+    CheckDone {
+        pid: i32,
+        status: ExitStatus,
+        output: String,
+    },
     /// Time passed: act on what is due.
     Tick,
 }
@@ -310,6 +330,18 @@ pub enum Action {
         new: usize,
         old: usize,
         percent: u8,
+    },
+    /// `--canary-check`: run `command` by `/bin/sh -c`, with `env` added,
+    /// in its own process group. Answered by [`Event::CheckStarted`], then
+    /// [`Event::CheckDone`] when it is reaped.
+    RunCheck {
+        generation: u64,
+        command: String,
+        env: Vec<(String, String)>,
+    },
+    /// SIGKILL a `--canary-check` run and its process group.
+    KillCheck {
+        pid: i32,
     },
     /// `--steer`: how many connections wait on the generation's sockets?
     /// Answered by [`Event::Queued`].
@@ -491,6 +523,14 @@ impl Core {
             Event::Orphans { count } => self.on_orphans(count),
             Event::Queued { generation, count } => self.on_queued(generation, count, now),
             Event::WorkerStuck { pid, why } => self.on_worker_stuck(pid, &why, now),
+            Event::CheckStarted { generation, result } => {
+                self.on_check_started(generation, result, now)
+            }
+            Event::CheckDone {
+                pid,
+                status,
+                output,
+            } => self.on_check_done(pid, status, &output, now),
             Event::Drain { on } => {
                 if self.drained != on {
                     info!(
@@ -667,7 +707,10 @@ impl Core {
         let group = self.settings.signal_group;
         let mut actions = Vec::new();
         for w in &mut self.generations[gi].workers {
-            if let Some(pid) = w.pid {
+            // One drain signal per worker (a slot retired by a cutover got
+            // it already: some apps take a second one as "exit now").
+            let again = w.state == WorkerState::Draining && signal != Signal::SIGKILL;
+            if let (Some(pid), false) = (w.pid, again) {
                 actions.push(Action::Signal { pid, signal, group });
                 w.state = WorkerState::Draining;
             }
@@ -825,12 +868,16 @@ impl Core {
         );
         self.emit(Action::Systemd(Systemd::Reloading(text)));
         self.start_generation(count, expect, now);
-        // Its cutover: this reload's plan, else baton's (with --steer only:
-        // the weights steer between the two socket sets).
-        if self.settings.steer {
-            if let Some(g) = self.generations.last_mut() {
-                g.canary = canary.or_else(|| self.settings.canary.clone());
+        // Its cutover: this reload's plan, else baton's. With --steer the
+        // weights steer between the two socket sets; without, the share is
+        // in worker slots: the new generation starts with the first step's.
+        let plan = canary.or_else(|| self.settings.canary.clone());
+        let old = self.serving().map(|si| self.generations[si].count);
+        if let Some(g) = self.generations.last_mut() {
+            if let (Some(plan), Some(old), false) = (&plan, old, self.settings.steer) {
+                g.slots = Some(slot_share(plan.steps[0], count, old).0);
             }
+            g.canary = plan;
         }
     }
 
@@ -892,14 +939,17 @@ impl Core {
         let existing = self.generations[gi]
             .workers
             .iter()
-            .position(|w| w.slot == slot);
+            .position(|w| w.slot == slot && !w.retired);
+        let growing = matches!(state, GenState::Canary { growing: true, .. });
         match (state, existing, result) {
-            // A new generation's worker.
-            (GenState::Starting { .. }, None, Ok(pid)) => {
+            // A new generation's worker (or one of a cutover step's).
+            (GenState::Starting { .. } | GenState::Canary { .. }, None, Ok(pid))
+                if growing || matches!(state, GenState::Starting { .. }) =>
+            {
                 let starting = self.starting_state(now);
                 let gen = &mut self.generations[gi];
                 gen.workers.push(Worker::new(slot, pid, starting, now));
-                if slot + 1 < gen.count {
+                if slot + 1 < gen.active() {
                     let (count, set) = (gen.count, gen.set);
                     self.emit(Action::Spawn {
                         generation: id,
@@ -912,6 +962,11 @@ impl Core {
             (GenState::Starting { .. }, None, Err(e)) => {
                 self.fail_generation(gi, format!("worker slot {slot}: {e}"), now);
             }
+            (GenState::Canary { since, step, .. }, None, Err(e)) if growing => {
+                let cause =
+                    self.canary_cause(gi, step, since, now, &format!("worker slot {slot}: {e}"));
+                self.fail_generation(gi, cause, now);
+            }
             // A respawn in the serving generation.
             (_, Some(wi), Ok(pid))
                 if self.generations[gi].workers[wi].state == WorkerState::Spawning =>
@@ -922,7 +977,10 @@ impl Core {
                 w.last_ping = None;
                 w.state = starting;
                 w.started = now;
-                if !matches!(state, GenState::Serving { .. }) || self.phase != Phase::Running {
+                if !matches!(state, GenState::Serving { .. })
+                    || self.phase != Phase::Running
+                    || w.retired
+                {
                     // It stopped serving meanwhile: this one drains too.
                     let signal = self.settings.drain_signal;
                     let group = self.settings.signal_group;
@@ -1110,6 +1168,11 @@ impl Core {
             && self.phase == Phase::Running
         {
             self.settle_or_promote(gi, now);
+        } else if matches!(gen.state, GenState::Canary { growing: true, .. })
+            && gen.all_ready()
+            && self.phase == Phase::Running
+        {
+            self.begin_slot_step(gi, now);
         }
     }
 
@@ -1132,18 +1195,29 @@ impl Core {
                     step: 0,
                     step_since: now,
                     until: now + plan.soak,
+                    growing: false,
                 },
                 now,
             );
-            self.emit(Action::Weigh {
-                new: self.generations[gi].set,
-                old: self.generations[si].set,
-                percent,
-            });
-            info!(
-                generation = self.generations[gi].id,
-                percent, "generation ready, canary: taking a share of new connections"
-            );
+            if self.settings.canary_check.is_some() {
+                self.generations[gi].probe = Probe {
+                    next: Some(now),
+                    ..Probe::default()
+                };
+            }
+            if self.settings.steer {
+                self.emit(Action::Weigh {
+                    new: self.generations[gi].set,
+                    old: self.generations[si].set,
+                    percent,
+                });
+                info!(
+                    generation = self.generations[gi].id,
+                    percent, "generation ready, canary: taking a share of new connections"
+                );
+            } else {
+                self.retire_slots(gi, si, percent);
+            }
             return;
         }
         if settle.is_zero() || self.serving().is_none() {
@@ -1175,6 +1249,8 @@ impl Core {
             return;
         };
         self.set_state(gi, GenState::Serving { since: now }, now);
+        self.generations[gi].slots = None;
+        self.stop_probe(gi);
         let (id, count) = (self.generations[gi].id, self.generations[gi].count);
         // The worker count sticks from here on (not before: a rolled-back
         // reload keeps the old one).
@@ -1257,6 +1333,10 @@ impl Core {
             return self.promote(gi, now);
         };
         let Some(si) = self.serving() else { return };
+        let gen = &self.generations[gi];
+        let (count, active) = (gen.count, gen.active());
+        let slots = slot_share(percent, count, self.generations[si].count).0;
+        let growing = !self.settings.steer && slots > active;
         self.set_state(
             gi,
             GenState::Canary {
@@ -1264,18 +1344,249 @@ impl Core {
                 step: step + 1,
                 step_since: now,
                 until: now + plan.soak,
+                growing,
             },
             now,
         );
-        self.emit(Action::Weigh {
-            new: self.generations[gi].set,
-            old: self.generations[si].set,
-            percent,
-        });
+        if self.settings.steer {
+            self.emit(Action::Weigh {
+                new: self.generations[gi].set,
+                old: self.generations[si].set,
+                percent,
+            });
+            info!(
+                generation = self.generations[gi].id,
+                percent, "canary: next step"
+            );
+        } else if growing {
+            // The step's new workers first; its soak begins once they are
+            // all ready (begin_slot_step), and only then do old slots go.
+            let gen = &mut self.generations[gi];
+            gen.slots = Some(slots);
+            let (generation, set) = (gen.id, gen.set);
+            info!(
+                generation,
+                percent,
+                workers = slots - active,
+                "canary: next step, starting more workers"
+            );
+            self.emit(Action::Spawn {
+                generation,
+                slot: active,
+                count,
+                set,
+            });
+        } else {
+            self.retire_slots(gi, si, percent);
+        }
+    }
+
+    /// Without `--steer`: the step's new workers are all ready: the old
+    /// generation's matching slots drain, and the step's soak begins.
+    fn begin_slot_step(&mut self, gi: usize, now: Mono) {
+        let GenState::Canary { since, step, .. } = self.generations[gi].state else {
+            return;
+        };
+        let Some(plan) = self.generations[gi].canary.clone() else {
+            return;
+        };
+        let Some(si) = self.serving() else { return };
+        self.set_state(
+            gi,
+            GenState::Canary {
+                since,
+                step,
+                step_since: now,
+                until: now + plan.soak,
+                growing: false,
+            },
+            now,
+        );
+        let percent = plan.steps.get(step).copied().unwrap_or(100);
+        self.retire_slots(gi, si, percent);
+    }
+
+    /// Without `--steer`: at `percent` %, the new generation `gi` runs its
+    /// share of slots and the serving generation `si` gives up as many of
+    /// its own (lowest slots first): they get the drain signal and are not
+    /// respawned. A new connection goes to whichever worker accepts it, so
+    /// the share is about the new slots over all accepting slots.
+    fn retire_slots(&mut self, gi: usize, si: usize, percent: u8) {
+        let (count, old_count) = (self.generations[gi].count, self.generations[si].count);
+        let (slots, retire) = slot_share(percent, count, old_count);
+        let (signal, group) = (self.settings.drain_signal, self.settings.signal_group);
+        let old = &mut self.generations[si];
+        // A slot waiting for its respawn is simply not respawned.
+        old.workers
+            .retain(|w| !(w.slot < retire && w.pid.is_none() && !w.retired));
+        let mut actions = Vec::new();
+        for w in old
+            .workers
+            .iter_mut()
+            .filter(|w| w.slot < retire && !w.retired)
+        {
+            w.retired = true;
+            if let Some(pid) = w.pid {
+                if w.state != WorkerState::Draining {
+                    actions.push(Action::Signal { pid, signal, group });
+                }
+                w.state = WorkerState::Draining;
+            }
+        }
+        let old_id = old.id;
+        self.out.extend(actions);
+        let accepting = slots + old_count - retire;
         info!(
             generation = self.generations[gi].id,
-            percent, "canary: next step"
+            percent,
+            slots,
+            of = count,
+            previous = old_id,
+            previous_slots = old_count - retire,
+            share = (slots * 100 / accepting.max(1)),
+            "canary: new connections shared by worker slots"
         );
+    }
+
+    /// A cutover without `--steer` was rolled back: every slot of the
+    /// serving generation `si` it took is respawned at once (the retired
+    /// workers finish their work meanwhile).
+    fn restore_slots(&mut self, si: usize, now: Mono) {
+        let gen = &mut self.generations[si];
+        let missing: Vec<usize> = (0..gen.count)
+            .filter(|&slot| !gen.workers.iter().any(|w| w.slot == slot && !w.retired))
+            .collect();
+        if missing.is_empty() {
+            return;
+        }
+        for &slot in &missing {
+            let mut w = Worker::new(slot, 0, WorkerState::Backoff { until: now }, now);
+            w.pid = None;
+            gen.workers.push(w);
+        }
+        info!(
+            generation = gen.id,
+            slots = missing.len(),
+            "canary rolled back: respawning the worker slots it took"
+        );
+    }
+
+    /// `--canary-check`: start a run when one is due, kill one that runs
+    /// past [`PROBE_TIMEOUT`].
+    fn tick_probe(&mut self, gi: usize, now: Mono) {
+        let Some(command) = self.settings.canary_check.clone() else {
+            return;
+        };
+        let percent = match self.generations[gi].state {
+            GenState::Canary { step, .. } => self.generations[gi]
+                .canary
+                .as_ref()
+                .and_then(|p| p.steps.get(step).copied())
+                .unwrap_or(0),
+            _ => return,
+        };
+        let previous = self.serving().map(|si| self.generations[si].id);
+        let gen = &mut self.generations[gi];
+        let probe = &mut gen.probe;
+        if probe.running {
+            if let (Some(pid), Some(started)) = (probe.pid, probe.started) {
+                if !probe.timed_out && now >= started + PROBE_TIMEOUT {
+                    probe.timed_out = true;
+                    self.out.push(Action::KillCheck { pid });
+                }
+            }
+            return;
+        }
+        if probe.next.is_none_or(|next| now < next) {
+            return;
+        }
+        probe.running = true;
+        probe.pid = None;
+        probe.started = Some(now);
+        probe.timed_out = false;
+        let pids: Vec<String> = gen.live_pids().map(|p| p.to_string()).collect();
+        let mut env = vec![
+            ("BATON_GENERATION".to_string(), gen.id.to_string()),
+            ("BATON_PIDS".to_string(), pids.join(" ")),
+            ("BATON_CANARY_PERCENT".to_string(), percent.to_string()),
+        ];
+        if let Some(previous) = previous {
+            env.push(("BATON_PREVIOUS".to_string(), previous.to_string()));
+        }
+        let generation = gen.id;
+        self.emit(Action::RunCheck {
+            generation,
+            command,
+            env,
+        });
+    }
+
+    /// The cutover of `gi` is over: no more probe runs (one running is
+    /// killed; its end is ignored).
+    fn stop_probe(&mut self, gi: usize) {
+        let probe = std::mem::take(&mut self.generations[gi].probe);
+        if let (true, Some(pid)) = (probe.running, probe.pid) {
+            self.emit(Action::KillCheck { pid });
+        }
+    }
+
+    fn on_check_started(&mut self, id: u64, result: Result<i32, String>, now: Mono) {
+        let Some(gi) = self.index_of(id) else { return };
+        match result {
+            Ok(pid) if self.generations[gi].probe.running => {
+                self.generations[gi].probe.pid = Some(pid);
+            }
+            Ok(pid) => self.emit(Action::KillCheck { pid }),
+            Err(e) => {
+                self.generations[gi].probe.running = false;
+                if let GenState::Canary { since, step, .. } = self.generations[gi].state {
+                    let what = format!("--canary-check could not run: {e}");
+                    let cause = self.canary_cause(gi, step, since, now, &what);
+                    self.fail_generation(gi, cause, now);
+                }
+            }
+        }
+    }
+
+    fn on_check_done(&mut self, pid: i32, status: ExitStatus, output: &str, now: Mono) {
+        let Some(gi) = self
+            .generations
+            .iter()
+            .position(|g| g.probe.running && g.probe.pid == Some(pid))
+        else {
+            return;
+        };
+        let probe = &mut self.generations[gi].probe;
+        probe.running = false;
+        probe.pid = None;
+        let timed_out = probe.timed_out;
+        let GenState::Canary { since, step, .. } = self.generations[gi].state else {
+            return;
+        };
+        if status == ExitStatus::Code(0) && !timed_out {
+            let probe = &mut self.generations[gi].probe;
+            probe.passed = Some(now);
+            probe.next = Some(now + PROBE_EVERY);
+            debug!(generation = self.generations[gi].id, "canary check passed");
+            return;
+        }
+        let said = output.trim();
+        let mut what = if timed_out {
+            format!(
+                "--canary-check timed out after {}",
+                humantime::format_duration(PROBE_TIMEOUT)
+            )
+        } else {
+            format!("--canary-check {status}")
+        };
+        if !said.is_empty() {
+            // Its last line says most (curl's and most tools' errors).
+            let line = said.lines().last().unwrap_or(said);
+            let line: String = line.chars().take(200).collect();
+            what.push_str(&format!(": {line}"));
+        }
+        let cause = self.canary_cause(gi, step, since, now, &what);
+        self.fail_generation(gi, cause, now);
     }
 
     /// "rolled back at 10% after 4.2s: WHAT".
@@ -1341,10 +1652,15 @@ impl Core {
         if matches!(self.generations[gi].state, GenState::Canary { .. }) {
             // Its share of new connections goes back to the serving one.
             if let Some(si) = self.serving() {
-                let set = self.generations[si].set;
-                self.emit(Action::Steer { set });
+                if self.settings.steer {
+                    let set = self.generations[si].set;
+                    self.emit(Action::Steer { set });
+                } else {
+                    self.restore_slots(si, now);
+                }
             }
         }
+        self.stop_probe(gi);
         let deadline = now + self.settings.drain_timeout;
         let started = self.generations[gi].changed;
         let (id, count) = (self.generations[gi].id, self.generations[gi].count);
@@ -1438,6 +1754,7 @@ impl Core {
             };
         }
         for gi in 0..self.generations.len() {
+            self.stop_probe(gi);
             // A slot waiting for its respawn is simply not respawned.
             self.generations[gi].workers.retain(|w| w.pid.is_some());
             let state = self.generations[gi].state;
@@ -1496,15 +1813,16 @@ impl Core {
         let w = &mut self.generations[gi].workers[wi];
         let slot = w.slot;
         let was_ready = matches!(w.state, WorkerState::Ready { .. });
+        let retired = w.retired;
         w.pid = None;
         // Each exit is logged once: as a death to respawn from the serving
         // generation, as a plain exit otherwise.
-        if !matches!(state, GenState::Serving { .. }) || stopping {
+        if !matches!(state, GenState::Serving { .. }) || stopping || retired {
             // A worker told to drain owes exit 0: anything else (uWSGI's
             // failed re-exec, a crash while finishing requests) may have cost
             // requests, and is worth a warning. SIGKILL at a deadline is
             // warned about where it is sent.
-            let drained = matches!(state, GenState::Draining { .. }) || stopping;
+            let drained = matches!(state, GenState::Draining { .. }) || stopping || retired;
             let clean = matches!(
                 status,
                 ExitStatus::Code(0) | ExitStatus::Signal(Signal::SIGKILL)
@@ -1557,7 +1875,7 @@ impl Core {
                 );
                 self.fail_generation(gi, cause, now);
             }
-            GenState::Serving { .. } if !stopping => {
+            GenState::Serving { .. } if !stopping && !retired => {
                 let w = &mut self.generations[gi].workers[wi];
                 let quick = now.since(w.started) < HEALTHY_AFTER;
                 w.quick_deaths = if quick { w.quick_deaths + 1 } else { 0 };
@@ -1655,12 +1973,30 @@ impl Core {
                 }
                 GenState::Killed => continue,
                 GenState::Canary {
-                    since, step, until, ..
+                    since,
+                    step,
+                    until,
+                    growing,
+                    step_since,
                 } => {
-                    if now >= until && running {
+                    if running {
+                        self.tick_probe(gi, now);
+                    }
+                    if !matches!(self.generations[gi].state, GenState::Canary { .. }) {
+                        continue;
+                    }
+                    // With --canary-check, a step ends only after a run
+                    // that passed within it.
+                    let probe = &self.generations[gi].probe;
+                    let checked =
+                        probe.next.is_none() || probe.passed.is_some_and(|p| p >= step_since);
+                    if now >= until && running && !growing && checked {
                         self.next_canary_step(gi, since, step, now);
                     }
-                    continue;
+                    if !growing {
+                        continue;
+                    }
+                    // A growing step: its new workers' readiness below.
                 }
                 GenState::Emptying {
                     deadline,
@@ -1720,6 +2056,11 @@ impl Core {
                             humantime::format_duration(round_ms(now.since(since)))
                         );
                         if matches!(gen_state, GenState::Starting { .. }) {
+                            self.fail_generation(gi, cause, now);
+                            break;
+                        }
+                        if let GenState::Canary { since, step, .. } = gen_state {
+                            let cause = self.canary_cause(gi, step, since, now, &cause);
                             self.fail_generation(gi, cause, now);
                             break;
                         }

@@ -29,6 +29,7 @@ fn settings() -> Settings {
         steer: false,
         canary: None,
         canary_max_errors: 0,
+        canary_check: None,
         stop_delay: Duration::ZERO,
     }
 }
@@ -45,6 +46,8 @@ struct Sim {
     cgroup: HashMap<u64, usize>,
     orphans: usize,
     accepting: HashSet<i32>,
+    /// `--canary-check` runs started: (pid, env).
+    checks: Vec<(i32, Vec<(String, String)>)>,
 }
 
 impl Sim {
@@ -59,6 +62,7 @@ impl Sim {
             cgroup: HashMap::new(),
             orphans: 0,
             accepting: HashSet::new(),
+            checks: Vec::new(),
         }
     }
 
@@ -130,6 +134,16 @@ impl Sim {
             Action::CheckOrphans { .. } => Event::Orphans {
                 count: self.orphans,
             },
+            Action::RunCheck {
+                generation, env, ..
+            } => {
+                self.next_pid += 1;
+                self.checks.push((self.next_pid, env.clone()));
+                Event::CheckStarted {
+                    generation: *generation,
+                    result: Ok(self.next_pid),
+                }
+            }
             _ => return None,
         })
     }
@@ -1349,4 +1363,207 @@ fn with_steer_a_generation_that_never_empties_is_drained_anyway_and_stop_drains_
         old.iter().all(|p| sent.contains(&(*p, Signal::SIGTERM))),
         "{actions:?}"
     );
+}
+
+// ---- canary by worker slots (no --steer) -------------------------------------------
+
+fn slot_canary(steps: &str) -> Settings {
+    Settings {
+        workers: 4,
+        canary: Some(CanaryPlan::parse(steps, 5 * SEC).unwrap()),
+        ..settings()
+    }
+}
+
+/// The live worker of generation `id` in `slot` (not a retired one).
+fn slot_pid(sim: &Sim, id: u64, slot: usize) -> i32 {
+    sim.gen(id)
+        .workers
+        .iter()
+        .find(|w| w.slot == slot && !w.retired)
+        .and_then(|w| w.pid)
+        .expect("no live worker in that slot")
+}
+
+#[test]
+fn slot_shares_round_to_a_slot_and_move_as_many_old_ones() {
+    assert_eq!(slot_share(1, 4, 4), (1, 1), "at least one slot");
+    assert_eq!(slot_share(25, 4, 4), (1, 1));
+    assert_eq!(slot_share(50, 4, 4), (2, 2));
+    assert_eq!(slot_share(60, 4, 4), (2, 2), "rounded to the nearest slot");
+    assert_eq!(slot_share(100, 4, 4), (4, 4));
+    assert_eq!(slot_share(50, 1, 1), (1, 1), "one worker: all at once");
+    assert_eq!(slot_share(50, 2, 4), (1, 2), "counts differ: in proportion");
+    assert_eq!(slot_share(100, 2, 4), (2, 4), "100%: every old slot");
+}
+
+#[test]
+fn without_steer_a_canary_moves_worker_slots_one_step_at_a_time() {
+    let mut sim = Sim::serving(slot_canary("25%,50%,100%"));
+    let old: Vec<i32> = (0..4).map(|s| slot_pid(&sim, 1, s)).collect();
+    let actions = sim.reload(1);
+    assert_eq!(
+        spawns(&actions),
+        vec![(2, 0)],
+        "the first step's share only"
+    );
+    let actions = sim.ready_all(2);
+    assert_eq!(sim.state(2), "canary");
+    assert!(weights(&actions).is_empty(), "no steering without --steer");
+    assert_eq!(
+        signals(&actions),
+        vec![(old[0], Signal::SIGTERM)],
+        "the matching old slot drains"
+    );
+    // The retired worker exits: not respawned.
+    let actions = sim.exit(old[0], 0);
+    assert!(spawns(&actions).is_empty() && spawns(&sim.tick()).is_empty());
+    assert_eq!(sim.state(1), "serving");
+
+    // 50%: one more new worker; the old slot goes only once it is ready.
+    assert!(
+        spawns(&sim.advance(4 * SEC)).is_empty(),
+        "a step lasts its soak"
+    );
+    let actions = sim.advance(SEC);
+    assert_eq!(spawns(&actions), vec![(2, 1)]);
+    assert!(signals(&actions).is_empty());
+    assert!(
+        spawns(&sim.advance(10 * SEC)).is_empty() && sim.state(2) == "canary",
+        "no next step while the step's workers start"
+    );
+    let actions = sim.ready(slot_pid(&sim, 2, 1));
+    assert_eq!(signals(&actions), vec![(old[1], Signal::SIGTERM)]);
+
+    // 100%: the rest, then every old slot; the last step soaks too.
+    let actions = sim.advance(5 * SEC);
+    assert_eq!(spawns(&actions), vec![(2, 2), (2, 3)]);
+    let actions = sim.ready_all(2);
+    let mut sent = signals(&actions);
+    sent.sort();
+    assert_eq!(
+        sent,
+        vec![(old[2], Signal::SIGTERM), (old[3], Signal::SIGTERM)]
+    );
+    assert_eq!(sim.state(2), "canary");
+    let actions = sim.advance(5 * SEC);
+    assert_eq!(sim.state(2), "serving");
+    assert_eq!(sim.state(1), "draining");
+    assert!(
+        signals(&actions).is_empty(),
+        "one drain signal per worker: the retired ones had theirs"
+    );
+    assert_eq!(answers(&actions), vec![(1, true, 2)]);
+    assert_eq!(sim.gen(2).live_count(), 4);
+    assert_eq!(sim.gen(2).active(), 4);
+}
+
+#[test]
+fn without_steer_a_rolled_back_canary_gives_the_old_generation_its_slots_back() {
+    let mut sim = Sim::serving(slot_canary("25%,50%,100%"));
+    let old: Vec<i32> = (0..4).map(|s| slot_pid(&sim, 1, s)).collect();
+    sim.reload(1);
+    sim.ready_all(2);
+    sim.advance(5 * SEC);
+    sim.ready(slot_pid(&sim, 2, 1));
+    sim.exit(old[0], 0);
+    // 50%: old slots 0 and 1 retired (1 still finishing its work).
+    sim.advance(2 * SEC);
+    let actions = sim.exit(slot_pid(&sim, 2, 1), 3);
+    assert_eq!(sim.state(2), "failed");
+    let cause = &causes(&actions)[0];
+    assert!(
+        cause.starts_with("rolled back at 50% after 7s: worker slot 1"),
+        "{cause}"
+    );
+    let mut respawned = spawns(&actions);
+    respawned.extend(spawns(&sim.tick()));
+    assert_eq!(
+        respawned,
+        vec![(1, 0), (1, 1)],
+        "the slots it took, at once"
+    );
+    sim.ready_all(1);
+    assert_eq!(sim.gen(1).ready_count(), 4);
+    // The retired worker of slot 1 finishes: nothing more is respawned.
+    let actions = sim.exit(old[1], 0);
+    assert!(spawns(&actions).is_empty() && spawns(&sim.tick()).is_empty());
+    assert_eq!(sim.gen(1).live_count(), 4);
+
+    // A step's new worker that never gets ready rolls back too.
+    let mut sim = Sim::serving(slot_canary("50%,100%"));
+    sim.reload(1);
+    sim.ready_all(2);
+    sim.advance(5 * SEC); // 100%: slots 2 and 3 start
+    let actions = sim.advance(31 * SEC);
+    let cause = &causes(&actions)[0];
+    assert!(cause.starts_with("rolled back at 100%"), "{cause}");
+    assert!(cause.contains("not ready after 31s"), "{cause}");
+    assert_eq!(sim.state(1), "serving");
+}
+
+#[test]
+fn a_canary_check_must_pass_in_each_step_and_a_failed_or_hung_one_rolls_back() {
+    let check = |steps: &str| Settings {
+        canary_check: Some("curl -fsS http://127.0.0.1:8080/health".into()),
+        ..canary(steps)
+    };
+    let done = |pid, status| Event::CheckDone {
+        pid,
+        status,
+        output: "curl: (7) Failed to connect to 127.0.0.1 port 8080\n".into(),
+    };
+    let mut sim = Sim::serving(check("50%,100%"));
+    sim.reload(1);
+    sim.ready_all(2);
+    sim.tick();
+    let (pid, env) = sim.checks.last().cloned().expect("a run started at once");
+    assert!(env.contains(&("BATON_GENERATION".into(), "2".into())));
+    assert!(env.contains(&("BATON_PREVIOUS".into(), "1".into())));
+    assert!(env.contains(&("BATON_CANARY_PERCENT".into(), "50".into())));
+    sim.on(done(pid, ExitStatus::Code(0)));
+    assert_eq!(weights(&sim.advance(5 * SEC)), vec![100]);
+    // 100%: no run has passed in this step yet, so it does not end.
+    let (pid, _) = sim.checks.last().cloned().unwrap();
+    assert!(sim.advance(5 * SEC).is_empty(), "waiting for a passing run");
+    assert_eq!(sim.state(2), "canary");
+    let actions = sim.on(done(pid, ExitStatus::Code(1)));
+    assert_eq!(sim.state(2), "failed");
+    let cause = &causes(&actions)[0];
+    assert!(
+        cause.starts_with("rolled back at 100% after 10s: --canary-check exited 1: curl: (7)"),
+        "{cause}"
+    );
+
+    // A run that hangs is killed at its timeout, and rolls back.
+    let mut sim = Sim::serving(check("50%,100%"));
+    sim.reload(1);
+    sim.ready_all(2);
+    sim.tick();
+    let (pid, _) = sim.checks.last().cloned().unwrap();
+    assert!(sim.advance(9 * SEC).is_empty());
+    let actions = sim.advance(SEC);
+    assert_eq!(actions, vec![Action::KillCheck { pid }]);
+    let actions = sim.on(done(pid, ExitStatus::Signal(Signal::SIGKILL)));
+    let cause = &causes(&actions)[0];
+    assert!(
+        cause.contains("--canary-check timed out after 10s"),
+        "{cause}"
+    );
+    assert_eq!(sim.state(1), "serving");
+
+    // One that passes every time: the cutover completes; a run still going
+    // at the end is killed.
+    let mut sim = Sim::serving(check("50%,100%"));
+    sim.reload(1);
+    sim.ready_all(2);
+    for _ in 0..12 {
+        sim.tick();
+        if let Some(&(pid, _)) = sim.checks.last() {
+            sim.on(done(pid, ExitStatus::Code(0)));
+        }
+        sim.advance(SEC);
+    }
+    assert_eq!(sim.state(2), "serving");
+    assert!(sim.checks.len() >= 10, "about one run a second");
 }

@@ -84,6 +84,9 @@ pub(super) struct Shell {
     /// The last program digest, by the file's identity (see `digest`).
     #[allow(clippy::type_complexity)]
     digest_cache: std::cell::RefCell<Option<((u64, u64, u64, i64, i64), String)>>,
+    /// Running `--canary-check` runs, by pid: the memfd holding what each
+    /// prints (read when it is reaped).
+    checks: HashMap<i32, std::fs::File>,
 }
 
 impl Shell {
@@ -117,6 +120,7 @@ impl Shell {
             pending_upgrade: None,
             envs: HashMap::new(),
             digest_cache: std::cell::RefCell::new(None),
+            checks: HashMap::new(),
         })
     }
 
@@ -258,6 +262,24 @@ impl Shell {
                 for l in self.listeners.iter_mut().filter(|l| l.steering()) {
                     if let Err(e) = l.weigh(new, old, percent) {
                         warn!(name = %l.name, addr = %l.local, error = %e, percent, "cannot weigh new connections between the generations");
+                    }
+                }
+                None
+            }
+            Action::RunCheck {
+                generation,
+                command,
+                env,
+            } => Some(Event::CheckStarted {
+                generation,
+                result: self.run_check(&command, &env),
+            }),
+            Action::KillCheck { pid } => {
+                // Only a run not reaped yet: its pid (and group) is still its own.
+                if self.checks.contains_key(&pid) {
+                    let group = Pid::from_raw(pid);
+                    if let Err(e) = nix::sys::signal::killpg(group, nix::sys::signal::SIGKILL) {
+                        warn!(pid, error = %e, "cannot kill the --canary-check run");
                     }
                 }
                 None
@@ -575,6 +597,52 @@ impl Shell {
         replaced
     }
 
+    /// Start a `--canary-check` run: `/bin/sh -c command` in its own process
+    /// group (a timeout kills all it started), in `--chdir`, its output in a
+    /// memfd. Reaped with the workers (`reap`).
+    fn run_check(&mut self, command: &str, env: &[(String, String)]) -> Result<i32, String> {
+        use std::os::unix::process::CommandExt;
+        let out = crate::upgrade::memfd(b"")
+            .map(std::fs::File::from)
+            .map_err(|e| format!("cannot create a memfd for its output: {e}"))?;
+        let err = out
+            .try_clone()
+            .map_err(|e| format!("cannot duplicate its output fd: {e}"))?;
+        let mut cmd = std::process::Command::new("/bin/sh");
+        cmd.arg("-c")
+            .arg(command)
+            .stdin(std::process::Stdio::null())
+            .stdout(
+                out.try_clone()
+                    .map_err(|e| format!("cannot duplicate its output fd: {e}"))?,
+            )
+            .stderr(err)
+            .process_group(0);
+        // What baton was given by its manager is not the check's.
+        for var in [
+            "NOTIFY_SOCKET",
+            "LISTEN_FDS",
+            "LISTEN_PID",
+            "LISTEN_FDNAMES",
+            "WATCHDOG_USEC",
+            "WATCHDOG_PID",
+        ] {
+            cmd.env_remove(var);
+        }
+        cmd.envs(env.iter().map(|(k, v)| (k, v)));
+        if let Some(dir) = &self.config.chdir {
+            cmd.current_dir(dir);
+        }
+        // Never waited for through std: baton reaps every child itself.
+        let child = cmd
+            .spawn()
+            .map_err(|e| format!("cannot run /bin/sh -c {command:?}: {e}"))?;
+        let pid = i32::try_from(child.id()).map_err(|_| "pid out of range".to_string())?;
+        drop(child);
+        self.checks.insert(pid, out);
+        Ok(pid)
+    }
+
     /// Reap every exited child (never blocks).
     pub(super) fn reap(&mut self, core: &mut Core) {
         loop {
@@ -590,6 +658,18 @@ impl Shell {
             };
             // Reaped: its pid may be reused from now on; its pidfd goes.
             self.pidfds.remove(&pid.as_raw());
+            if let Some(mut out) = self.checks.remove(&pid.as_raw()) {
+                let output = read_output(&mut out);
+                self.drive(
+                    core,
+                    Event::CheckDone {
+                        pid: pid.as_raw(),
+                        status,
+                        output,
+                    },
+                );
+                continue;
+            }
             self.drive(
                 core,
                 Event::Exited {
@@ -783,4 +863,15 @@ impl Shell {
             _ => Ok(()),
         }
     }
+}
+
+/// The end of what a `--canary-check` run printed (its last 4 KiB: the
+/// error is usually last), lossily decoded.
+fn read_output(out: &mut std::fs::File) -> String {
+    use std::io::{Read, Seek, SeekFrom};
+    let len = out.seek(SeekFrom::End(0)).unwrap_or(0);
+    let _ = out.seek(SeekFrom::Start(len.saturating_sub(4096)));
+    let mut buf = Vec::new();
+    let _ = out.take(4096).read_to_end(&mut buf);
+    String::from_utf8_lossy(&buf).into_owned()
 }
