@@ -1,7 +1,8 @@
-//! Progressive cutover (`--canary`, with `--steer`): the new generation
-//! takes a share of new connections step by step while the old one serves
-//! the rest; a canary that crashes is rolled back by itself with nothing
-//! lost, one that holds reaches 100 % and the old generation drains.
+//! Progressive cutover (`--canary`): the new generation takes a share of
+//! new connections step by step while the old one serves the rest; a canary
+//! that crashes, or fails `--canary-check`, is rolled back by itself with
+//! nothing lost, one that holds reaches 100 % and the old generation
+//! drains. With `--steer` the share is a weight; without, worker slots.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -61,6 +62,11 @@ impl Canary {
     /// baton --steer with 2 workers; generation 2 runs the Python canary
     /// when `python_gen2`, every other one demo-app.
     fn start(python_gen2: bool) -> Canary {
+        Canary::start_with(python_gen2, &["--workers", "2", "--steer"])
+    }
+
+    /// The same with `args` instead of `--workers 2 --steer`.
+    fn start_with(python_gen2: bool, args: &[&str]) -> Canary {
         let dir = TempDir::new();
         let py = dir.join("canary.py");
         std::fs::write(&py, PY_CANARY).unwrap();
@@ -76,17 +82,12 @@ impl Canary {
         };
         baton_e2e::write_script(&app, &format!("{gen2}exec '{}'", demo_app_bin().display()));
         let mut cmd = Baton::command();
-        cmd.args([
-            "--listen",
-            "127.0.0.1:0",
-            "--workers",
-            "2",
-            "--steer",
-            "--control",
-        ])
-        .arg(dir.join("baton.sock"))
-        .arg("--")
-        .arg(&app);
+        cmd.args(["--listen", "127.0.0.1:0"])
+            .args(args)
+            .arg("--control")
+            .arg(dir.join("baton.sock"))
+            .arg("--")
+            .arg(&app);
         let baton = Baton::start_with(cmd);
         baton.wait_log("generation serving", LONG);
         Canary { dir, baton }
@@ -210,21 +211,7 @@ fn a_canary_that_crashes_is_rolled_back_with_no_failed_request() {
 }
 
 #[test]
-fn a_canary_needs_steer_and_a_valid_plan() {
-    let out = Baton::command()
-        .args([
-            "--listen",
-            "127.0.0.1:0",
-            "--canary",
-            "10%,100%",
-            "--",
-            "true",
-        ])
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(2));
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("--canary: needs --steer"), "{err}");
+fn a_canary_plan_is_checked() {
     let out = Baton::command()
         .args([
             "--listen",
@@ -240,4 +227,170 @@ fn a_canary_needs_steer_and_a_valid_plan() {
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("increase"), "{err}");
+}
+
+/// The newest generation's worker slots in its cutover, if it is in one.
+fn slots(c: &Canary) -> Option<u64> {
+    status_json(&c.control())["generations"][0]["canary"]["slots"].as_u64()
+}
+
+#[test]
+fn without_steer_the_share_is_in_worker_slots_and_nothing_is_lost() {
+    // --reuseport: each slot has its own socket, so the kernel's hash makes
+    // the share of a slot exact enough to measure.
+    let c = Canary::start_with(false, &["--workers", "4", "--reuseport"]);
+    let addr = c.baton.addr();
+    let rt = runtime();
+    let load = Load::start(
+        rt.handle(),
+        addr,
+        LoadConfig {
+            keepalive_clients: 4,
+            newconn_clients: 4,
+            inflight_clients: 2,
+            inflight_path: "/sleep?ms=300".into(),
+            inflight_stagger: Duration::from_millis(150),
+            max_requests_per_client: 100_000,
+            hard_limit: Duration::from_secs(180),
+            ..LoadConfig::default()
+        },
+    );
+    let reload = c.reload_async(&["reload", "--canary", "25%,50%,100%", "--soak", "6s"]);
+    for (slots_now, weight) in [(1u64, 25u64), (2, 50)] {
+        wait_until(LONG, &format!("the {weight}% step"), || {
+            slots(&c) == Some(slots_now) && c.step().is_some_and(|(_, w)| w == weight)
+        });
+        // The old slots it took are draining or gone: only the new worker
+        // accepts on their sockets.
+        let got = share(addr, 1000);
+        let new = *got.get(&2).unwrap_or(&0) as f64 / 1000.0 * 100.0;
+        eprintln!(
+            "{weight}% step ({slots_now} of 4 slots): generation 2 answered {new:.1}% ({got:?})"
+        );
+        assert!(
+            (new - weight as f64).abs() <= 10.0,
+            "at {slots_now} of 4 slots generation 2 answered {new:.1}% of 1,000 new connections: {got:?}"
+        );
+    }
+    let (code, out, err) = reload.join().unwrap();
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert!(out.contains("generation 2"), "{out}");
+    c.baton.wait_log("generation exited generation=1", LONG);
+    let report = rt.block_on(load.finish());
+    eprintln!("slot canary under load:\n{report}");
+    report.assert_no_failed_request();
+    let got = share(addr, 200);
+    assert_eq!(got.keys().copied().collect::<Vec<_>>(), vec![2], "{got:?}");
+}
+
+#[test]
+fn without_steer_a_canary_that_crashes_gives_its_slots_back_with_no_failed_request() {
+    // One shared socket (the default): every worker accepts from it.
+    let c = Canary::start_with(true, &["--workers", "4"]);
+    let rt = runtime();
+    let load = Load::start(
+        rt.handle(),
+        c.baton.addr(),
+        LoadConfig {
+            keepalive_clients: 4,
+            newconn_clients: 6,
+            inflight_clients: 2,
+            inflight_path: "/sleep?ms=200".into(),
+            inflight_stagger: Duration::from_millis(200),
+            max_requests_per_client: 100_000,
+            hard_limit: Duration::from_secs(120),
+            ..LoadConfig::default()
+        },
+    );
+    let reload = c.reload_async(&["reload", "--canary", "25%,50%,100%", "--soak", "3s"]);
+    wait_until(LONG, "the 50% step", || slots(&c) == Some(2));
+    let before = load.completed();
+    wait_until(LONG, "traffic during the 50% step", || {
+        load.completed() > before + 300
+    });
+    std::fs::write(c.dir.join("crash"), "").unwrap();
+    let (code, out, err) = reload.join().unwrap();
+    assert_eq!(code, Some(1), "{out}{err}");
+    assert!(err.contains("rolled back at 50% after"), "{err}");
+    assert!(err.contains("exited 3"), "{err}");
+    c.baton
+        .wait_log("respawning the worker slots it took", LONG);
+    // Generation 1 is whole again: 4 ready workers.
+    wait_until(LONG, "generation 1 back to 4 ready workers", || {
+        let s = status_json(&c.control());
+        let g = &s["generations"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|g| g["generation"] == 1)
+            .cloned();
+        g.as_ref().is_some_and(|g| {
+            g["workers"]
+                .as_array()
+                .is_some_and(|w| w.iter().filter(|w| w["state"] == "ready").count() == 4)
+        })
+    });
+    let report = rt.block_on(load.finish());
+    eprintln!("slot canary crash at 50%:\n{report}");
+    report.assert_no_failed_request();
+    assert!(
+        report.generations_seen.contains(&2),
+        "the canary served a share before it crashed: {report}"
+    );
+}
+
+#[test]
+fn a_canary_check_that_fails_rolls_the_cutover_back_and_names_what_it_said() {
+    let dir = TempDir::new();
+    let seen = dir.join("seen");
+    let bad = dir.join("bad");
+    let check = format!(
+        "echo \"$BATON_GENERATION $BATON_PREVIOUS $BATON_CANARY_PERCENT\" >> '{}'; \
+         if [ -e '{}' ]; then echo 'GET /health answered 503'; exit 1; fi",
+        seen.display(),
+        bad.display()
+    );
+    let c = Canary::start_with(
+        false,
+        &[
+            "--workers",
+            "2",
+            "--canary",
+            "50%,100%",
+            "--soak",
+            "2s",
+            "--canary-check",
+            &check,
+        ],
+    );
+    let rt = runtime();
+    let load = Load::start(
+        rt.handle(),
+        c.baton.addr(),
+        LoadConfig {
+            keepalive_clients: 2,
+            newconn_clients: 4,
+            max_requests_per_client: 100_000,
+            hard_limit: Duration::from_secs(120),
+            ..LoadConfig::default()
+        },
+    );
+    // A check that passes: every step ends, the cutover completes.
+    let (code, out, err) = ctl(&c.control(), &["reload"]);
+    assert_eq!(code, Some(0), "{out}{err}");
+    let runs = std::fs::read_to_string(&seen).unwrap();
+    assert!(runs.lines().any(|l| l == "2 1 50"), "{runs}");
+    assert!(runs.lines().any(|l| l == "2 1 100"), "{runs}");
+    // One that fails: rolled back, with what it printed.
+    std::fs::write(&bad, "").unwrap();
+    let (code, out, err) = ctl(&c.control(), &["reload"]);
+    assert_eq!(code, Some(1), "{out}{err}");
+    assert!(
+        err.contains("rolled back at 50% after")
+            && err.contains("--canary-check exited 1: GET /health answered 503"),
+        "{err}"
+    );
+    assert!(err.contains("generation 2 keeps serving"), "{err}");
+    let report = rt.block_on(load.finish());
+    report.assert_no_failed_request();
 }
