@@ -21,14 +21,20 @@ const LONG: Duration = Duration::from_secs(60);
 /// `/sleep?ms=N` sleeps first), and once the file `crash` exists exits 3
 /// right after the connection it is serving, before accepting another — a
 /// build that dies under real traffic, without cutting a request of its own.
+/// On SIGTERM (the drain signal) it finishes the connection it is serving
+/// and exits 0, as a real server drains.
 const PY_CANARY: &str = r#"
-import os, select, socket, sys, time
+import os, select, signal, socket, sys, time
+stopping = []
+signal.signal(signal.SIGTERM, lambda *_: stopping.append(1))
 socks = [socket.socket(fileno=fd) for fd in range(3, 3 + int(os.environ["LISTEN_FDS"]))]
 body = ("generation=%s pid=%d" % (os.environ["BATON_GENERATION"], os.getpid())).encode()
 crash = sys.argv[1]
 n = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
 n.sendto(b"READY=1", os.environ["NOTIFY_SOCKET"])
 while True:
+    if stopping:
+        sys.exit(0)
     ready, _, _ = select.select(socks, [], [], 0.05)
     if os.path.exists(crash):
         sys.exit(3)
@@ -52,6 +58,16 @@ while True:
         if os.path.exists(crash):
             sys.exit(3)
 "#;
+
+/// One cutover at a time: each puts a 2-core machine under load and
+/// measures within steps of fixed length, which a neighbour's load would
+/// stretch past.
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    SERIAL
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
 
 struct Canary {
     dir: TempDir,
@@ -139,6 +155,7 @@ fn share(addr: SocketAddr, n: usize) -> BTreeMap<u64, usize> {
 
 #[test]
 fn a_canary_gets_each_share_then_serves_and_the_old_generation_drains() {
+    let _serial = serial();
     let c = Canary::start(false);
     let addr = c.baton.addr();
     let reload = c.reload_async(&["reload", "--canary", "10%,50%,100%", "--soak", "8s"]);
@@ -166,6 +183,7 @@ fn a_canary_gets_each_share_then_serves_and_the_old_generation_drains() {
 
 #[test]
 fn a_canary_that_crashes_is_rolled_back_with_no_failed_request() {
+    let _serial = serial();
     let c = Canary::start(true);
     let rt = runtime();
     let load = Load::start(
@@ -182,7 +200,7 @@ fn a_canary_that_crashes_is_rolled_back_with_no_failed_request() {
             ..LoadConfig::default()
         },
     );
-    let reload = c.reload_async(&["reload", "--canary", "1%,10%,100%", "--soak", "3s"]);
+    let reload = c.reload_async(&["reload", "--canary", "1%,10%,100%", "--soak", "10s"]);
     wait_until(LONG, "the 10% step", || {
         c.step().is_some_and(|(_, w)| w == 10)
     });
@@ -229,6 +247,31 @@ fn a_canary_plan_is_checked() {
     assert!(err.contains("increase"), "{err}");
 }
 
+/// `n` connections, each kept open after one request: which generation
+/// answered on each.
+fn hold_connections(addr: SocketAddr, n: usize) -> Vec<(u64, std::net::TcpStream)> {
+    use std::io::{Read, Write};
+    (0..n)
+        .map(|_| {
+            let mut s = std::net::TcpStream::connect(addr).expect("connect");
+            s.set_read_timeout(Some(LONG)).unwrap();
+            s.write_all(b"GET / HTTP/1.1\r\nHost: canary\r\n\r\n")
+                .unwrap();
+            let mut got = Vec::new();
+            let mut buf = [0u8; 4096];
+            while !(got.ends_with(b"\n") && got.windows(4).any(|w| w == b"pid=")) {
+                let k = s.read(&mut buf).expect("read");
+                assert!(k > 0, "connection closed before the response");
+                got.extend_from_slice(&buf[..k]);
+            }
+            let text = String::from_utf8_lossy(&got);
+            let body = text.split("\r\n\r\n").nth(1).unwrap_or("");
+            let (generation, _) = parse_body(body).expect("generation=G pid=P");
+            (generation, s)
+        })
+        .collect()
+}
+
 /// The newest generation's worker slots in its cutover, if it is in one.
 fn slots(c: &Canary) -> Option<u64> {
     status_json(&c.control())["generations"][0]["canary"]["slots"].as_u64()
@@ -236,6 +279,7 @@ fn slots(c: &Canary) -> Option<u64> {
 
 #[test]
 fn without_steer_the_share_is_in_worker_slots_and_nothing_is_lost() {
+    let _serial = serial();
     // --reuseport: each slot has its own socket, so the kernel's hash makes
     // the share of a slot exact enough to measure.
     let c = Canary::start_with(false, &["--workers", "4", "--reuseport"]);
@@ -245,8 +289,8 @@ fn without_steer_the_share_is_in_worker_slots_and_nothing_is_lost() {
         rt.handle(),
         addr,
         LoadConfig {
-            keepalive_clients: 4,
-            newconn_clients: 4,
+            keepalive_clients: 2,
+            newconn_clients: 2,
             inflight_clients: 2,
             inflight_path: "/sleep?ms=300".into(),
             inflight_stagger: Duration::from_millis(150),
@@ -255,17 +299,52 @@ fn without_steer_the_share_is_in_worker_slots_and_nothing_is_lost() {
             ..LoadConfig::default()
         },
     );
-    let reload = c.reload_async(&["reload", "--canary", "25%,50%,100%", "--soak", "6s"]);
+    // Long steps: 1,000 requests on a loaded 2-core machine must fit in one.
+    let reload = c.reload_async(&["reload", "--canary", "25%,50%,100%", "--soak", "15s"]);
     for (slots_now, weight) in [(1u64, 25u64), (2, 50)] {
         wait_until(LONG, &format!("the {weight}% step"), || {
             slots(&c) == Some(slots_now) && c.step().is_some_and(|(_, w)| w == weight)
         });
+        // A growing step shows its slots before they serve: wait for the
+        // old ones it takes to be gone from the serving generation.
+        wait_until(LONG, "the old slots handed over", || {
+            let s = status_json(&c.control());
+            s["generations"][0]["workers"].as_array().is_some_and(|w| {
+                w.len() as u64 == slots_now && w.iter().all(|w| w["state"] == "ready")
+            })
+        });
+        if weight == 50 {
+            // Status counts the connections each generation holds: at least
+            // the ones held open here, by who answered on them.
+            let held = hold_connections(addr, 16);
+            let mine = |id: u64| held.iter().filter(|(g, _)| *g == id).count() as u64;
+            wait_until(LONG, "status counting the connections held", || {
+                let s = status_json(&c.control());
+                let counted = |id: u64| {
+                    s["generations"]
+                        .as_array()
+                        .and_then(|g| g.iter().find(|g| g["generation"] == id))
+                        .and_then(|g| g["connections"].as_u64())
+                        .unwrap_or(0)
+                };
+                counted(1) >= mine(1) && counted(2) >= mine(2)
+            });
+            assert!(mine(1) > 0 && mine(2) > 0, "16 connections over 4 slots");
+            let (_, text, _) = ctl(&c.control(), &["status"]);
+            assert!(text.contains("50% asked, 2 of 4 worker slots"), "{text}");
+            drop(held);
+        }
         // The old slots it took are draining or gone: only the new worker
         // accepts on their sockets.
         let got = share(addr, 1000);
         let new = *got.get(&2).unwrap_or(&0) as f64 / 1000.0 * 100.0;
         eprintln!(
             "{weight}% step ({slots_now} of 4 slots): generation 2 answered {new:.1}% ({got:?})"
+        );
+        assert_eq!(
+            c.step().map(|(_, w)| w),
+            Some(weight),
+            "the step ended while its share was measured"
         );
         assert!(
             (new - weight as f64).abs() <= 10.0,
@@ -285,6 +364,7 @@ fn without_steer_the_share_is_in_worker_slots_and_nothing_is_lost() {
 
 #[test]
 fn without_steer_a_canary_that_crashes_gives_its_slots_back_with_no_failed_request() {
+    let _serial = serial();
     // One shared socket (the default): every worker accepts from it.
     let c = Canary::start_with(true, &["--workers", "4"]);
     let rt = runtime();
@@ -341,6 +421,7 @@ fn without_steer_a_canary_that_crashes_gives_its_slots_back_with_no_failed_reque
 
 #[test]
 fn a_canary_check_that_fails_rolls_the_cutover_back_and_names_what_it_said() {
+    let _serial = serial();
     let dir = TempDir::new();
     let seen = dir.join("seen");
     let bad = dir.join("bad");

@@ -358,6 +358,11 @@ impl GenCgroup {
         procs(&self.path).len()
     }
 
+    /// The processes it holds.
+    pub fn pids(&self) -> Vec<i32> {
+        procs(&self.path)
+    }
+
     /// Send `signal` to every process in it (through pidfds taken while
     /// they are listed, so a pid reused meanwhile is not hit).
     pub fn signal_all(&self, signal: Signal) -> usize {

@@ -18,6 +18,9 @@ pub struct Baton<'a> {
     pub cgroup: Option<&'a std::path::Path>,
     /// Processes in a generation's cgroup (containment on).
     pub processes: &'a dyn Fn(u64) -> Option<usize>,
+    /// Established TCP connections a generation's processes hold (see
+    /// `verify::procnet::established`).
+    pub connections: &'a dyn Fn(&crate::core::Generation) -> usize,
     /// `baton upgrade`s so far, and when the running image started.
     pub upgrades: u32,
     pub image_started: Mono,
@@ -29,6 +32,7 @@ pub fn collect(core: &Core, listeners: &[Listener], baton: Baton<'_>) -> Status 
         now,
         cgroup,
         processes,
+        connections,
         upgrades,
         image_started,
     } = baton;
@@ -93,6 +97,7 @@ pub fn collect(core: &Core, listeners: &[Listener], baton: Baton<'_>) -> Status 
                     _ => None,
                 },
                 processes: processes(g.id),
+                connections: connections(g),
                 canary: match (g.state, &g.canary) {
                     (
                         GenState::Canary {
@@ -313,6 +318,10 @@ pub struct GenerationStatus {
     #[serde(default)]
     pub program: Option<ProgramStatus>,
     pub workers: Vec<WorkerStatus>,
+    /// Established TCP connections to baton's listeners its processes hold
+    /// (from /proc): what it still serves.
+    #[serde(default)]
+    pub connections: usize,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -401,14 +410,16 @@ impl Status {
                 .unwrap_or_default();
             let _ = writeln!(
                 out,
-                "generation {}  {} for {}{}, {} worker{}{}",
+                "generation {}  {} for {}{}, {} worker{}{}, {} connection{}",
                 g.generation,
                 g.state,
                 ms(g.state_age_ms),
                 deadline,
                 g.worker_count,
                 plural(g.worker_count),
-                processes
+                processes,
+                g.connections,
+                plural(g.connections)
             );
             if let Some(c) = &g.canary {
                 let share = match c.slots {

@@ -817,6 +817,23 @@ impl Shell {
                 upgrades: self.upgrades,
                 image_started: self.image_started,
                 processes: &|generation| self.cgroups.get(&generation).map(|c| c.process_count()),
+                connections: &|g| {
+                    // Its cgroup holds what its workers started too (a
+                    // pre-fork server's children hold the connections).
+                    let pids = match self.cgroups.get(&g.id) {
+                        Some(c) => c.pids(),
+                        None => g.live_pids().collect(),
+                    };
+                    let ports: Vec<u16> = self
+                        .listeners
+                        .iter()
+                        .filter_map(|l| match l.addr {
+                            crate::config::ListenAddr::Tcp(a) => Some(a.port()),
+                            _ => None,
+                        })
+                        .collect();
+                    crate::verify::procnet::established(&pids, &ports)
+                },
             },
         )
     }

@@ -18,7 +18,7 @@
 
 mod child;
 mod findings;
-mod procnet;
+pub(crate) mod procnet;
 
 use std::ffi::OsString;
 use std::net::SocketAddr;

@@ -8,20 +8,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 /// The TCP addresses `pid` listens on (sockets in its fd table in state
 /// LISTEN), sorted; empty if `/proc` cannot tell.
 pub fn listening(pid: i32) -> Vec<SocketAddr> {
-    let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
-        return Vec::new();
-    };
-    let inodes: HashSet<u64> = fds
-        .filter_map(|e| {
-            let target = std::fs::read_link(e.ok()?.path()).ok()?;
-            let target = target.to_str()?;
-            target
-                .strip_prefix("socket:[")?
-                .strip_suffix(']')?
-                .parse()
-                .ok()
-        })
-        .collect();
+    let inodes: HashSet<u64> = socket_inodes(pid).into_iter().collect();
     let mut found = Vec::new();
     for table in ["tcp", "tcp6"] {
         let Ok(text) = std::fs::read_to_string(format!("/proc/{pid}/net/{table}")) else {
@@ -38,6 +25,46 @@ pub fn listening(pid: i32) -> Vec<SocketAddr> {
     found.sort();
     found.dedup();
     found
+}
+
+/// How many established TCP connections to one of `ports` the processes
+/// `pids` hold (sockets in their fd tables), from `/proc`: what a
+/// generation is serving. 0 if `/proc` cannot tell.
+pub fn established(pids: &[i32], ports: &[u16]) -> usize {
+    let inodes: HashSet<u64> = pids.iter().flat_map(|&pid| socket_inodes(pid)).collect();
+    if inodes.is_empty() || ports.is_empty() {
+        return 0;
+    }
+    let mut n = 0;
+    for table in ["tcp", "tcp6"] {
+        let Ok(text) = std::fs::read_to_string(format!("/proc/self/net/{table}")) else {
+            continue;
+        };
+        n += parse_table(&text)
+            .into_iter()
+            .filter(|(addr, state, inode)| {
+                *state == 0x01 && ports.contains(&addr.port()) && inodes.contains(inode)
+            })
+            .count();
+    }
+    n
+}
+
+/// The inodes of the sockets in `pid`'s fd table.
+fn socket_inodes(pid: i32) -> Vec<u64> {
+    let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+        return Vec::new();
+    };
+    fds.filter_map(|e| {
+        let target = std::fs::read_link(e.ok()?.path()).ok()?;
+        target
+            .to_str()?
+            .strip_prefix("socket:[")?
+            .strip_suffix(']')?
+            .parse()
+            .ok()
+    })
+    .collect()
 }
 
 /// `(local address, state, inode)` of each line of `/proc/net/tcp{,6}`.
