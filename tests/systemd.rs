@@ -28,7 +28,9 @@
 //! nothing (the socket stays in systemd); the watchdog; a SIGKILL of baton
 //! under load refusing no connection on the sockets baton bound itself
 //! (systemd's fd store), with the figures without the store as a control;
-//! baton's logs in the journal. The tests need root and a systemd binary; without them they
+//! baton's logs in the journal: native entries with `BATON_*` fields,
+//! `PRIORITY` and a `MESSAGE_ID` per reload outcome, the same lines in
+//! `journalctl -o cat`, also after `baton upgrade`. The tests need root and a systemd binary; without them they
 //! are skipped with a message, unless `BATON_REQUIRE_SYSTEMD=1` (or `CI`) is
 //! set, where they fail instead. They run one at a time (a lock): each
 //! boots a whole init system and some put it under load.
