@@ -559,22 +559,48 @@ mod tests {
         assert!(!ours.contains("message_id") && !ours.contains(RELOAD_COMPLETE));
     }
 
+    /// A directory removed on drop.
+    struct Dir(PathBuf);
+
+    impl Drop for Dir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    /// A fresh directory and a socket path in it.
+    fn socket_path(test: &str) -> (Dir, PathBuf) {
+        let dir =
+            Dir(std::env::temp_dir().join(format!("baton-journal-{test}-{}", std::process::id())));
+        let _ = std::fs::remove_dir_all(&dir.0);
+        std::fs::create_dir(&dir.0).unwrap();
+        let path = dir.0.join("socket");
+        (dir, path)
+    }
+
+    /// An entry the socket refuses is reported (and so goes to stderr):
+    /// no journal there, or larger than a datagram.
+    #[test]
+    fn a_refused_entry_is_reported() {
+        let (_dir, path) = socket_path("refused");
+        assert!(!Journal::new(path.clone()).send(b"MESSAGE=x\n"));
+        let journal = UnixDatagram::bind(&path).unwrap();
+        let sender = Journal::new(path);
+        assert!(sender.send(b"MESSAGE=x\n"));
+        let mut huge = b"MESSAGE=".to_vec();
+        huge.resize(16 << 20, b'x');
+        huge.push(b'\n');
+        assert!(!sender.send(&huge), "a 16 MiB datagram was taken");
+        let mut buf = [0u8; 64];
+        assert_eq!(journal.recv(&mut buf).unwrap(), 10);
+    }
+
     /// The journal path end to end, to a socket of the test's: one datagram
     /// per event with MESSAGE= (the line), PRIORITY=, SYSLOG_IDENTIFIER=,
     /// BATON_*= and MESSAGE_ID=.
     #[test]
     fn entries_carry_the_line_and_the_fields() {
-        struct Dir(PathBuf);
-        impl Drop for Dir {
-            fn drop(&mut self) {
-                let _ = std::fs::remove_dir_all(&self.0);
-            }
-        }
-        let dir =
-            Dir(std::env::temp_dir().join(format!("baton-journal-test-{}", std::process::id())));
-        let _ = std::fs::remove_dir_all(&dir.0);
-        std::fs::create_dir(&dir.0).unwrap();
-        let path = dir.0.join("socket");
+        let (_dir, path) = socket_path("entries");
         let journal = UnixDatagram::bind(&path).unwrap();
         journal
             .set_read_timeout(Some(std::time::Duration::from_secs(10)))
