@@ -28,7 +28,9 @@
 //! nothing (the socket stays in systemd); the watchdog; a SIGKILL of baton
 //! under load refusing no connection on the sockets baton bound itself
 //! (systemd's fd store), with the figures without the store as a control;
-//! baton's logs in the journal. The tests need root and a systemd binary; without them they
+//! baton's logs in the journal: native entries with `BATON_*` fields,
+//! `PRIORITY` and a `MESSAGE_ID` per reload outcome, the same lines in
+//! `journalctl -o cat`, also after `baton upgrade`. The tests need root and a systemd binary; without them they
 //! are skipped with a message, unless `BATON_REQUIRE_SYSTEMD=1` (or `CI`) is
 //! set, where they fail instead. They run one at a time (a lock): each
 //! boots a whole init system and some put it under load.
@@ -516,6 +518,237 @@ fn reload_of_a_broken_program_fails_and_the_old_generation_keeps_serving() {
     // its drain signal lands, an old worker may still take a connection.
     demo.wait_generation(3);
     assert_eq!(demo.property("ReloadResult"), "success");
+}
+
+/// The documented `MESSAGE_ID=`s (README, "Operating baton").
+const RELOAD_COMPLETE: &str = "ae90d111bd494c5f84ae2724f44012d1";
+const RELOAD_FAILED: &str = "40104c690e814e89b5d5b22b1757dd15";
+
+/// Field `name` of a `journalctl -o json` entry, if it is text.
+fn jfield<'a>(entry: &'a serde_json::Value, name: &str) -> Option<&'a str> {
+    entry[name].as_str()
+}
+
+/// Field `name` of an entry, as a number; panics if it is not one.
+#[track_caller]
+fn jnumber(entry: &serde_json::Value, name: &str) -> u64 {
+    jfield(entry, name)
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no numeric {name} in {entry}"))
+}
+
+/// Under systemd baton logs to the journal natively: its entries
+/// (`_TRANSPORT=journal`, baton's pid) carry `BATON_GENERATION`,
+/// `BATON_SLOT` and `BATON_PID` for worker events, `PRIORITY` from the
+/// level, and `MESSAGE_ID` on the outcome of each reload: a reload that
+/// serves, one of a program that exits before it is ready, one of a
+/// program that is not there (an error: `PRIORITY=3`). `journalctl -o cat`
+/// shows the same lines as before, and after `baton upgrade` the new image
+/// logs the same way.
+#[test]
+fn baton_logs_to_the_journal_with_fields_and_message_ids() {
+    let Some(demo) = Demo::boot("baton_logs_to_the_journal_with_fields_and_message_ids") else {
+        return;
+    };
+    demo.start();
+    let main_pid = demo.main_pid();
+    let reload = |ok: bool, what: &str| {
+        let out = demo
+            .sd
+            .systemctl_for(&["reload", SERVICE], Duration::from_secs(90));
+        assert!(
+            out.success() == ok && !out.timed_out,
+            "systemctl reload ({what}): {out}\n{}",
+            demo.diagnostics()
+        );
+    };
+    reload(true, "to generation 2");
+    demo.wait_generation(2);
+    demo.deploy_broken();
+    reload(false, "generation 3, a program that exits 1");
+    std::fs::remove_file(&demo.app).unwrap();
+    reload(false, "generation 4, no program");
+    // The new image of baton must find the journal too.
+    demo.deploy_good();
+    let control = "/run/baton-demo/baton.sock";
+    let baton = baton_bin().display().to_string();
+    let upgrade = demo
+        .sd
+        .exec(&[&baton, "upgrade", "--control", control, "--timeout", "60s"]);
+    assert!(
+        upgrade.success(),
+        "baton upgrade: {upgrade}\n{}",
+        demo.diagnostics()
+    );
+    reload(true, "to generation 5, after the upgrade");
+    demo.wait_generation(5);
+    demo.sd
+        .wait_journal(SERVICE, "reload complete generation=5 previous=2", JOURNAL);
+
+    let entries = demo.sd.journal_entries(SERVICE);
+    let native: Vec<&serde_json::Value> = entries
+        .iter()
+        .filter(|e| {
+            // (systemd's own entries about the unit are `_PID=1`, `UNIT=`.)
+            jfield(e, "_TRANSPORT") == Some("journal")
+                && jfield(e, "_SYSTEMD_UNIT") == Some(SERVICE)
+        })
+        .collect();
+    let describe = || {
+        native
+            .iter()
+            .map(|e| e.to_string())
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    // Every entry baton sends is its own (pid, identifier), and its level
+    // in the line matches PRIORITY.
+    assert!(native.len() > 30, "too few native entries:\n{}", describe());
+    for e in &native {
+        assert_eq!(
+            jfield(e, "_PID"),
+            Some(main_pid.to_string().as_str()),
+            "{e}"
+        );
+        assert_eq!(jfield(e, "SYSLOG_IDENTIFIER"), Some("baton"), "{e}");
+        let message = jfield(e, "MESSAGE").unwrap_or_default();
+        let priority = match message.split(' ').next() {
+            Some("ERROR") => "3",
+            Some("WARN") => "4",
+            Some("INFO") => "6",
+            _ => "7",
+        };
+        assert_eq!(jfield(e, "PRIORITY"), Some(priority), "{e}");
+    }
+    // Nothing of baton's came through stderr: the journal socket took it all.
+    let streamed: Vec<&str> = entries
+        .iter()
+        .filter(|e| jfield(e, "_TRANSPORT") == Some("stdout"))
+        .filter_map(|e| jfield(e, "MESSAGE"))
+        .filter(|m| m.contains("baton::"))
+        .collect();
+    assert!(streamed.is_empty(), "baton lines on stderr: {streamed:#?}");
+
+    // Worker events: generation, slot and pid as fields, and in the line.
+    let workers: Vec<&&serde_json::Value> = native
+        .iter()
+        .filter(|e| {
+            jfield(e, "MESSAGE")
+                .is_some_and(|m| m.contains("worker spawned") || m.contains("worker ready"))
+        })
+        .collect();
+    let generations: BTreeSet<u64> = workers
+        .iter()
+        .map(|e| {
+            let (g, s, p) = (
+                jnumber(e, "BATON_GENERATION"),
+                jnumber(e, "BATON_SLOT"),
+                jnumber(e, "BATON_PID"),
+            );
+            let message = jfield(e, "MESSAGE").unwrap();
+            assert!(
+                message.contains(&format!("generation={g} slot={s} pid={p}")),
+                "{e}"
+            );
+            g
+        })
+        .collect();
+    assert!(
+        [1, 2, 3, 5].iter().all(|g| generations.contains(g)),
+        "worker events of generations {generations:?}:\n{}",
+        describe()
+    );
+
+    // One MESSAGE_ID per reload outcome.
+    let ids: Vec<(&str, u64)> = native
+        .iter()
+        .filter_map(|e| Some((jfield(e, "MESSAGE_ID")?, jnumber(e, "BATON_GENERATION"))))
+        .collect();
+    assert_eq!(
+        ids,
+        [
+            (RELOAD_COMPLETE, 2),
+            (RELOAD_FAILED, 3),
+            (RELOAD_FAILED, 4),
+            (RELOAD_COMPLETE, 5)
+        ],
+        "\n{}",
+        describe()
+    );
+    let with_id = |id: &str, generation: u64| -> &serde_json::Value {
+        native
+            .iter()
+            .find(|e| {
+                jfield(e, "MESSAGE_ID") == Some(id) && jnumber(e, "BATON_GENERATION") == generation
+            })
+            .copied()
+            .unwrap_or_else(|| panic!("no {id} for generation {generation}"))
+    };
+    let complete = with_id(RELOAD_COMPLETE, 2);
+    assert_eq!(jnumber(complete, "BATON_PREVIOUS"), 1);
+    assert_eq!(jfield(complete, "PRIORITY"), Some("6"));
+    let failed = with_id(RELOAD_FAILED, 3);
+    assert_eq!(jfield(failed, "PRIORITY"), Some("4"));
+    assert_eq!(jnumber(failed, "BATON_SERVING"), 2);
+    assert!(
+        jfield(failed, "BATON_CAUSE").is_some_and(|c| c.contains("exited 1 before it was ready")),
+        "{failed}"
+    );
+    // No program: an error (PRIORITY=3) with the cause, then the outcome.
+    let error = native
+        .iter()
+        .find(|e| {
+            jfield(e, "MESSAGE").is_some_and(|m| m.starts_with("ERROR "))
+                && jfield(e, "BATON_GENERATION") == Some("4")
+        })
+        .unwrap_or_else(|| panic!("no error entry for generation 4:\n{}", describe()));
+    assert_eq!(jfield(error, "PRIORITY"), Some("3"));
+    assert!(
+        jfield(error, "MESSAGE").is_some_and(|m| m.contains("reload failed generation=4 cause="))
+            && jfield(error, "BATON_CAUSE").is_some_and(|c| !c.is_empty()),
+        "{error}"
+    );
+    assert_eq!(jfield(with_id(RELOAD_FAILED, 4), "PRIORITY"), Some("4"));
+    // After the upgrade: the same pid, the same kind of entry.
+    let upgraded = native
+        .iter()
+        .position(|e| jfield(e, "MESSAGE").is_some_and(|m| m.contains("baton upgraded in place")))
+        .unwrap_or_else(|| panic!("no `baton upgraded in place` entry:\n{}", describe()));
+    let after = native
+        .iter()
+        .position(|e| {
+            jfield(e, "MESSAGE_ID") == Some(RELOAD_COMPLETE)
+                && jfield(e, "BATON_GENERATION") == Some("5")
+        })
+        .unwrap();
+    assert!(upgraded < after);
+    assert_eq!(jnumber(with_id(RELOAD_COMPLETE, 5), "BATON_PREVIOUS"), 2);
+
+    // `-o cat`: baton's lines as they were (what operators and the other
+    // tests grep), one per entry.
+    let cat = demo.sd.journal(SERVICE);
+    let lines: BTreeSet<&str> = cat.lines().collect();
+    for e in &native {
+        let message = jfield(e, "MESSAGE").unwrap();
+        assert!(
+            lines.contains(message),
+            "{message:?} not in `-o cat`:\n{cat}"
+        );
+    }
+    let failed_line = cat
+        .lines()
+        .find(|l| l.contains("reload failed, previous generation keeps serving generation=3"))
+        .unwrap_or_else(|| panic!("no reload-failed line in `-o cat`:\n{cat}"));
+    assert!(
+        failed_line.starts_with("WARN baton::core: ") && failed_line.contains("cause="),
+        "{failed_line:?}"
+    );
+    assert!(
+        cat.lines()
+            .any(|l| l
+                .starts_with("INFO baton::core: reload complete generation=2 previous=1 took=")),
+        "{cat}"
+    );
 }
 
 /// Reads one HTTP/1.1 response with a `content-length` (demo-app never

@@ -21,6 +21,8 @@
 //! - [`reload`]: reload requests, their coalescing and their outcomes.
 //! - [`control`]: the control socket (`baton reload|status|stop`), and
 //!   [`client`] its command-line side; [`status`] what `status` reports.
+//! - [`logging`]: lines on stderr, or entries with structured fields in
+//!   systemd's journal.
 //! - [`error`]: errors by operation, and their exit codes; [`usage`]: a
 //!   usage error as one line.
 //! - [`verify`]: `baton verify`, which runs an app under a baton of its own,
@@ -35,6 +37,7 @@ pub mod core;
 pub mod error;
 pub mod fdstore;
 pub mod listeners;
+pub mod logging;
 pub mod metrics;
 pub mod notify;
 pub mod process;

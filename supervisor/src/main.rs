@@ -1,7 +1,6 @@
 //! `baton [OPTIONS] -- PROGRAM [ARGS...]`: parse, run, map errors to exit codes
 //! (0 clean stop, 1 runtime failure, 2 usage or configuration error).
 
-use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use clap::Parser;
@@ -26,7 +25,7 @@ fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(e) => return program_without_dashes(&e).unwrap_or_else(|| baton::usage_error(e)),
     };
-    init_logging();
+    baton::logging::init();
     // An upgrade: the previous image of this process handed its state over.
     if let Some(state) = baton::upgrade::take_state() {
         ensure_std_fds();
@@ -141,17 +140,6 @@ fn program_without_dashes(e: &clap::Error) -> Option<ExitCode> {
          e.g. baton --listen 127.0.0.1:8080 -- {arg} (see baton --help)"
     );
     Some(ExitCode::from(2))
-}
-
-/// Human-readable lines on stderr; `BATON_LOG` (e.g. `debug`) sets the level.
-fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("BATON_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
 }
 
 /// Put baton's descriptor table in order before it opens anything:

@@ -22,6 +22,9 @@
 //! - [`tempdir`], [`wait`]: a self-removing temp dir, and a bounded wait for
 //!   conditions that have no log line.
 //! - [`users`]: a throwaway unprivileged user ([`TestUser`]), removed on drop.
+//! - [`journal`]: a stand-in for journald's native socket, and baton run
+//!   with its stderr as "the journal stream", for the journal logging tests
+//!   that need no systemd.
 //! - [`systemd`]: a real systemd in private namespaces ([`systemd::Sandbox`],
 //!   torn down on drop) for the unit files in `systemd/`.
 //!
@@ -33,6 +36,7 @@ pub mod cgroup;
 pub mod control;
 pub mod fixtures;
 pub mod http;
+pub mod journal;
 pub mod load;
 pub mod process;
 pub mod procfs;

@@ -270,6 +270,31 @@ impl Sandbox {
             .stdout
     }
 
+    /// `journalctl -u UNIT -o json --all`: every entry of `unit` with all
+    /// its fields (a field whose value is not text is an array of bytes; one
+    /// given twice is an array of values).
+    pub fn journal_entries(&self, unit: &str) -> Vec<serde_json::Value> {
+        let out = self
+            .exec(&[
+                "journalctl",
+                "--no-pager",
+                "--all",
+                "-o",
+                "json",
+                "-u",
+                unit,
+            ])
+            .ok();
+        out.stdout
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(|l| {
+                serde_json::from_str(l)
+                    .unwrap_or_else(|e| panic!("journalctl -o json printed {l:?}: {e}"))
+            })
+            .collect()
+    }
+
     /// Waits until the journal of `unit` has a line containing `needle`
     /// (journald writes asynchronously), and returns that line.
     #[track_caller]

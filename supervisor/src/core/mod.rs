@@ -1287,7 +1287,13 @@ impl Core {
             } else {
                 self.start_drain(oi, now);
             }
-            info!(generation = id, previous = old_id, took = %took_text, "reload complete");
+            info!(
+                message_id = crate::logging::RELOAD_COMPLETE,
+                generation = id,
+                previous = old_id,
+                took = %took_text,
+                "reload complete"
+            );
             let pids = self.generations[gi].live_pids().collect();
             let outcome = Outcome {
                 generation: id,
@@ -1649,7 +1655,8 @@ impl Core {
     /// was not ready may have accepted connections already) and is SIGKILLed
     /// at the drain deadline; the serving generation keeps serving.
     fn fail_generation(&mut self, gi: usize, cause: String, now: Mono) {
-        if matches!(self.generations[gi].state, GenState::Canary { .. }) {
+        let canary = matches!(self.generations[gi].state, GenState::Canary { .. });
+        if canary {
             // Its share of new connections goes back to the serving one.
             if let Some(si) = self.serving() {
                 if self.settings.steer {
@@ -1669,7 +1676,12 @@ impl Core {
         if self.serving().is_none() && self.phase == Phase::Running {
             // The first generation: nothing serves, baton exits 1 once its
             // workers are gone.
-            error!(generation = id, cause = %cause, "generation failed to start");
+            error!(
+                message_id = crate::logging::START_FAILED,
+                generation = id,
+                cause = %cause,
+                "generation failed to start"
+            );
             self.counters.reloads_failed += 1;
             let (waiters, outcome) = self.reloads.fail_all(id, &cause, now);
             self.answer(waiters, &outcome);
@@ -1700,6 +1712,11 @@ impl Core {
         self.notify_ready();
         match serving {
             Some(serving) => warn!(
+                message_id = if canary {
+                    crate::logging::CANARY_ROLLED_BACK
+                } else {
+                    crate::logging::RELOAD_FAILED
+                },
                 generation = id,
                 serving,
                 cause = %cause,
