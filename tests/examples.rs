@@ -498,15 +498,16 @@ impl Host {
         body.split_whitespace().next().unwrap().to_string()
     }
 
-    /// The inventory line: local connection, the host's program and its
-    /// reload command (`baton reload` run inside the host's namespace).
-    fn inventory(&self, release: &Path) -> String {
+    /// The inventory line: local connection, the host's program, the
+    /// release to install if any, and its reload command (`baton reload`
+    /// run inside the host's namespace).
+    fn inventory(&self, release: Option<&Path>) -> String {
+        let release = release.map_or(String::new(), |r| format!(" baton_release={}", r.display()));
         format!(
-            "{} ansible_connection=local baton_program={} baton_release={} \
+            "{} ansible_connection=local baton_program={}{release} \
              baton_reload_command=\"ip netns exec {} {} reload --control {} --timeout 60s\"\n",
             self.name,
             self.dir.join("app").display(),
-            release.display(),
             self.ns.name(),
             baton_bin().display(),
             self.dir.join("control.sock").display(),
@@ -514,10 +515,10 @@ impl Host {
     }
 }
 
-fn write_inventory(dir: &Path, hosts: &[Host], releases: &[&Path]) -> PathBuf {
+fn write_inventory(dir: &Path, hosts: &[Host], releases: &[Option<&Path>]) -> PathBuf {
     let mut text = String::from("[baton]\n");
     for (host, release) in hosts.iter().zip(releases) {
-        text.push_str(&host.inventory(release));
+        text.push_str(&host.inventory(*release));
     }
     text.push_str("\n[baton:vars]\nansible_python_interpreter={{ ansible_playbook_python }}\n");
     let path = dir.join("inventory.ini");
@@ -574,14 +575,9 @@ fn ansible_rolling_reload_stops_at_the_first_host_that_rolled_back() {
         .iter()
         .map(|name| Host::start(name))
         .collect();
-    let good = work.join("release-2");
-    write_script(
-        &good,
-        &format!("# release 2\nexec {}", demo_app_bin().display()),
-    );
-
-    // Release 2 everywhere: each host reloads, one after the other.
-    let inventory = write_inventory(work.path(), &hosts, &[&good, &good, &good]);
+    // A reload everywhere, nothing installed (no baton_release): each host
+    // reloads, one after the other.
+    let inventory = write_inventory(work.path(), &hosts, &[None, None, None]);
     let args = [
         "-i",
         inventory.to_str().unwrap(),
@@ -602,9 +598,9 @@ fn ansible_rolling_reload_stops_at_the_first_host_that_rolled_back() {
         assert!(pair[0].1 <= pair[1].0, "reloads overlap: {spans:?} (ms)");
     }
 
-    // Release 3, broken on host 2 (it exits at once): host 1 reloads, host
-    // 2's baton rolls back and its reload fails, the play stops: host 3 is
-    // neither deployed nor reloaded.
+    // Release 3, broken on host 2 (it exits at once): host 1 installs it
+    // and reloads, host 2's baton rolls back and its reload fails, the play
+    // stops: host 3 is neither deployed nor reloaded.
     let next = work.join("release-3");
     write_script(
         &next,
@@ -612,7 +608,11 @@ fn ansible_rolling_reload_stops_at_the_first_host_that_rolled_back() {
     );
     let broken = work.join("release-3-broken");
     write_script(&broken, "# release 3, broken\nexit 3");
-    let inventory = write_inventory(work.path(), &hosts, &[&next, &broken, &next]);
+    let inventory = write_inventory(
+        work.path(),
+        &hosts,
+        &[Some(&next), Some(&broken), Some(&next)],
+    );
     let args = [
         "-i",
         inventory.to_str().unwrap(),
@@ -625,6 +625,8 @@ fn ansible_rolling_reload_stops_at_the_first_host_that_rolled_back() {
     let (host1, host2, host3) = (&hosts[0], &hosts[1], &hosts[2]);
     assert_eq!(serving(&host1.status()), 3);
     assert_eq!(host1.answering(), "generation=3");
+    let program = std::fs::read_to_string(host1.dir.join("app")).unwrap();
+    assert!(program.contains("release 3"), "host1 deployed: {program}");
 
     let status = host2.status();
     assert_eq!(status["last_reload"]["ok"], false, "{status}");
@@ -644,7 +646,7 @@ fn ansible_rolling_reload_stops_at_the_first_host_that_rolled_back() {
     );
     let program = std::fs::read_to_string(host3.dir.join("app")).unwrap();
     assert!(
-        program.contains("release 2"),
+        !program.contains("release"),
         "host3 not deployed: {program}"
     );
     assert!(
