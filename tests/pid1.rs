@@ -10,7 +10,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::process::Command;
 use std::time::Duration;
 
-use baton_e2e::{baton_bin, child_zombies, demo_app_bin, get, wait_until, Proc, TempDir};
+use baton_e2e::{baton_bin, child_zombies, children, demo_app_bin, get, wait_until, Proc, TempDir};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
@@ -53,14 +53,7 @@ fn baton_as_pid_1_reaps_orphans_and_stops_on_sigterm() {
     let host_pid: i32 = {
         let mut pid = 0;
         wait_until(LONG, "baton's host pid", || {
-            let children =
-                std::fs::read_to_string(format!("/proc/{0}/task/{0}/children", unshare.pid()))
-                    .unwrap_or_default();
-            pid = children
-                .split_whitespace()
-                .next()
-                .and_then(|p| p.parse().ok())
-                .unwrap_or(0);
+            pid = children(unshare.pid()).first().copied().unwrap_or(0);
             pid != 0
         });
         pid
@@ -79,11 +72,9 @@ fn baton_as_pid_1_reaps_orphans_and_stops_on_sigterm() {
     kill(Pid::from_raw(host_pid), Signal::SIGHUP).unwrap();
     unshare.wait_log("generation serving generation=2", LONG);
     wait_until(LONG, "no sleep and no zombie left on baton", || {
-        let children = std::fs::read_to_string(format!("/proc/{0}/task/{0}/children", host_pid))
-            .unwrap_or_default();
-        let sleeps = children
-            .split_whitespace()
-            .filter(|p| baton_e2e::cmdline(p.parse().unwrap_or(0)).starts_with("sleep"))
+        let sleeps = children(host_pid)
+            .into_iter()
+            .filter(|&p| baton_e2e::cmdline(p).starts_with("sleep"))
             .count();
         sleeps == 0 && child_zombies(host_pid).is_empty()
     });

@@ -27,7 +27,9 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use baton_e2e::load::parse_body;
-use baton_e2e::{ctl, get, workspace_root, Baton, Load, LoadConfig, Mode, Report, TempDir};
+use baton_e2e::{
+    ctl, get, on_path, workspace_root, Baton, Load, LoadConfig, Mode, Report, TempDir,
+};
 
 /// Reloads per test (the measurement runs 9).
 const RELOADS: u64 = 5;
@@ -96,13 +98,6 @@ impl std::fmt::Display for Need {
             Need::GoPackage(package) => write!(f, "the Go package {package} in {DEBIAN_GOPATH}"),
         }
     }
-}
-
-fn on_path(name: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
-        .map(|dir| dir.join(name))
-        .find(|p| p.is_file())
 }
 
 /// True if everything in `needs` is there; otherwise [`baton_e2e::skip`]s

@@ -3,7 +3,7 @@
 //! a deploy replaces the program on disk).
 
 use std::os::unix::fs::PermissionsExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// A multi-thread tokio runtime with 2 workers: load clients run on it
 /// while the test thread does blocking waits (log lines, /proc).
@@ -53,4 +53,12 @@ pub fn skip(test: &str, why: &str) {
         panic!("{test} must run here (CI or BATON_REQUIRE_SYSTEMD is set), but {why}");
     }
     println!("SKIP {test}: {why}");
+}
+
+/// Where `name` is on `PATH`, if it is (a tool a test needs: see [`skip`]).
+pub fn on_path(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(name))
+        .find(|p| p.is_file())
 }

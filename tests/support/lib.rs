@@ -21,6 +21,8 @@
 //! - [`fixtures`]: the tests' tokio runtime, and deployable scripts.
 //! - [`tempdir`], [`wait`]: a self-removing temp dir, and a bounded wait for
 //!   conditions that have no log line.
+//! - [`netns`]: a network namespace of the test's own ([`NetNs`]: a "host"
+//!   with its own loopback), deleted on drop.
 //! - [`users`]: a throwaway unprivileged user ([`TestUser`]), removed on drop.
 //! - [`journal`]: a stand-in for journald's native socket, and baton run
 //!   with its stderr as "the journal stream", for the journal logging tests
@@ -38,6 +40,7 @@ pub mod fixtures;
 pub mod http;
 pub mod journal;
 pub mod load;
+pub mod netns;
 pub mod process;
 pub mod procfs;
 pub mod systemd;
@@ -47,13 +50,14 @@ pub mod wait;
 
 pub use bins::{baton_bin, demo_app_bin, workspace_root};
 pub use control::{ctl, status_json, Controlled};
-pub use fixtures::{gated_demo_app, open_gate, runtime, skip, write_script};
+pub use fixtures::{gated_demo_app, on_path, open_gate, runtime, skip, write_script};
 pub use http::{get, request, spawn_request, Conn, ErrorKind, RequestError, Response};
 pub use load::{Load, LoadConfig, Mode, ModeStats, Report};
+pub use netns::NetNs;
 pub use process::{field, Baton, DemoApp, Proc, WorkerInfo};
 pub use procfs::{
-    child_zombies, cmdline, env_var, environ, fd_count, fd_targets, group_members, pid_alive,
-    proc_state,
+    child_zombies, children, cmdline, env_var, environ, fd_count, fd_targets, group_members,
+    pid_alive, proc_state,
 };
 pub use tempdir::TempDir;
 pub use users::TestUser;

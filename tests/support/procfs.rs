@@ -58,6 +58,16 @@ pub fn fd_targets(pid: i32) -> Vec<(i32, String)> {
     fds
 }
 
+/// The children of `pid` (its main thread's, `/proc/PID/task/PID/children`;
+/// a single-threaded parent such as `unshare` has no others), oldest first.
+pub fn children(pid: i32) -> Vec<i32> {
+    fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+        .unwrap_or_default()
+        .split_whitespace()
+        .filter_map(|p| p.parse().ok())
+        .collect()
+}
+
 /// Pids of the zombie children of `pid`.
 pub fn child_zombies(pid: i32) -> Vec<i32> {
     let mut zombies: Vec<i32> = fs::read_dir("/proc")
