@@ -134,6 +134,24 @@ impl Canary {
     }
 }
 
+/// Keep-alive, new-connection and 200-ms in-flight clients, bounded.
+fn mixed_load(rt: &tokio::runtime::Runtime, addr: SocketAddr) -> Load {
+    Load::start(
+        rt.handle(),
+        addr,
+        LoadConfig {
+            keepalive_clients: 4,
+            newconn_clients: 6,
+            inflight_clients: 2,
+            inflight_path: "/sleep?ms=200".into(),
+            inflight_stagger: Duration::from_millis(200),
+            max_requests_per_client: 100_000,
+            hard_limit: Duration::from_secs(120),
+            ..LoadConfig::default()
+        },
+    )
+}
+
 /// `n` new-connection requests, 8 at a time: how many each generation
 /// answered.
 fn share(addr: SocketAddr, n: usize) -> BTreeMap<u64, usize> {
@@ -186,20 +204,7 @@ fn a_canary_that_crashes_is_rolled_back_with_no_failed_request() {
     let _serial = serial();
     let c = Canary::start(true);
     let rt = runtime();
-    let load = Load::start(
-        rt.handle(),
-        c.baton.addr(),
-        LoadConfig {
-            keepalive_clients: 4,
-            newconn_clients: 6,
-            inflight_clients: 2,
-            inflight_path: "/sleep?ms=200".into(),
-            inflight_stagger: Duration::from_millis(200),
-            max_requests_per_client: 100_000,
-            hard_limit: Duration::from_secs(120),
-            ..LoadConfig::default()
-        },
-    );
+    let load = mixed_load(&rt, c.baton.addr());
     let reload = c.reload_async(&["reload", "--canary", "1%,10%,100%", "--soak", "10s"]);
     wait_until(LONG, "the 10% step", || {
         c.step().is_some_and(|(_, w)| w == 10)
@@ -368,20 +373,7 @@ fn without_steer_a_canary_that_crashes_gives_its_slots_back_with_no_failed_reque
     // One shared socket (the default): every worker accepts from it.
     let c = Canary::start_with(true, &["--workers", "4"]);
     let rt = runtime();
-    let load = Load::start(
-        rt.handle(),
-        c.baton.addr(),
-        LoadConfig {
-            keepalive_clients: 4,
-            newconn_clients: 6,
-            inflight_clients: 2,
-            inflight_path: "/sleep?ms=200".into(),
-            inflight_stagger: Duration::from_millis(200),
-            max_requests_per_client: 100_000,
-            hard_limit: Duration::from_secs(120),
-            ..LoadConfig::default()
-        },
-    );
+    let load = mixed_load(&rt, c.baton.addr());
     let reload = c.reload_async(&["reload", "--canary", "25%,50%,100%", "--soak", "3s"]);
     wait_until(LONG, "the 50% step", || slots(&c) == Some(2));
     let before = load.completed();

@@ -1206,14 +1206,11 @@ impl Core {
                 };
             }
             if self.settings.steer {
-                self.emit(Action::Weigh {
-                    new: self.generations[gi].set,
-                    old: self.generations[si].set,
+                self.weigh(
+                    gi,
+                    si,
                     percent,
-                });
-                info!(
-                    generation = self.generations[gi].id,
-                    percent, "generation ready, canary: taking a share of new connections"
+                    "generation ready, canary: taking a share of new connections",
                 );
             } else {
                 self.retire_slots(gi, si, percent);
@@ -1355,15 +1352,7 @@ impl Core {
             now,
         );
         if self.settings.steer {
-            self.emit(Action::Weigh {
-                new: self.generations[gi].set,
-                old: self.generations[si].set,
-                percent,
-            });
-            info!(
-                generation = self.generations[gi].id,
-                percent, "canary: next step"
-            );
+            self.weigh(gi, si, percent, "canary: next step");
         } else if growing {
             // The step's new workers first; its soak begins once they are
             // all ready (begin_slot_step), and only then do old slots go.
@@ -1385,6 +1374,17 @@ impl Core {
         } else {
             self.retire_slots(gi, si, percent);
         }
+    }
+
+    /// With `--steer`: `percent` % of new connections to the sockets of
+    /// generation `gi`, the rest to those of the serving one `si`.
+    fn weigh(&mut self, gi: usize, si: usize, percent: u8, what: &'static str) {
+        self.emit(Action::Weigh {
+            new: self.generations[gi].set,
+            old: self.generations[si].set,
+            percent,
+        });
+        info!(generation = self.generations[gi].id, percent, "{what}");
     }
 
     /// Without `--steer`: the step's new workers are all ready: the old
