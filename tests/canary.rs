@@ -307,17 +307,27 @@ fn without_steer_the_share_is_in_worker_slots_and_nothing_is_lost() {
     // Long steps: 1,000 requests on a loaded 2-core machine must fit in one.
     let reload = c.reload_async(&["reload", "--canary", "25%,50%,100%", "--soak", "15s"]);
     for (slots_now, weight) in [(1u64, 25u64), (2, 50)] {
-        wait_until(LONG, &format!("the {weight}% step"), || {
-            slots(&c) == Some(slots_now) && c.step().is_some_and(|(_, w)| w == weight)
-        });
-        // A growing step shows its slots before they serve: wait for the
-        // old ones it takes to be gone from the serving generation.
-        wait_until(LONG, "the old slots handed over", || {
-            let s = status_json(&c.control());
-            s["generations"][0]["workers"].as_array().is_some_and(|w| {
-                w.len() as u64 == slots_now && w.iter().all(|w| w["state"] == "ready")
-            })
-        });
+        // A growing step shows its slots before they serve: wait until
+        // they are all ready (the old ones they take are then retired).
+        let deadline = std::time::Instant::now() + LONG;
+        loop {
+            let st = status_json(&c.control());
+            let g = &st["generations"][0];
+            let ready = g["canary"]["slots"].as_u64() == Some(slots_now)
+                && g["canary"]["weight"].as_u64() == Some(weight)
+                && g["workers"].as_array().is_some_and(|w| {
+                    w.len() as u64 == slots_now && w.iter().all(|w| w["state"] == "ready")
+                });
+            if ready {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no {weight}% step with {slots_now} ready slots after {LONG:?}: {}",
+                ctl(&c.control(), &["status"]).1
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
         if weight == 50 {
             // Status counts the connections each generation holds: at least
             // the ones held open here, by who answered on them.
