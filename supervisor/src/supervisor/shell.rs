@@ -808,6 +808,15 @@ impl Shell {
     }
 
     pub(super) fn status(&self, core: &Core) -> status::Status {
+        let ports: Vec<u16> = self
+            .listeners
+            .iter()
+            .filter_map(|l| match l.addr {
+                crate::config::ListenAddr::Tcp(a) => Some(a.port()),
+                _ => None,
+            })
+            .collect();
+        let connections = crate::verify::procnet::established(&ports);
         status::collect(
             core,
             &self.listeners,
@@ -824,15 +833,7 @@ impl Shell {
                         Some(c) => c.pids(),
                         None => g.live_pids().collect(),
                     };
-                    let ports: Vec<u16> = self
-                        .listeners
-                        .iter()
-                        .filter_map(|l| match l.addr {
-                            crate::config::ListenAddr::Tcp(a) => Some(a.port()),
-                            _ => None,
-                        })
-                        .collect();
-                    crate::verify::procnet::established(&pids, &ports)
+                    crate::verify::procnet::held_by(&pids, &connections)
                 },
             },
         )

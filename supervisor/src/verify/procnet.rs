@@ -27,27 +27,44 @@ pub fn listening(pid: i32) -> Vec<SocketAddr> {
     found
 }
 
-/// How many established TCP connections to one of `ports` the processes
-/// `pids` hold (sockets in their fd tables), from `/proc`: what a
-/// generation is serving. 0 if `/proc` cannot tell.
-pub fn established(pids: &[i32], ports: &[u16]) -> usize {
-    let inodes: HashSet<u64> = pids.iter().flat_map(|&pid| socket_inodes(pid)).collect();
-    if inodes.is_empty() || ports.is_empty() {
-        return 0;
+/// The inodes of the established TCP connections to one of `ports` (read
+/// once per `baton status`: the kernel prints every TCP socket of the
+/// network namespace, about 70 ms for 30,000 of them). Empty if `/proc`
+/// cannot tell.
+pub fn established(ports: &[u16]) -> HashSet<u64> {
+    let mut found = HashSet::new();
+    if ports.is_empty() {
+        return found;
     }
-    let mut n = 0;
     for table in ["tcp", "tcp6"] {
         let Ok(text) = std::fs::read_to_string(format!("/proc/self/net/{table}")) else {
             continue;
         };
-        n += parse_table(&text)
-            .into_iter()
-            .filter(|(addr, state, inode)| {
-                *state == 0x01 && ports.contains(&addr.port()) && inodes.contains(inode)
-            })
-            .count();
+        // Fields: sl local rem st tx:rx tr:when retrnsmt uid timeout inode.
+        for line in text.lines().skip(1) {
+            let mut f = line.split_ascii_whitespace();
+            let (Some(local), Some(state), Some(inode)) = (f.nth(1), f.nth(1), f.nth(5)) else {
+                continue;
+            };
+            let port = local
+                .rsplit_once(':')
+                .and_then(|(_, p)| u16::from_str_radix(p, 16).ok());
+            if state == "01" && port.is_some_and(|p| ports.contains(&p)) {
+                found.extend(inode.parse::<u64>());
+            }
+        }
     }
-    n
+    found
+}
+
+/// How many of `connections` (from [`established`]) the processes `pids`
+/// hold in their fd tables.
+pub fn held_by(pids: &[i32], connections: &HashSet<u64>) -> usize {
+    if connections.is_empty() {
+        return 0;
+    }
+    let held: HashSet<u64> = pids.iter().flat_map(|&pid| socket_inodes(pid)).collect();
+    held.intersection(connections).count()
 }
 
 /// The inodes of the sockets in `pid`'s fd table.
