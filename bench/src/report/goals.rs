@@ -4,7 +4,9 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use super::model::{baselines, median, paired_ratios, Report, RunResult, Status};
+use super::model::{
+    baselines, median, paired_ratios, Cutover, CutoverResult, Report, RunResult, Status,
+};
 use super::render::{kinds, opt, opt_ms};
 use crate::load::Scenario;
 use crate::targets::Kind;
@@ -51,8 +53,20 @@ pub fn evaluate(report: &Report) -> Vec<Goal> {
         .chain(&report.paired)
         .filter(|r| r.config.is_baton() && r.status != Status::Skipped)
         .collect();
+    // Every baton run, the cutover scenario's too, for the zero-failed goal.
+    let every_baton_run: Vec<&RunResult> = baton_runs
+        .iter()
+        .copied()
+        .chain(
+            report
+                .cutover
+                .iter()
+                .map(|c| &c.run)
+                .filter(|r| r.status != Status::Skipped),
+        )
+        .collect();
     vec![
-        zero_failed(report, &baton_runs),
+        zero_failed(report, &every_baton_run),
         hup_to_ready(report, &baton_runs),
         drain_to_exited(report),
         rss(report),
@@ -61,6 +75,7 @@ pub fn evaluate(report: &Report) -> Vec<Goal> {
         throughput(report, true, 0.95),
         workers_as_cores(report),
         think_time(report),
+        canary(report),
     ]
 }
 
@@ -599,4 +614,68 @@ fn think_time(report: &Report) -> Goal {
         verdict: verdict_of(&verdicts),
         detail,
     }
+}
+
+/// Goal 10 (issue 17): a canary reload loses nothing. The plain reloads of
+/// the same configuration are shown beside it.
+fn canary(report: &Report) -> Goal {
+    let mut detail = Vec::new();
+    let mut verdicts = Vec::new();
+    for c in report
+        .cutover
+        .iter()
+        .filter(|c| c.run.status != Status::Skipped)
+    {
+        let r = &c.run;
+        let all_done =
+            r.signals_sent > 0 && r.reloads_done == r.signals_sent && r.reloads_failed == 0;
+        let ok = r.status == Status::Ok && r.failed == 0 && all_done;
+        if c.canary {
+            verdicts.push(ok);
+        }
+        detail.push(format!(
+            "{}: {}/{} {} reloads{}, {} requests, {} failed{}; p99 in the cutover windows {} ms vs steady {} ms{}; HUP → serving p50 {}{}{}",
+            r.label(),
+            r.reloads_done,
+            r.signals_sent,
+            if c.canary { "canary" } else { "plain" },
+            if r.reloads_failed > 0 {
+                format!(" ({} rolled back)", r.reloads_failed)
+            } else {
+                String::new()
+            },
+            r.requests,
+            r.failed,
+            if r.failed > 0 {
+                format!(" ({})", kinds(&r.failed_by_kind))
+            } else {
+                String::new()
+            },
+            opt_ms(c.window.map(|w| w.p99_ms)),
+            opt_ms(c.steady.map(|w| w.p99_ms)),
+            c.ratio().map_or_else(String::new, |x| format!(" ({x:.2}×)")),
+            cutover_time(c),
+            if r.status == Status::Error {
+                format!("; run error: {}", r.note.clone().unwrap_or_default())
+            } else {
+                String::new()
+            },
+            match (c.canary, ok) {
+                (false, _) => " (plain reload, for comparison)",
+                (true, true) => "",
+                (true, false) => ": MISSED",
+            }
+        ));
+    }
+    Goal {
+        goal: "0 failed requests across canary reloads (baton --steer --canary under load, every reload completed)".into(),
+        verdict: verdict_of(&verdicts),
+        detail,
+    }
+}
+
+/// HUP → the new generation serving alone, p50 over a cutover run's reloads.
+fn cutover_time(c: &CutoverResult) -> String {
+    c.times(|x: &Cutover| x.serving_ms)
+        .map_or_else(|| "–".into(), |t| ms(t.p50_ms))
 }
