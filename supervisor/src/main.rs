@@ -143,14 +143,26 @@ fn program_without_dashes(e: &clap::Error) -> Option<ExitCode> {
     Some(ExitCode::from(2))
 }
 
-/// Human-readable lines on stderr; `BATON_LOG` (e.g. `debug`) sets the level.
+/// Human-readable lines on stderr; `BATON_LOG` sets the level (`debug`),
+/// or levels by target (`baton=debug,warn`); unset or unreadable: `info`.
+///
+/// A `Targets` filter, not an `EnvFilter`: the same directives without
+/// span and field matching, whose regex engine made about a tenth of
+/// baton's resident code.
 fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("BATON_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    use tracing_subscriber::filter::{LevelFilter, Targets};
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    let filter = std::env::var("BATON_LOG")
+        .ok()
+        .filter(|v| !v.trim().is_empty())
+        .and_then(|v| v.parse::<Targets>().ok())
+        .unwrap_or_else(|| Targets::new().with_default(LevelFilter::INFO));
     tracing_subscriber::fmt()
-        .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
+        .finish()
+        .with(filter)
         .init();
 }
 
