@@ -29,7 +29,7 @@ use anyhow::{bail, Context, Result};
 use clap::Parser;
 
 use crate::load::Scenario;
-use crate::procs::{cpu_secs, fd_count, peak_rss_kib};
+use crate::procs::{cpu_secs, fd_count, peak_rss_kib, rss_parts_kib};
 use crate::reloads::Summary;
 use crate::report::{
     IdleResult, LatencyMs, LoadSettings, Machine, Report, RunResult, SoakResult, SoakSample, Status,
@@ -471,12 +471,13 @@ async fn real_main(args: Args) -> Result<u8> {
     if args.max_draining > 0 {
         baton_args.push(format!("--max-draining={}", args.max_draining));
     }
-    let env = Env::detect(
+    let mut env = Env::detect(
         bin_dir.join("baton"),
         bin_dir.join("demo-app"),
         !args.no_peers,
         baton_args,
     );
+    env.baton_built_alone = !args.no_build && args.bin_dir.is_none();
     let mut plan = plan(&args);
     // A proxy (nginx, HAProxy) takes 2 fds per connection (client and
     // server side) from the same limit: without CAP_SYS_RESOURCE the hard
@@ -969,6 +970,7 @@ async fn run_case(
     let analysis = target.settle(&signals, Duration::from_secs(6)).await;
     r.sup_fds_after = fd_count(pid);
     r.sup_peak_rss_kib = peak_rss_kib(pid);
+    r.sup_rss_parts = Some(rss_parts_kib(pid));
     r.sup_cpu_s = match (cpu0, cpu_secs(pid)) {
         (Some(a), Some(b)) => Some(b - a),
         _ => None,
@@ -1082,6 +1084,7 @@ async fn run_idle(
         hup_to_old_exited: None,
         drain_to_old_exited: None,
         sup_peak_rss_kib: None,
+        sup_rss_parts: None,
         sup_fds_before: None,
         sup_fds_after: None,
     };
@@ -1123,6 +1126,7 @@ async fn run_idle(
     let a = target.settle(&signals, Duration::from_secs(5)).await;
     r.sup_fds_after = fd_count(pid);
     r.sup_peak_rss_kib = peak_rss_kib(pid);
+    r.sup_rss_parts = Some(rss_parts_kib(pid));
     r.signals_sent = signals.len();
     r.reloads_done = a.done();
     r.reloads_failed = a.failed();
@@ -1421,16 +1425,25 @@ fn locate_bins(args: &Args) -> Result<PathBuf> {
             .parent()
             .context("no workspace root")?;
         let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-        let mut cmd = Command::new(&cargo);
-        cmd.current_dir(root)
-            .args(["build", "--bin", "baton", "--bin", "demo-app"]);
-        if release {
-            cmd.arg("--release");
-        }
-        eprintln!("bench: building baton and demo-app ({cmd:?})");
-        let status = cmd.status().context("cannot run cargo build")?;
-        if !status.success() {
-            bail!("cargo build of baton and demo-app failed ({status})");
+        // One package at a time: built together, cargo would give baton
+        // the features demo-app asks of their shared dependencies (tokio's
+        // multi-thread scheduler, and libm with it), and the benchmark
+        // would measure a baton larger than `cargo install --path
+        // supervisor` installs.
+        for (package, bin) in [("baton", "baton"), ("demo-app", "demo-app")] {
+            let mut cmd = Command::new(&cargo);
+            cmd.current_dir(root)
+                .args(["build", "-p", package, "--bin", bin]);
+            if release {
+                cmd.arg("--release");
+            }
+            eprintln!("bench: building {bin} ({cmd:?})");
+            let status = cmd
+                .status()
+                .with_context(|| format!("cannot run cargo build for {bin}"))?;
+            if !status.success() {
+                bail!("cargo build of {bin} failed ({status})");
+            }
         }
     }
     for bin in ["baton", "demo-app"] {

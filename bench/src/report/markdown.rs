@@ -478,7 +478,10 @@ fn how_to_run(o: &mut String) {
          stderr with the benchmark's arrival times and the signals sent; `--render JSON \
          --markdown FILE` writes this file again from a run's JSON; the JSON (every figure, the first failed \
          requests with their client, request number and error) goes to `target/bench/` \
-         unless `--json PATH`. The tool builds `baton` and `demo-app` (release) first; exit \
+         unless `--json PATH`. The tool builds `baton` and `demo-app` (release) first, \
+         each package on its own (`cargo build --release -p baton --bin baton`, as `cargo install \
+         --path supervisor` builds it: built together with demo-app, baton would get tokio's \
+         multi-thread scheduler, and libm with it, which it does not use); exit \
          status: 0, or 1 if a baton run had failed requests, 2 if the tool itself failed.\n"
     );
 }
