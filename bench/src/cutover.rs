@@ -13,7 +13,7 @@
 use std::time::{Duration, Instant};
 
 use crate::load::{self, Scenario};
-use crate::procs::{cpu_secs, fd_count, peak_rss_kib};
+use crate::procs::{cpu_secs, fd_count, peak_rss_kib, rss_parts_kib};
 use crate::reloads::{field_u64, Summary};
 use crate::report::{split_by_windows, Cutover, CutoverResult, RunResult, Status};
 use crate::targets::{Env, Kind, Target};
@@ -128,6 +128,7 @@ pub async fn run(
     let analysis = target.settle(&signals, Duration::from_secs(6)).await;
     r.sup_fds_after = fd_count(pid);
     r.sup_peak_rss_kib = peak_rss_kib(pid);
+    r.sup_rss_parts = Some(rss_parts_kib(pid));
     r.sup_cpu_s = match (cpu0, cpu_secs(pid)) {
         (Some(a), Some(b)) => Some(b - a),
         _ => None,

@@ -200,6 +200,10 @@ pub struct Env {
     /// `baton --help` mentions `--canary` (and so `--steer`).
     #[serde(default)]
     pub canary: bool,
+    /// The tool built baton itself, on its own (`cargo build -p baton`,
+    /// as `cargo install` does); false with `--no-build` or `--bin-dir`.
+    #[serde(default)]
+    pub baton_built_alone: bool,
     pub start_server: Option<PathBuf>,
     pub nginx: Option<PathBuf>,
     pub haproxy: Option<PathBuf>,
@@ -259,6 +263,7 @@ impl Env {
             reuseport,
             sockets_from,
             canary,
+            baton_built_alone: false,
             start_server,
             nginx,
             haproxy,

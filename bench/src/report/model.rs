@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use super::goals::Goal;
 use crate::load::{new_histogram, FailureRecord, Sample, Scenario, THINK_SETTLE};
+use crate::procs::RssParts;
 use crate::reloads::Summary;
 use crate::startup::Startup;
 use crate::targets::{Env, Kind};
@@ -63,6 +64,10 @@ pub struct RunResult {
     /// master; demo-app itself when alone).
     pub sup_pid: Option<i32>,
     pub sup_peak_rss_kib: Option<u64>,
+    /// The supervisor's resident memory when the peak was read, anonymous
+    /// and file-backed (absent from reports written before it existed).
+    #[serde(default)]
+    pub sup_rss_parts: Option<RssParts>,
     /// CPU time used during the run (start of load → settled).
     pub sup_cpu_s: Option<f64>,
     pub sup_fds_before: Option<usize>,
@@ -184,6 +189,7 @@ impl RunResult {
             drain_to_old_exited: None,
             sup_pid: None,
             sup_peak_rss_kib: None,
+            sup_rss_parts: None,
             sup_cpu_s: None,
             sup_fds_before: None,
             sup_fds_after: None,
@@ -321,6 +327,9 @@ pub struct IdleResult {
     pub hup_to_old_exited: Option<Summary>,
     pub drain_to_old_exited: Option<Summary>,
     pub sup_peak_rss_kib: Option<u64>,
+    /// As [`RunResult::sup_rss_parts`].
+    #[serde(default)]
+    pub sup_rss_parts: Option<RssParts>,
     pub sup_fds_before: Option<usize>,
     pub sup_fds_after: Option<usize>,
 }
