@@ -1,8 +1,9 @@
 //! baton's benchmark: its own load generator against demo-app alone, baton
 //! (1/4/16 workers, shared and `--reuseport`) and peers (Server::Starter,
 //! nginx, HAProxy), each load with and without a reload every 500 ms; plus
-//! idle reloads, demo-app's own start-up time and a reload soak. Prints a
-//! table, writes JSON and (with `--markdown`) BENCHMARKS.md.
+//! the cutover scenario (baton `--steer`: canary reloads against plain ones
+//! under load), idle reloads, demo-app's own start-up time and a reload
+//! soak. Prints a table, writes JSON and (with `--markdown`) BENCHMARKS.md.
 //!
 //! ```sh
 //! cargo run --release -p bench -- --quick            # CI, < 60 s
@@ -10,6 +11,7 @@
 //! cargo run --release -p bench -- --reloads 1000     # soak
 //! ```
 
+mod cutover;
 mod load;
 mod procs;
 mod reloads;
@@ -27,7 +29,7 @@ use anyhow::{bail, Context, Result};
 use clap::Parser;
 
 use crate::load::Scenario;
-use crate::procs::{cpu_secs, fd_count, peak_rss_kib};
+use crate::procs::{cpu_secs, fd_count, peak_rss_kib, rss_parts_kib};
 use crate::reloads::Summary;
 use crate::report::{
     IdleResult, LatencyMs, LoadSettings, Machine, Report, RunResult, SoakResult, SoakSample, Status,
@@ -41,7 +43,8 @@ use crate::targets::{Env, Kind, Target};
 struct Args {
     /// CI smoke: a second or two per run, a reduced matrix (demo-app alone,
     /// baton 1 worker shared and 4 workers --reuseport, the installed peers
-    /// on keep-alive with reloads), well under 60 s.
+    /// on keep-alive with reloads; one canary and one plain reload of baton
+    /// --steer under new connections), well under 60 s.
     #[arg(long, conflicts_with = "full")]
     quick: bool,
 
@@ -109,6 +112,11 @@ struct Args {
     /// 3.5 s in, once the clients' ramp-up has settled).
     #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = humantime::parse_duration)]
     think_reload_every: Duration,
+
+    /// Reloads in each run of the cutover scenario (baton --steer, canary
+    /// and plain reloads under load; default: 3 full, 1 quick).
+    #[arg(long, value_name = "N")]
+    cutover_reloads: Option<usize>,
 
     /// Load duration of each paired run.
     #[arg(long, value_name = "DURATION", default_value = "4s", value_parser = humantime::parse_duration)]
@@ -190,6 +198,9 @@ struct Plan {
     think_duration: Duration,
     /// (round, target, scenario, with reloads)
     paired: Vec<(usize, Kind, Scenario, bool)>,
+    /// The cutover scenario: (baton --steer, canary or plain; load).
+    cutover: Vec<(Kind, Scenario)>,
+    cutover_reloads: usize,
     idle: Vec<Kind>,
     idle_reloads: usize,
     startup: Vec<(usize, usize)>,
@@ -377,6 +388,28 @@ fn plan(args: &Args) -> Plan {
                 .any(|o| label(k, Scenario::ThinkTime, r).contains(o))
         });
     }
+    // The cutover scenario: a canary reload and a plain one of the same
+    // configuration, under each load; quick mode: new connections only
+    // (the canary's weights apply to new connections), one reload each.
+    let mut cutover = Vec::new();
+    if mode != "soak" {
+        let loads: &[Scenario] = if mode == "quick" {
+            &[Scenario::NewConn]
+        } else {
+            &[Scenario::KeepAlive, Scenario::NewConn]
+        };
+        for &sc in loads {
+            for k in cutover::kinds() {
+                cutover.push((k, sc));
+            }
+        }
+    }
+    if !args.only.is_empty() {
+        cutover.retain(|&(k, sc)| args.only.iter().any(|o| label(k, sc, true).contains(o)));
+    }
+    let cutover_reloads = args
+        .cutover_reloads
+        .unwrap_or(if mode == "quick" { 1 } else { 3 });
     let think_clients = args.think_clients.unwrap_or(if mode == "quick" {
         1_000
     } else {
@@ -393,6 +426,8 @@ fn plan(args: &Args) -> Plan {
         proxy_think_clients: think_clients,
         think_duration,
         paired,
+        cutover,
+        cutover_reloads,
         idle,
         idle_reloads,
         startup,
@@ -436,12 +471,13 @@ async fn real_main(args: Args) -> Result<u8> {
     if args.max_draining > 0 {
         baton_args.push(format!("--max-draining={}", args.max_draining));
     }
-    let env = Env::detect(
+    let mut env = Env::detect(
         bin_dir.join("baton"),
         bin_dir.join("demo-app"),
         !args.no_peers,
         baton_args,
     );
+    env.baton_built_alone = !args.no_build && args.bin_dir.is_none();
     let mut plan = plan(&args);
     // A proxy (nginx, HAProxy) takes 2 fds per connection (client and
     // server side) from the same limit: without CAP_SYS_RESOURCE the hard
@@ -565,6 +601,28 @@ async fn real_main(args: Args) -> Result<u8> {
     }
     report::fill_think_ratios(&mut runs);
 
+    // The cutover scenario: canary and plain reloads of baton --steer.
+    let mut cutovers = Vec::new();
+    let total = plan.cutover.len();
+    for (i, &(kind, scenario)) in plan.cutover.iter().enumerate() {
+        if aborted() {
+            break;
+        }
+        let tag = format!("[cutover {}/{total}]", i + 1);
+        let c = cutover::run(
+            &env,
+            kind,
+            scenario,
+            plan.cutover_reloads,
+            &tag,
+            &mut progress,
+        )
+        .await;
+        progress.clear();
+        println!("{tag} {}", report::cutover_line(&c));
+        cutovers.push(c);
+    }
+
     // Paired throughput rounds.
     let mut paired = Vec::new();
     let total = plan.paired.len();
@@ -667,6 +725,7 @@ async fn real_main(args: Args) -> Result<u8> {
             request_timeout_s: REQUEST_TIMEOUT.as_secs_f64(),
             idle_reloads: plan.idle_reloads,
             think_reload_every_ms: Some(args.think_reload_every.as_millis() as u64),
+            cutover_reloads: (!plan.cutover.is_empty()).then_some(plan.cutover_reloads),
             fd_limit: Some(fd_limit),
         },
         skipped,
@@ -675,6 +734,7 @@ async fn real_main(args: Args) -> Result<u8> {
         paired,
         idle,
         soak,
+        cutover: cutovers,
         goals: Vec::new(),
     };
     report.goals = report::evaluate(&report);
@@ -724,10 +784,18 @@ async fn real_main(args: Args) -> Result<u8> {
                 .filter(|s| s.status == Status::Error)
                 .map(|_| "soak".to_owned()),
         )
+        .chain(
+            report
+                .cutover
+                .iter()
+                .filter(|c| c.run.status == Status::Error)
+                .map(|c| c.run.label()),
+        )
         .collect();
     let baton_failed = report
         .runs
         .iter()
+        .chain(report.cutover.iter().map(|c| &c.run))
         .any(|r| r.config.is_baton() && r.failed > 0)
         || report.soak.as_ref().is_some_and(|s| s.failed > 0);
     if aborted() {
@@ -902,6 +970,7 @@ async fn run_case(
     let analysis = target.settle(&signals, Duration::from_secs(6)).await;
     r.sup_fds_after = fd_count(pid);
     r.sup_peak_rss_kib = peak_rss_kib(pid);
+    r.sup_rss_parts = Some(rss_parts_kib(pid));
     r.sup_cpu_s = match (cpu0, cpu_secs(pid)) {
         (Some(a), Some(b)) => Some(b - a),
         _ => None,
@@ -1015,6 +1084,7 @@ async fn run_idle(
         hup_to_old_exited: None,
         drain_to_old_exited: None,
         sup_peak_rss_kib: None,
+        sup_rss_parts: None,
         sup_fds_before: None,
         sup_fds_after: None,
     };
@@ -1056,6 +1126,7 @@ async fn run_idle(
     let a = target.settle(&signals, Duration::from_secs(5)).await;
     r.sup_fds_after = fd_count(pid);
     r.sup_peak_rss_kib = peak_rss_kib(pid);
+    r.sup_rss_parts = Some(rss_parts_kib(pid));
     r.signals_sent = signals.len();
     r.reloads_done = a.done();
     r.reloads_failed = a.failed();
@@ -1354,16 +1425,25 @@ fn locate_bins(args: &Args) -> Result<PathBuf> {
             .parent()
             .context("no workspace root")?;
         let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-        let mut cmd = Command::new(&cargo);
-        cmd.current_dir(root)
-            .args(["build", "--bin", "baton", "--bin", "demo-app"]);
-        if release {
-            cmd.arg("--release");
-        }
-        eprintln!("bench: building baton and demo-app ({cmd:?})");
-        let status = cmd.status().context("cannot run cargo build")?;
-        if !status.success() {
-            bail!("cargo build of baton and demo-app failed ({status})");
+        // One package at a time: built together, cargo would give baton
+        // the features demo-app asks of their shared dependencies (tokio's
+        // multi-thread scheduler, and libm with it), and the benchmark
+        // would measure a baton larger than `cargo install --path
+        // supervisor` installs.
+        for (package, bin) in [("baton", "baton"), ("demo-app", "demo-app")] {
+            let mut cmd = Command::new(&cargo);
+            cmd.current_dir(root)
+                .args(["build", "-p", package, "--bin", bin]);
+            if release {
+                cmd.arg("--release");
+            }
+            eprintln!("bench: building {bin} ({cmd:?})");
+            let status = cmd
+                .status()
+                .with_context(|| format!("cannot run cargo build for {bin}"))?;
+            if !status.success() {
+                bail!("cargo build of {bin} failed ({status})");
+            }
         }
     }
     for bin in ["baton", "demo-app"] {

@@ -230,6 +230,22 @@ pub fn peak_rss_kib(pid: i32) -> Option<u64> {
     status_field_kib(pid, "VmHWM:")
 }
 
+/// Resident memory now, split (KiB): anonymous (heap, stacks, relocated
+/// data) and file-backed (the program's and the libraries' code and data,
+/// mapped as they run).
+pub fn rss_parts_kib(pid: i32) -> RssParts {
+    RssParts {
+        anon_kib: status_field_kib(pid, "RssAnon:"),
+        file_kib: status_field_kib(pid, "RssFile:"),
+    }
+}
+
+#[derive(Clone, Copy, Debug, Default, serde::Serialize, serde::Deserialize)]
+pub struct RssParts {
+    pub anon_kib: Option<u64>,
+    pub file_kib: Option<u64>,
+}
+
 /// User + system CPU time, seconds.
 pub fn cpu_secs(pid: i32) -> Option<f64> {
     let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;

@@ -52,7 +52,7 @@ enum Ev {
     Failed(u64),
 }
 
-fn field_u64(text: &str, key: &str) -> Option<u64> {
+pub(crate) fn field_u64(text: &str, key: &str) -> Option<u64> {
     text.split_whitespace()
         .find_map(|t| t.strip_prefix(key))
         .and_then(|v| v.trim_end_matches(',').parse().ok())

@@ -41,7 +41,21 @@ pub enum Kind {
     /// `Connection: close`, and closes what stays idle at its keep-alive
     /// timeout.
     HaproxyIdleClose,
+    /// baton `--steer` (the cutover scenario): with `canary`, every reload
+    /// is a progressive cutover (`--canary CANARY_STEPS --soak
+    /// CANARY_SOAK`); without, a plain reload whose settle window is the
+    /// canary's last soak (`--settle CANARY_SOAK`).
+    BatonSteer {
+        workers: usize,
+        canary: bool,
+    },
 }
+
+/// The cutover scenario's canary plan: the new generation's share of new
+/// connections, step by step, each step held this long (the 100 % step
+/// too: it is the settle window).
+pub const CANARY_STEPS: &str = "10%,50%,100%";
+pub const CANARY_SOAK: &str = "1s";
 
 impl Kind {
     pub fn id(self) -> String {
@@ -56,6 +70,10 @@ impl Kind {
                 if reuseport { "reuseport" } else { "shared" },
                 threads.map_or(String::new(), |t| format!("-t{t}"))
             ),
+            Kind::BatonSteer { workers, canary } => format!(
+                "baton-w{workers}-steer-{}",
+                if canary { "canary" } else { "plain" }
+            ),
             Kind::ServerStarter => "server-starter".into(),
             Kind::Nginx => "nginx".into(),
             Kind::Haproxy => "haproxy".into(),
@@ -64,7 +82,37 @@ impl Kind {
     }
 
     pub fn is_baton(self) -> bool {
-        matches!(self, Kind::Baton { .. })
+        matches!(self, Kind::Baton { .. } | Kind::BatonSteer { .. })
+    }
+
+    /// baton's own arguments for this configuration (between `--listen`
+    /// and `--`), without `--baton-arg`s.
+    fn baton_flags(self) -> Vec<String> {
+        match self {
+            Kind::Baton {
+                workers, reuseport, ..
+            } => {
+                let mut v = vec!["--workers".to_owned(), workers.to_string()];
+                if reuseport {
+                    v.push("--reuseport".into());
+                }
+                v
+            }
+            Kind::BatonSteer { workers, canary } => {
+                let mut v = vec![
+                    "--workers".to_owned(),
+                    workers.to_string(),
+                    "--steer".into(),
+                ];
+                if canary {
+                    v.extend(["--canary", CANARY_STEPS, "--soak", CANARY_SOAK].map(String::from));
+                } else {
+                    v.extend(["--settle", CANARY_SOAK].map(String::from));
+                }
+                v
+            }
+            _ => Vec::new(),
+        }
     }
 
     pub fn is_peer(self) -> bool {
@@ -82,7 +130,7 @@ impl Kind {
     pub fn flavor(self) -> Flavor {
         match self {
             Kind::DemoApp => Flavor::None,
-            Kind::Baton { .. } => Flavor::Baton,
+            Kind::Baton { .. } | Kind::BatonSteer { .. } => Flavor::Baton,
             Kind::ServerStarter => Flavor::ServerStarter,
             Kind::Nginx => Flavor::Nginx {
                 workers: PEER_WORKERS,
@@ -109,19 +157,21 @@ impl Kind {
     pub fn command(self, env: &Env) -> String {
         match self {
             Kind::DemoApp => "demo-app --bind 127.0.0.1:PORT".into(),
-            Kind::Baton {
-                workers,
-                reuseport,
-                threads,
-            } => format!(
-                "baton --listen 127.0.0.1:0 --workers {workers}{}{} -- demo-app{}",
-                if reuseport { " --reuseport" } else { "" },
-                env.baton_args
-                    .iter()
-                    .map(|a| format!(" {a}"))
-                    .collect::<String>(),
-                threads.map_or(String::new(), |t| format!(" --threads {t}"))
-            ),
+            Kind::Baton { .. } | Kind::BatonSteer { .. } => {
+                let threads = match self {
+                    Kind::Baton { threads, .. } => threads,
+                    _ => None,
+                };
+                format!(
+                    "baton --listen 127.0.0.1:0 {}{} -- demo-app{}",
+                    self.baton_flags().join(" "),
+                    env.baton_args_for(self)
+                        .iter()
+                        .map(|a| format!(" {a}"))
+                        .collect::<String>(),
+                    threads.map_or(String::new(), |t| format!(" --threads {t}"))
+                )
+            }
             Kind::ServerStarter if env.sockets_from => {
                 "start_server --port 127.0.0.1:PORT -- demo-app --sockets-from server-starter"
                     .into()
@@ -147,6 +197,13 @@ pub struct Env {
     pub reuseport: bool,
     /// `demo-app --help` mentions `--sockets-from`.
     pub sockets_from: bool,
+    /// `baton --help` mentions `--canary` (and so `--steer`).
+    #[serde(default)]
+    pub canary: bool,
+    /// The tool built baton itself, on its own (`cargo build -p baton`,
+    /// as `cargo install` does); false with `--no-build` or `--bin-dir`.
+    #[serde(default)]
+    pub baton_built_alone: bool,
     pub start_server: Option<PathBuf>,
     pub nginx: Option<PathBuf>,
     pub haproxy: Option<PathBuf>,
@@ -179,6 +236,7 @@ fn version_of(bin: &PathBuf, args: &[&str]) -> String {
 impl Env {
     pub fn detect(baton: PathBuf, demo_app: PathBuf, peers: bool, baton_args: Vec<String>) -> Env {
         let reuseport = help_mentions(&baton, "--reuseport");
+        let canary = help_mentions(&baton, "--canary");
         let sockets_from = help_mentions(&demo_app, "--sockets-from");
         let find = |name: &str| if peers { which(name) } else { None };
         let start_server = find("start_server");
@@ -204,6 +262,8 @@ impl Env {
             demo_app,
             reuseport,
             sockets_from,
+            canary,
+            baton_built_alone: false,
             start_server,
             nginx,
             haproxy,
@@ -212,12 +272,27 @@ impl Env {
         }
     }
 
+    /// `--baton-arg`s for `kind`: for the cutover scenario, without a
+    /// `--settle` when the configuration sets its own (a flag given twice
+    /// is a usage error).
+    pub fn baton_args_for(&self, kind: Kind) -> Vec<String> {
+        let own_settle = matches!(kind, Kind::BatonSteer { canary: false, .. });
+        self.baton_args
+            .iter()
+            .filter(|a| !(own_settle && a.starts_with("--settle")))
+            .cloned()
+            .collect()
+    }
+
     /// Why `kind` cannot run here, if it cannot.
     pub fn skip_reason(&self, kind: Kind) -> Option<String> {
         match kind {
             Kind::Baton {
                 reuseport: true, ..
             } if !self.reuseport => Some("this baton has no --reuseport".into()),
+            Kind::BatonSteer { .. } if !self.canary => {
+                Some("this baton has no --steer --canary".into())
+            }
             Kind::ServerStarter if self.start_server.is_none() => {
                 Some("start_server not installed (bench/setup.sh)".into())
             }
@@ -259,19 +334,16 @@ impl Target {
                     None,
                 )
             }
-            Kind::Baton {
-                workers,
-                reuseport,
-                threads,
-            } => {
+            Kind::Baton { .. } | Kind::BatonSteer { .. } => {
                 let mut cmd = Command::new(&env.baton);
-                cmd.args(["--listen", "127.0.0.1:0", "--workers", &workers.to_string()]);
-                if reuseport {
-                    cmd.arg("--reuseport");
-                }
-                cmd.args(&env.baton_args);
+                cmd.args(["--listen", "127.0.0.1:0"]);
+                cmd.args(kind.baton_flags());
+                cmd.args(env.baton_args_for(kind));
                 cmd.arg("--").arg(&env.demo_app);
-                if let Some(t) = threads {
+                if let Kind::Baton {
+                    threads: Some(t), ..
+                } = kind
+                {
                     cmd.args(["--threads", &t.to_string()]);
                 }
                 cmd.env_remove("BATON_LOG");

@@ -4,9 +4,12 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use super::model::{baselines, median, paired_ratios, Report, RunResult, Status};
+use super::model::{
+    baselines, median, paired_ratios, Cutover, CutoverResult, Report, RunResult, Status,
+};
 use super::render::{kinds, opt, opt_ms};
 use crate::load::Scenario;
+use crate::procs::RssParts;
 use crate::targets::Kind;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -51,8 +54,20 @@ pub fn evaluate(report: &Report) -> Vec<Goal> {
         .chain(&report.paired)
         .filter(|r| r.config.is_baton() && r.status != Status::Skipped)
         .collect();
+    // Every baton run, the cutover scenario's too, for the zero-failed goal.
+    let every_baton_run: Vec<&RunResult> = baton_runs
+        .iter()
+        .copied()
+        .chain(
+            report
+                .cutover
+                .iter()
+                .map(|c| &c.run)
+                .filter(|r| r.status != Status::Skipped),
+        )
+        .collect();
     vec![
-        zero_failed(report, &baton_runs),
+        zero_failed(report, &every_baton_run),
         hup_to_ready(report, &baton_runs),
         drain_to_exited(report),
         rss(report),
@@ -61,6 +76,7 @@ pub fn evaluate(report: &Report) -> Vec<Goal> {
         throughput(report, true, 0.95),
         workers_as_cores(report),
         think_time(report),
+        canary(report),
     ]
 }
 
@@ -258,29 +274,54 @@ fn drain_to_exited(report: &Report) -> Goal {
 
 /// Goal 4: RSS under 5 MiB with 16 workers.
 fn rss(report: &Report) -> Goal {
-    let w16: Vec<(String, u64)> = report
+    let w16: Vec<(String, u64, Option<RssParts>)> = report
         .runs
         .iter()
         .filter(|r| matches!(r.config, Kind::Baton { workers: 16, .. }))
-        .filter_map(|r| Some((r.label(), r.sup_peak_rss_kib?)))
+        .filter_map(|r| Some((r.label(), r.sup_peak_rss_kib?, r.sup_rss_parts)))
         .chain(
             report
                 .idle
                 .iter()
                 .filter(|i| matches!(i.config, Kind::Baton { workers: 16, .. }))
                 .filter_map(|i| {
-                    Some((format!("{} · idle reloads", i.target), i.sup_peak_rss_kib?))
+                    Some((
+                        format!("{} · idle reloads", i.target),
+                        i.sup_peak_rss_kib?,
+                        i.sup_rss_parts,
+                    ))
                 }),
         )
         .collect();
-    let worst = w16.iter().max_by_key(|(_, k)| *k);
+    let worst = w16.iter().max_by_key(|(_, k, _)| *k);
     let mut detail = Vec::new();
-    if let Some((label, kib)) = worst {
+    if let Some((label, kib, parts)) = worst {
+        let mib = |k: u64| k as f64 / 1024.0;
         detail.push(format!(
-            "highest peak RSS (VmHWM) of baton over {} runs with 16 workers: {:.2} MiB ({label})",
+            "highest peak RSS (VmHWM) of baton over {} runs with 16 workers: {:.2} MiB ({label}){}",
             w16.len(),
-            *kib as f64 / 1024.0
+            mib(*kib),
+            match parts {
+                Some(RssParts {
+                    anon_kib: Some(a),
+                    file_kib: Some(f),
+                }) => format!(
+                    "; at the end of that run {:.2} MiB file-backed (baton's code and the C library's, \
+                     mapped in as they run) and {:.2} MiB anonymous (heap, stack, relocated data)",
+                    mib(*f),
+                    mib(*a)
+                ),
+                _ => String::new(),
+            }
         ));
+    }
+    if report.env.baton_built_alone {
+        detail.push(
+            "the baton measured is built on its own (`cargo build --release -p baton`, as \
+             `cargo install --path supervisor` builds it); built together with demo-app it would \
+             also carry tokio's multi-thread scheduler and libm (0.3 to 0.4 MiB more)"
+                .into(),
+        );
     }
     let all_max = report
         .runs
@@ -298,7 +339,7 @@ fn rss(report: &Report) -> Goal {
         goal: "baton's RSS under 5 MiB with 16 workers".into(),
         verdict: match worst {
             None => Verdict::NotMeasured,
-            Some((_, k)) if *k < 5 * 1024 => Verdict::Met,
+            Some((_, k, _)) if *k < 5 * 1024 => Verdict::Met,
             Some(_) => Verdict::Missed,
         },
         detail,
@@ -599,4 +640,68 @@ fn think_time(report: &Report) -> Goal {
         verdict: verdict_of(&verdicts),
         detail,
     }
+}
+
+/// Goal 10 (issue 17): a canary reload loses nothing. The plain reloads of
+/// the same configuration are shown beside it.
+fn canary(report: &Report) -> Goal {
+    let mut detail = Vec::new();
+    let mut verdicts = Vec::new();
+    for c in report
+        .cutover
+        .iter()
+        .filter(|c| c.run.status != Status::Skipped)
+    {
+        let r = &c.run;
+        let all_done =
+            r.signals_sent > 0 && r.reloads_done == r.signals_sent && r.reloads_failed == 0;
+        let ok = r.status == Status::Ok && r.failed == 0 && all_done;
+        if c.canary {
+            verdicts.push(ok);
+        }
+        detail.push(format!(
+            "{}: {}/{} {} reloads{}, {} requests, {} failed{}; p99 in the cutover windows {} ms vs steady {} ms{}; HUP → serving p50 {}{}{}",
+            r.label(),
+            r.reloads_done,
+            r.signals_sent,
+            if c.canary { "canary" } else { "plain" },
+            if r.reloads_failed > 0 {
+                format!(" ({} rolled back)", r.reloads_failed)
+            } else {
+                String::new()
+            },
+            r.requests,
+            r.failed,
+            if r.failed > 0 {
+                format!(" ({})", kinds(&r.failed_by_kind))
+            } else {
+                String::new()
+            },
+            opt_ms(c.window.map(|w| w.p99_ms)),
+            opt_ms(c.steady.map(|w| w.p99_ms)),
+            c.ratio().map_or_else(String::new, |x| format!(" ({x:.2}×)")),
+            cutover_time(c),
+            if r.status == Status::Error {
+                format!("; run error: {}", r.note.clone().unwrap_or_default())
+            } else {
+                String::new()
+            },
+            match (c.canary, ok) {
+                (false, _) => " (plain reload, for comparison)",
+                (true, true) => "",
+                (true, false) => ": MISSED",
+            }
+        ));
+    }
+    Goal {
+        goal: "0 failed requests across canary reloads (baton --steer --canary under load, every reload completed)".into(),
+        verdict: verdict_of(&verdicts),
+        detail,
+    }
+}
+
+/// HUP → the new generation serving alone, p50 over a cutover run's reloads.
+fn cutover_time(c: &CutoverResult) -> String {
+    c.times(|x: &Cutover| x.serving_ms)
+        .map_or_else(|| "–".into(), |t| ms(t.p50_ms))
 }

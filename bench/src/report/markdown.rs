@@ -4,7 +4,8 @@ use std::fmt::Write as _;
 
 use super::model::{Report, RunResult, Status};
 use super::render::{
-    idle_row, kinds, mib, opt, run_row, soak_summary, think_row, IDLE_HEADERS, RUN_HEADERS,
+    cutover_row, idle_row, kinds, mib, opt, run_row, soak_summary, think_row, CUTOVER_HEADERS,
+    IDLE_HEADERS, RUN_HEADERS,
 };
 use crate::load::Scenario;
 
@@ -34,6 +35,7 @@ pub fn markdown(report: &Report, peer_configs: &[(String, String)]) -> String {
     goals(&mut o, report);
     load_runs(&mut o, report);
     think_time(&mut o, report);
+    cutover(&mut o, report);
     paired(&mut o, report);
     failed_requests(&mut o, report);
     run_notes(&mut o, report);
@@ -229,6 +231,56 @@ fn think_time(o: &mut String, report: &Report) {
     }
 }
 
+/// The cutover scenario: canary against plain reloads.
+fn cutover(o: &mut String, report: &Report) {
+    if report.cutover.is_empty() {
+        return;
+    }
+    let _ = writeln!(
+        o,
+        "### cutover: canary reload against plain reload (`--steer`)\n"
+    );
+    let _ = writeln!(
+        o,
+        "baton `--steer` with {} workers under one load (the keep-alive or new-conn clients above), \
+         {} reload(s) one after another: a steady second first, then each reload signal (HUP) once \
+         the previous reload is over (its new generation serves alone and the generation it \
+         replaced has exited) and another steady second has passed. `-canary`: every reload a \
+         progressive cutover, `--canary {} --soak {}` (once every new worker is ready, the new \
+         generation takes 10 % of new connections, then 50 %, then 100 %, each step held {}; then \
+         the old generation is steered away, empties its queues and drains). `-plain`: the same \
+         baton with plain reloads, `--settle {}` (the canary's last soak: both generations serve \
+         that long, then the old one is steered away and drained). Keep-alive connections stay \
+         with the generation they were opened on: the weights apply to new connections. A \
+         reload's cutover window runs from its signal to the exit of the generation it replaced; \
+         `cutover p50 / p99` and `cutover max` are of the requests begun inside a window, \
+         `steady p99` of those begun outside every window (from {:.0} ms on), `× steady` the one \
+         p99 over the other. HUP→ready: every new worker ready (the first step, or the settle \
+         window, begins); HUP→serving: the new generation serves alone (the cutover's end); \
+         HUP→old exited: the window's end.\n",
+        report
+            .cutover
+            .first()
+            .and_then(|c| match c.run.config {
+                crate::targets::Kind::BatonSteer { workers, .. } => Some(workers),
+                _ => None,
+            })
+            .unwrap_or(0),
+        report
+            .settings
+            .cutover_reloads
+            .map_or_else(|| "?".to_owned(), |n| n.to_string()),
+        crate::targets::CANARY_STEPS,
+        crate::targets::CANARY_SOAK,
+        crate::targets::CANARY_SOAK,
+        crate::targets::CANARY_SOAK,
+        super::model::STEADY_FROM_MS,
+    );
+    let rows: Vec<Vec<String>> = report.cutover.iter().map(cutover_row).collect();
+    o.push_str(&md_table(&CUTOVER_HEADERS, &rows));
+    let _ = writeln!(o);
+}
+
 /// The paired throughput runs.
 fn paired(o: &mut String, report: &Report) {
     if !report.paired.is_empty() {
@@ -275,6 +327,7 @@ fn failed_requests(o: &mut String, report: &Report) {
         .runs
         .iter()
         .chain(&report.paired)
+        .chain(report.cutover.iter().map(|c| &c.run))
         .filter(|r| r.failed > 0 && !r.failures.is_empty())
         .collect();
     if !failed.is_empty() {
@@ -304,6 +357,7 @@ fn run_notes(o: &mut String, report: &Report) {
     let noted: Vec<&RunResult> = report
         .runs
         .iter()
+        .chain(report.cutover.iter().map(|c| &c.run))
         .filter(|r| r.status == Status::Ok && r.note.is_some())
         .collect();
     if !noted.is_empty() {
@@ -409,7 +463,7 @@ fn how_to_run(o: &mut String) {
         o,
         "```sh\n\
          bench/setup.sh                                   # the peers, from Debian's packages (optional; missing peers are skipped)\n\
-         cargo run --release -p bench -- --quick          # CI smoke: 1-2 s per run, about 30 s\n\
+         cargo run --release -p bench -- --quick          # CI smoke: 1-2 s per run, about 45 s\n\
          cargo run --release -p bench -- --full --markdown BENCHMARKS.md   # the whole matrix, ~11 min\n\
          cargo run --release -p bench -- --reloads 1000   # soak: 1,000 reloads under light load, fds and RSS every 100, ~1 min\n\
          cargo run --release -p bench -- --full --reloads 1000 --markdown BENCHMARKS.md   # both, as for this file\n\
@@ -418,12 +472,16 @@ fn how_to_run(o: &mut String) {
     let _ = writeln!(
         o,
         "`--only SUBSTRING` keeps the runs whose `target scenario reloads|no-reloads` label \
-         contains it; `--duration 20s` lengthens every run; `--baton-arg=ARG` adds a flag to \
+         contains it (`--full --only steer`: only the cutover scenario, canary and plain; \
+         `--cutover-reloads N` sets its reloads per run); `--duration 20s` lengthens every run; `--baton-arg=ARG` adds a flag to \
          every baton command (shown in the commands below); `--logs DIR` keeps every target's \
          stderr with the benchmark's arrival times and the signals sent; `--render JSON \
          --markdown FILE` writes this file again from a run's JSON; the JSON (every figure, the first failed \
          requests with their client, request number and error) goes to `target/bench/` \
-         unless `--json PATH`. The tool builds `baton` and `demo-app` (release) first; exit \
+         unless `--json PATH`. The tool builds `baton` and `demo-app` (release) first, \
+         each package on its own (`cargo build --release -p baton --bin baton`, as `cargo install \
+         --path supervisor` builds it: built together with demo-app, baton would get tokio's \
+         multi-thread scheduler, and libm with it, which it does not use); exit \
          status: 0, or 1 if a baton run had failed requests, 2 if the tool itself failed.\n"
     );
 }
@@ -440,7 +498,12 @@ fn notes(o: &mut String, report: &Report, peer_configs: &[(String, String)]) {
          `option idle-close-on-response`). Commands:"
     );
     let mut seen = Vec::new();
-    for r in report.runs.iter().chain(&report.paired) {
+    for r in report
+        .runs
+        .iter()
+        .chain(&report.paired)
+        .chain(report.cutover.iter().map(|c| &c.run))
+    {
         if !seen.contains(&r.target) {
             seen.push(r.target.clone());
             let _ = writeln!(o, "  - {}: `{}`", r.target, r.config.command(&report.env));
@@ -512,4 +575,108 @@ fn measurement_notes(o: &mut String) {
          maxconn follows RLIMIT_NOFILE, for the think-time scenario's connections.",
         n = crate::targets::PEER_WORKERS
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::report::{evaluate, Cutover, CutoverResult, WindowLatency};
+    use crate::targets::Kind;
+
+    /// The report of the last full run, as committed.
+    fn committed_report() -> serde_json::Value {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/results/full.json");
+        let text = std::fs::read_to_string(path).expect("bench/results/full.json");
+        serde_json::from_str(&text).expect("bench/results/full.json is JSON")
+    }
+
+    #[test]
+    fn a_report_written_before_the_cutover_scenario_still_renders() {
+        let mut json = committed_report();
+        json.as_object_mut().unwrap().remove("cutover");
+        json["settings"]
+            .as_object_mut()
+            .unwrap()
+            .remove("cutover_reloads");
+        json["env"].as_object_mut().unwrap().remove("canary");
+        let report: Report = serde_json::from_value(json).expect("an old report parses");
+        assert!(report.cutover.is_empty());
+        let md = markdown(&report, &[]);
+        assert!(md.contains("## Goals"), "{md}");
+        assert!(!md.contains("### cutover"), "{md}");
+    }
+
+    #[test]
+    fn the_cutover_section_and_goal_render_from_the_json() {
+        let mut report: Report = serde_json::from_value(committed_report()).unwrap();
+        report.settings.cutover_reloads = Some(3);
+        let window = |p99_ms| WindowLatency {
+            requests: 1000,
+            p50_ms: 0.5,
+            p99_ms,
+            max_ms: 9.0,
+        };
+        for (canary, failed) in [(true, 0), (false, 2)] {
+            let kind = Kind::BatonSteer { workers: 4, canary };
+            let mut run = RunResult::new(kind, Scenario::NewConn, true, 4.0);
+            run.requests = 5000;
+            run.failed = failed;
+            run.signals_sent = 3;
+            run.reloads_done = 3;
+            let cutover = |i: u32| Cutover {
+                generation: u64::from(i) + 2,
+                signal_at_ms: 1000.0 + 4500.0 * f64::from(i),
+                ready_ms: Some(40.0),
+                serving_ms: Some(3050.0 + f64::from(i)),
+                old_exited_ms: Some(3200.0),
+                failed: false,
+            };
+            report.cutover.push(CutoverResult {
+                run,
+                canary,
+                cutovers: (0..3).map(cutover).collect(),
+                window: Some(window(3.0)),
+                steady: Some(window(2.0)),
+            });
+        }
+        // Through JSON, as `--render` reads it.
+        let text = serde_json::to_string(&report).unwrap();
+        let mut report: Report = serde_json::from_str(&text).unwrap();
+        report.goals = evaluate(&report);
+        let md = markdown(&report, &[]);
+        let section = &md[md.find("### cutover").expect("the cutover section")..];
+        assert!(
+            section.contains("| baton-w4-steer-canary | new-conn | 3/3 | 5000 | 0 |"),
+            "{section}"
+        );
+        assert!(
+            section.contains("| 1.50 | 40 / 40 | 3051 / 3052 | 3200 / 3200 |"),
+            "{section}"
+        );
+        let goal = report
+            .goals
+            .iter()
+            .find(|g| {
+                g.goal
+                    .starts_with("0 failed requests across canary reloads")
+            })
+            .expect("the canary goal");
+        // The plain run's failures are shown, not held against the canary.
+        assert_eq!(
+            goal.verdict,
+            crate::report::goals::Verdict::Met,
+            "{:?}",
+            goal.detail
+        );
+        assert!(
+            goal.detail[1].contains("for comparison"),
+            "{:?}",
+            goal.detail
+        );
+        // …but every baton run counts for the zero-failed goal.
+        assert_eq!(
+            report.goals[0].verdict,
+            crate::report::goals::Verdict::Missed
+        );
+    }
 }

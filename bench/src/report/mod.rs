@@ -10,4 +10,4 @@ mod render;
 pub use goals::evaluate;
 pub use markdown::markdown;
 pub use model::*;
-pub use render::console_table;
+pub use render::{console_table, cutover_line};

@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use super::goals::Goal;
 use crate::load::{new_histogram, FailureRecord, Sample, Scenario, THINK_SETTLE};
+use crate::procs::RssParts;
 use crate::reloads::Summary;
 use crate::startup::Startup;
 use crate::targets::{Env, Kind};
@@ -63,6 +64,10 @@ pub struct RunResult {
     /// master; demo-app itself when alone).
     pub sup_pid: Option<i32>,
     pub sup_peak_rss_kib: Option<u64>,
+    /// The supervisor's resident memory when the peak was read, anonymous
+    /// and file-backed (absent from reports written before it existed).
+    #[serde(default)]
+    pub sup_rss_parts: Option<RssParts>,
     /// CPU time used during the run (start of load → settled).
     pub sup_cpu_s: Option<f64>,
     pub sup_fds_before: Option<usize>,
@@ -184,6 +189,7 @@ impl RunResult {
             drain_to_old_exited: None,
             sup_pid: None,
             sup_peak_rss_kib: None,
+            sup_rss_parts: None,
             sup_cpu_s: None,
             sup_fds_before: None,
             sup_fds_after: None,
@@ -207,6 +213,106 @@ impl RunResult {
     }
 }
 
+/// The cutover scenario (issue 17): baton `--steer` under load, a few
+/// reloads one after another, each a progressive cutover (`--canary`) or a
+/// plain reload of the same configuration; latency inside the cutover
+/// windows against the steady latency of the same run.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct CutoverResult {
+    /// The run's figures, as every load run's (`hup_to_ready` is HUP → the
+    /// new generation serving alone, i.e. the whole cutover).
+    pub run: RunResult,
+    /// Every reload a canary (`--canary`), or a plain one.
+    pub canary: bool,
+    /// Each reload, as far as it got.
+    pub cutovers: Vec<Cutover>,
+    /// Successful requests begun inside a cutover window: from a reload
+    /// signal to the exit of the generation it replaced.
+    pub window: Option<WindowLatency>,
+    /// Successful requests begun outside every window, once the load has
+    /// run for [`STEADY_FROM_MS`].
+    pub steady: Option<WindowLatency>,
+}
+
+/// Requests begun before this (ms into the load) count as neither steady
+/// nor in a window: the clients' first connections.
+pub const STEADY_FROM_MS: f64 = 250.0;
+
+impl CutoverResult {
+    /// p99 inside the cutover windows over the steady p99.
+    pub fn ratio(&self) -> Option<f64> {
+        Some(self.window?.p99_ms / self.steady?.p99_ms)
+    }
+
+    /// HUP → new workers ready, → serving alone, → old generation exited
+    /// (ms) over the reloads that got there.
+    pub fn times(&self, pick: fn(&Cutover) -> Option<f64>) -> Option<Summary> {
+        Summary::of(
+            self.cutovers
+                .iter()
+                .filter_map(pick)
+                .map(|ms| std::time::Duration::from_secs_f64(ms / 1e3))
+                .collect(),
+        )
+    }
+}
+
+/// One reload of the cutover scenario; times in ms from its signal.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Cutover {
+    pub generation: u64,
+    /// When the signal was sent, ms from the start of the load.
+    pub signal_at_ms: f64,
+    /// Every new worker ready (`READY=1`): the canary's first step, or the
+    /// plain reload's settle window, begins.
+    pub ready_ms: Option<f64>,
+    /// The new generation serves alone (`generation serving`): after the
+    /// last step's soak, or after the settle window.
+    pub serving_ms: Option<f64>,
+    /// The replaced generation has exited: the window's end.
+    pub old_exited_ms: Option<f64>,
+    /// Rolled back.
+    pub failed: bool,
+}
+
+#[derive(Clone, Copy, Debug, Serialize, Deserialize)]
+pub struct WindowLatency {
+    pub requests: u64,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    pub max_ms: f64,
+}
+
+/// Splits a run's successful requests by when they began: inside one of
+/// `windows` (ms from the start of the load, `[from, to)`), or steady
+/// (from [`STEADY_FROM_MS`] on, outside every window). Returns (window,
+/// steady).
+pub fn split_by_windows(
+    timeline: &[Sample],
+    windows: &[(f64, f64)],
+) -> (Option<WindowLatency>, Option<WindowLatency>) {
+    let mut inside = new_histogram();
+    let mut steady = new_histogram();
+    for s in timeline {
+        let t = f64::from(s.begun_ms);
+        let us = u64::from(s.latency_us.max(1));
+        if windows.iter().any(|&(a, b)| t >= a && t < b) {
+            inside.saturating_record(us);
+        } else if t >= STEADY_FROM_MS {
+            steady.saturating_record(us);
+        }
+    }
+    let summary = |h: &hdrhistogram::Histogram<u64>| {
+        (!h.is_empty()).then(|| WindowLatency {
+            requests: h.len(),
+            p50_ms: h.value_at_quantile(0.50) as f64 / 1e3,
+            p99_ms: h.value_at_quantile(0.99) as f64 / 1e3,
+            max_ms: h.max() as f64 / 1e3,
+        })
+    };
+    (summary(&inside), summary(&steady))
+}
+
 /// Reloads with no load: the clean HUP → ready and drain → gone times.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct IdleResult {
@@ -221,6 +327,9 @@ pub struct IdleResult {
     pub hup_to_old_exited: Option<Summary>,
     pub drain_to_old_exited: Option<Summary>,
     pub sup_peak_rss_kib: Option<u64>,
+    /// As [`RunResult::sup_rss_parts`].
+    #[serde(default)]
+    pub sup_rss_parts: Option<RssParts>,
     pub sup_fds_before: Option<usize>,
     pub sup_fds_after: Option<usize>,
 }
@@ -282,6 +391,9 @@ pub struct LoadSettings {
     /// inherit it).
     #[serde(default)]
     pub fd_limit: Option<u64>,
+    /// Reloads in each run of the cutover scenario.
+    #[serde(default)]
+    pub cutover_reloads: Option<usize>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -303,6 +415,10 @@ pub struct Report {
     pub paired: Vec<RunResult>,
     pub idle: Vec<IdleResult>,
     pub soak: Option<SoakResult>,
+    /// The cutover scenario: canary and plain reloads of baton `--steer`
+    /// (absent from reports written before it existed).
+    #[serde(default)]
+    pub cutover: Vec<CutoverResult>,
     pub goals: Vec<Goal>,
 }
 
@@ -417,6 +533,29 @@ mod tests {
         r.round = Some(round);
         r.rps = rps;
         r
+    }
+
+    #[test]
+    fn cutover_windows_split_the_requests() {
+        let sample = |begun_ms, latency_us| Sample {
+            begun_ms,
+            latency_us,
+        };
+        let timeline = vec![
+            sample(100, 90_000), // first connections: neither
+            sample(300, 1_000),  // steady
+            sample(1000, 7_000), // at the signal: window
+            sample(3999, 5_000), // still inside
+            sample(4000, 2_000), // the old generation is gone: steady
+        ];
+        let (window, steady) = split_by_windows(&timeline, &[(1000.0, 4000.0)]);
+        let (window, steady) = (window.unwrap(), steady.unwrap());
+        assert_eq!(window.requests, 2);
+        assert_eq!(steady.requests, 2);
+        assert!((window.p99_ms - 7.0).abs() < 0.01);
+        assert!((steady.p99_ms - 2.0).abs() < 0.01);
+        let (none, _) = split_by_windows(&timeline, &[]);
+        assert!(none.is_none());
     }
 
     #[test]

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
-use super::model::{IdleResult, Report, RunResult, SoakResult, Status};
+use super::model::{Cutover, CutoverResult, IdleResult, Report, RunResult, SoakResult, Status};
 use crate::reloads::Summary;
 
 fn with_reloads_label(r: &RunResult) -> &'static str {
@@ -86,6 +86,116 @@ pub(super) fn think_row(r: &RunResult) -> Vec<String> {
     ]
 }
 
+/// p50 / max of a few durations (the cutover scenario's handful of
+/// reloads).
+fn p50_max(s: Option<Summary>) -> String {
+    match s {
+        Some(s) => format!("{:.0} / {:.0}", s.p50_ms, s.max_ms),
+        None => "–".into(),
+    }
+}
+
+pub(super) const CUTOVER_HEADERS: [&str; 17] = [
+    "target",
+    "load",
+    "reloads done/sent",
+    "requests",
+    "failed",
+    "req/s",
+    "p50 ms",
+    "p99 ms",
+    "max ms",
+    "steady p99 ms",
+    "cutover p50 / p99 ms",
+    "cutover max ms",
+    "× steady",
+    "HUP→ready p50/max ms",
+    "HUP→serving p50/max ms",
+    "HUP→old exited p50/max ms",
+    "sup. peak RSS MiB",
+];
+
+/// A cutover run's row.
+pub(super) fn cutover_row(c: &CutoverResult) -> Vec<String> {
+    let r = &c.run;
+    if r.status != Status::Ok {
+        return vec![
+            r.target.clone(),
+            r.scenario.id().into(),
+            format!("{:?}", r.status).to_lowercase(),
+            r.note.clone().unwrap_or_default(),
+        ];
+    }
+    vec![
+        r.target.clone(),
+        r.scenario.id().into(),
+        format!(
+            "{}/{}{}",
+            r.reloads_done,
+            r.signals_sent,
+            if r.reloads_failed > 0 {
+                format!(" ({} rolled back)", r.reloads_failed)
+            } else {
+                String::new()
+            }
+        ),
+        r.requests.to_string(),
+        if r.failed == 0 {
+            "0".into()
+        } else {
+            format!("{} ({})", r.failed, kinds(&r.failed_by_kind))
+        },
+        format!("{:.0}", r.rps),
+        opt_ms(r.latency_ms.map(|l| l.p50)),
+        opt_ms(r.latency_ms.map(|l| l.p99)),
+        opt_ms(r.latency_ms.map(|l| l.max)),
+        opt_ms(c.steady.map(|w| w.p99_ms)),
+        c.window.map_or_else(
+            || "–".into(),
+            |w| format!("{:.1} / {:.1}", w.p50_ms, w.p99_ms),
+        ),
+        opt_ms(c.window.map(|w| w.max_ms)),
+        c.ratio().map_or_else(|| "–".into(), |x| format!("{x:.2}")),
+        p50_max(c.times(|x: &Cutover| x.ready_ms)),
+        p50_max(c.times(|x: &Cutover| x.serving_ms)),
+        p50_max(c.times(|x: &Cutover| x.old_exited_ms)),
+        mib(r.sup_peak_rss_kib),
+    ]
+}
+
+/// A cutover run in one line (the console, as it finishes).
+pub fn cutover_line(c: &CutoverResult) -> String {
+    let r = &c.run;
+    match r.status {
+        Status::Ok => {
+            let mut s = format!(
+                "{}: {} requests, {} failed, {}/{} reloads, p99 steady {} / in the cutover {} ms, HUP→serving p50 {} ms",
+                r.label(),
+                r.requests,
+                r.failed,
+                r.reloads_done,
+                r.signals_sent,
+                opt_ms(c.steady.map(|w| w.p99_ms)),
+                opt_ms(c.window.map(|w| w.p99_ms)),
+                opt_ms(c.times(|x: &Cutover| x.serving_ms).map(|t| t.p50_ms)),
+            );
+            if r.failed > 0 {
+                s.push_str(&format!(" ({})", kinds(&r.failed_by_kind)));
+            }
+            if let Some(n) = &r.note {
+                s.push_str(&format!(" [{n}]"));
+            }
+            s
+        }
+        _ => format!(
+            "{}: {:?} {}",
+            r.label(),
+            r.status,
+            r.note.clone().unwrap_or_default()
+        ),
+    }
+}
+
 /// One row per run, for the console and BENCHMARKS.md.
 pub(super) fn run_row(r: &RunResult) -> Vec<String> {
     let status = match r.status {
@@ -162,9 +272,12 @@ pub(super) const RUN_HEADERS: [&str; 16] = [
 
 /// A plain-text table for the console.
 pub fn console_table(report: &Report) -> String {
-    let mut rows: Vec<Vec<String>> = vec![RUN_HEADERS.iter().map(|s| s.to_string()).collect()];
-    rows.extend(report.runs.iter().map(run_row));
-    let mut out = align(&rows);
+    let mut out = String::new();
+    if !report.runs.is_empty() {
+        let mut rows: Vec<Vec<String>> = vec![RUN_HEADERS.iter().map(|s| s.to_string()).collect()];
+        rows.extend(report.runs.iter().map(run_row));
+        out = align(&rows);
+    }
     for r in report
         .runs
         .iter()
@@ -176,6 +289,16 @@ pub fn console_table(report: &Report) -> String {
             r.label(),
             r.note.clone().unwrap_or_default()
         );
+    }
+    if !report.cutover.is_empty() {
+        if !out.is_empty() {
+            out.push('\n');
+        }
+        let mut headers = CUTOVER_HEADERS.map(String::from).to_vec();
+        headers[0] = "cutover".into();
+        let mut rows = vec![headers];
+        rows.extend(report.cutover.iter().map(cutover_row));
+        out.push_str(&align(&rows));
     }
     if !report.idle.is_empty() {
         out.push('\n');
