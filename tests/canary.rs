@@ -477,3 +477,54 @@ fn a_canary_check_that_fails_rolls_the_cutover_back_and_names_what_it_said() {
     let report = rt.block_on(load.finish());
     report.assert_no_failed_request();
 }
+
+#[test]
+fn a_reload_during_a_cutover_is_queued_and_a_stop_drains_both_generations() {
+    let _serial = serial();
+    let mut c = Canary::start(false);
+    let addr = c.baton.addr();
+    let first = c.reload_async(&["reload", "--canary", "50%,100%", "--soak", "60s"]);
+    wait_until(LONG, "the 50% step", || {
+        c.step().is_some_and(|(_, w)| w == 50)
+    });
+    let second = c.reload_async(&["reload"]);
+    c.baton
+        .wait_log("reload queued: a generation is still starting", LONG);
+    // Slow requests on both generations (status counts who holds them).
+    let rt = runtime();
+    let inflight: Vec<_> = (0..16)
+        .map(|_| baton_e2e::spawn_request(&rt, addr, "/sleep?ms=2000", true))
+        .collect();
+    wait_until(LONG, "slow requests held by both generations", || {
+        let s = status_json(&c.control());
+        let held = |id: u64| {
+            s["generations"]
+                .as_array()
+                .and_then(|g| g.iter().find(|g| g["generation"] == id))
+                .and_then(|g| g["connections"].as_u64())
+                .unwrap_or(0)
+        };
+        held(1) > 0 && held(2) > 0
+    });
+    c.baton.signal(nix::sys::signal::Signal::SIGTERM);
+    let status = c.baton.wait_exit(LONG);
+    assert_eq!(status.code(), Some(0), "baton exit status {status:?}");
+    c.baton.wait_log("draining generation=1", LONG);
+    c.baton.wait_log("draining generation=2", LONG);
+    for handle in inflight {
+        let resp = rt
+            .block_on(handle)
+            .unwrap()
+            .expect("a request in flight at the stop failed");
+        assert_eq!(resp.status, 200);
+    }
+    let (code, out, err) = first.join().unwrap();
+    assert_ne!(
+        code,
+        Some(0),
+        "a cutover cut short by a stop is no success: {out}{err}"
+    );
+    let (code, out, err) = second.join().unwrap();
+    assert_ne!(code, Some(0), "the queued reload never ran: {out}{err}");
+    eprintln!("first reload: {code:?} {out}{err}");
+}

@@ -2148,7 +2148,37 @@ impl Core {
         let Some(period) = self.settings.worker_watchdog else {
             return;
         };
-        let Some(si) = self.serving().filter(|_| self.phase == Phase::Running) else {
+        if self.phase != Phase::Running {
+            return;
+        }
+        let missed = |w: &Worker| match w.state {
+            WorkerState::Ready { since } => {
+                now.since(w.last_ping.unwrap_or(since).max(since)) > period
+            }
+            _ => false,
+        };
+        // A canary's worker that misses its watchdog rolls the cutover back.
+        let canary = self
+            .generations
+            .iter()
+            .enumerate()
+            .find_map(|(gi, g)| match g.state {
+                GenState::Canary { since, step, .. } => g
+                    .workers
+                    .iter()
+                    .find(|w| missed(w))
+                    .map(|w| (gi, since, step, w.slot, w.pid.unwrap_or(0))),
+                _ => None,
+            });
+        if let Some((gi, since, step, slot, pid)) = canary {
+            let what = format!(
+                "worker slot {slot} (pid {pid}) sent no WATCHDOG=1 for {} (--worker-watchdog)",
+                humantime::format_duration(period)
+            );
+            let cause = self.canary_cause(gi, step, since, now, &what);
+            self.fail_generation(gi, cause, now);
+        }
+        let Some(si) = self.serving() else {
             return;
         };
         for wi in 0..self.generations[si].workers.len() {

@@ -1567,3 +1567,40 @@ fn a_canary_check_must_pass_in_each_step_and_a_failed_or_hung_one_rolls_back() {
     assert_eq!(sim.state(2), "serving");
     assert!(sim.checks.len() >= 10, "about one run a second");
 }
+
+#[test]
+fn a_canary_worker_that_misses_its_watchdog_rolls_the_cutover_back() {
+    let mut sim = Sim::serving(Settings {
+        worker_watchdog: Some(5 * SEC),
+        ..canary("50%,100%")
+    });
+    sim.reload(1);
+    sim.ready_all(2);
+    let (a, b) = (sim.pids(2)[0], sim.pids(2)[1]);
+    let ping = |pid| Event::Notify {
+        pid,
+        ready: false,
+        watchdog: true,
+        mainpid: false,
+        status: None,
+        errors: None,
+    };
+    // Worker a pings, worker b does not (the old ones ping too).
+    for _ in 0..2 {
+        sim.advance(2 * SEC);
+        sim.on(ping(a));
+        for pid in sim.pids(1) {
+            sim.on(ping(pid));
+        }
+    }
+    assert_eq!(sim.state(2), "canary");
+    let actions = sim.advance(2 * SEC);
+    assert_eq!(sim.state(2), "failed");
+    let cause = &causes(&actions)[0];
+    assert!(
+        cause.starts_with("rolled back at 100% after 6s: worker slot 1")
+            && cause.contains(&format!("(pid {b}) sent no WATCHDOG=1 for 5s")),
+        "{cause}"
+    );
+    assert_eq!(sim.state(1), "serving");
+}
