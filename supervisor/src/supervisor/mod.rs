@@ -223,14 +223,15 @@ async fn event_loop(
         }
     }
     let mut watch_due: Option<crate::core::Mono> = None;
-    // Pings from the event loop itself: a stuck loop stops them.
-    let mut watchdog = tokio::time::interval(
-        shell
-            .manager
-            .as_ref()
-            .and_then(|m| m.watchdog)
-            .unwrap_or(Duration::from_secs(3600)),
-    );
+    // Pings from the event loop itself: a stuck loop stops them. The first
+    // one period in (half the manager's timeout), not at once: an interval's
+    // first tick is immediate, which would ping whatever WATCHDOG_USEC says.
+    let period = shell
+        .manager
+        .as_ref()
+        .and_then(|m| m.watchdog)
+        .unwrap_or(Duration::from_secs(3600));
+    let mut watchdog = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
 
     // Periodic checks: listeners that stopped listening, stuck workers.
     let mut tick = tokio::time::interval(CHECK_EVERY);
