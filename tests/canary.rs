@@ -277,6 +277,19 @@ fn hold_connections(addr: SocketAddr, n: usize) -> Vec<(u64, std::net::TcpStream
         .collect()
 }
 
+/// The connections each generation holds, by generation id, as `baton
+/// status` counts them now.
+fn connections(c: &Canary) -> impl Fn(u64) -> u64 {
+    let s = status_json(&c.control());
+    move |id| {
+        s["generations"]
+            .as_array()
+            .and_then(|g| g.iter().find(|g| g["generation"] == id))
+            .and_then(|g| g["connections"].as_u64())
+            .unwrap_or(0)
+    }
+}
+
 /// The newest generation's worker slots in its cutover, if it is in one.
 fn slots(c: &Canary) -> Option<u64> {
     status_json(&c.control())["generations"][0]["canary"]["slots"].as_u64()
@@ -334,14 +347,7 @@ fn without_steer_the_share_is_in_worker_slots_and_nothing_is_lost() {
             let held = hold_connections(addr, 16);
             let mine = |id: u64| held.iter().filter(|(g, _)| *g == id).count() as u64;
             wait_until(LONG, "status counting the connections held", || {
-                let s = status_json(&c.control());
-                let counted = |id: u64| {
-                    s["generations"]
-                        .as_array()
-                        .and_then(|g| g.iter().find(|g| g["generation"] == id))
-                        .and_then(|g| g["connections"].as_u64())
-                        .unwrap_or(0)
-                };
+                let counted = connections(&c);
                 counted(1) >= mine(1) && counted(2) >= mine(2)
             });
             assert!(mine(1) > 0 && mine(2) > 0, "16 connections over 4 slots");
@@ -496,14 +502,7 @@ fn a_reload_during_a_cutover_is_queued_and_a_stop_drains_both_generations() {
         .map(|_| baton_e2e::spawn_request(&rt, addr, "/sleep?ms=2000", true))
         .collect();
     wait_until(LONG, "slow requests held by both generations", || {
-        let s = status_json(&c.control());
-        let held = |id: u64| {
-            s["generations"]
-                .as_array()
-                .and_then(|g| g.iter().find(|g| g["generation"] == id))
-                .and_then(|g| g["connections"].as_u64())
-                .unwrap_or(0)
-        };
+        let held = connections(&c);
         held(1) > 0 && held(2) > 0
     });
     c.baton.signal(nix::sys::signal::Signal::SIGTERM);

@@ -17,7 +17,7 @@ use crate::procs::{cpu_secs, fd_count, peak_rss_kib, rss_parts_kib};
 use crate::reloads::{field_u64, Summary};
 use crate::report::{split_by_windows, Cutover, CutoverResult, RunResult, Status};
 use crate::targets::{Env, Kind, Target};
-use crate::{aborted, add_note, fill_load, Progress, REQUEST_TIMEOUT};
+use crate::{aborted, add_note, end_run, fill_load, Progress, REQUEST_TIMEOUT};
 
 /// Workers of the scenario's baton.
 pub const WORKERS: usize = 4;
@@ -182,30 +182,7 @@ pub async fn run(
             ),
         );
     }
-    let warnings = target.baton_warnings(0);
-    if !warnings.is_empty() {
-        add_note(
-            &mut r.note,
-            format!(
-                "baton warned: {}",
-                warnings
-                    .iter()
-                    .map(|(m, n)| format!("\"{m}\" ×{n}"))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ),
-        );
-    }
-    if let Some(d) = died {
-        r.status = Status::Error;
-        add_note(&mut r.note, d);
-    }
-    if !target.stop().await {
-        add_note(
-            &mut r.note,
-            "did not stop within its grace period; killed".into(),
-        );
-    }
+    end_run(&mut target, &mut r, died).await;
     out.run = r;
     out
 }

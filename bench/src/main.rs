@@ -1006,6 +1006,16 @@ async fn run_case(
             ),
         );
     }
+    end_run(&mut target, &mut r, died).await;
+    if let Some(dir) = &args.logs {
+        write_log(dir, &r.label(), &target, start, &signals);
+    }
+    r
+}
+
+/// The end of a load run: what baton warned about, a target that died,
+/// and its graceful stop, in the run's notes.
+async fn end_run(target: &mut Target, r: &mut RunResult, died: Option<String>) {
     let warnings = target.baton_warnings(0);
     if !warnings.is_empty() {
         add_note(
@@ -1030,10 +1040,6 @@ async fn run_case(
             "did not stop within its grace period; killed".into(),
         );
     }
-    if let Some(dir) = &args.logs {
-        write_log(dir, &r.label(), &target, start, &signals);
-    }
-    r
 }
 
 fn add_note(note: &mut Option<String>, more: String) {
